@@ -1,0 +1,1 @@
+"""Utilities shared by every layer of the testbed (cache locations, subprocess helpers)."""

@@ -1,0 +1,102 @@
+"""LiteFlow Testbed: the user's front door.
+
+Tasks are thin: each parses its arguments and calls into the packages, where the logic lives and
+is tested. Heavy imports (TensorFlow) happen inside the tasks so `invoke --list` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+REPO = Path(__file__).resolve().parent
+BUILD_DIR = REPO / "build"
+
+
+def _fail(message: str) -> Exit:
+    return Exit(f"error: {message}", code=1)
+
+
+@task(
+    help={
+        "kernel": "debian-5.10, debian-6.1 (default), debian-6.12, local:DIR (your own .debs), or all",
+        "strict": "fail on any compiler warning (default: true)",
+    }
+)
+def build(c, kernel="debian-6.1", strict=True):
+    """Build liteflow.ko, lf_test.ko and an example snapshot module for one kernel or all."""
+    from vm.kernels import KernelNameError
+    from vm.matrix import build_matrix
+
+    try:
+        reports = build_matrix(kernel, out_dir=BUILD_DIR, strict=strict)
+    except KernelNameError as exc:
+        raise _fail(str(exc)) from exc
+    for report in reports:
+        print(report.summary())
+
+
+@task(help={"test_args": "extra arguments passed to pytest", "unit": "only the fast unit tests"})
+def test(c, test_args="", unit=False):
+    """Install what the tests need (apt), then run the whole test suite: unit, build matrix, snapshot exactness."""
+    from vm.hosttools import ensure_host_tools
+
+    ensure_host_tools()
+    selection = "-m 'not kernelbuild'" if unit else ""
+    c.run(f"{sys.executable} -m pytest -q {selection} {test_args}", pty=False)
+
+
+@task(help={"experiment": "engine (more to come); default: every experiment that exists"})
+def bench(c, experiment=""):
+    """Run benchmark experiments and write results/<run-id>/."""
+    from workloads.bench import available_experiments, run_experiment
+
+    names = [experiment] if experiment else available_experiments()
+    for name in names:
+        try:
+            run = run_experiment(name)
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
+        print(f"{name}: results in {run.path.relative_to(REPO) if run.path.is_relative_to(REPO) else run.path}")
+
+
+@task(help={"model": "path of a .keras model", "samples": "number of random inputs (default 2000)", "seed": "RNG seed"})
+def snapshot_verify(c, model, samples=2000, seed=0):
+    """Quantize a Keras model, build the snapshot, and check the engine is bit-exact with TFLite."""
+    from userspace.snapshot import SnapshotError, verify
+
+    try:
+        result = verify(Path(model), samples=int(samples), seed=int(seed))
+    except SnapshotError as exc:
+        raise _fail(str(exc)) from exc
+    print(result.summary())
+    if not result.exact:
+        raise Exit(code=1)
+
+
+@task(help={"path": "where to write the model (default: build/example.keras)"})
+def snapshot_example(c, path=str(BUILD_DIR / "example.keras")):
+    """Write a small example Keras model (Aurora-sized, 30-32-16-1 tanh) to try snapshot.verify on."""
+    from userspace.snapshot import example_model
+
+    written = example_model(Path(path))
+    print(f"wrote {written}; try: invoke snapshot.verify --model {written}")
+
+
+@task(help={"kind": "buildroots, engine, ... (default: everything)"})
+def clean_cache(c, kind=""):
+    """Remove cached build roots, engine builds and images from the user's cache directory."""
+    from common.cache import clean
+
+    for removed in clean(kind or None):
+        print(f"removed {removed}")
+
+
+snapshot = Collection("snapshot")
+snapshot.add_task(snapshot_verify, name="verify")
+snapshot.add_task(snapshot_example, name="example")
+
+ns = Collection(build, test, bench, clean_cache)
+ns.add_collection(snapshot)

@@ -1,0 +1,1 @@
+"""Hosts, guest topologies, the experiment runner and the results store."""

@@ -1,0 +1,1 @@
+"""Experiment definitions (one data file each), traffic generators and the experiment drivers."""
