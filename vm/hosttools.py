@@ -1,0 +1,21 @@
+"""The host's system tools, installed on first use so a fresh Debian machine needs no manual step."""
+
+from __future__ import annotations
+
+from common.system import ensure_tools
+
+# command -> Debian package providing it
+HOST_TOOLS: dict[str, str] = {
+    "debootstrap": "debootstrap",
+    "gcc": "gcc",
+    "make": "make",
+    "chroot": "coreutils",
+    "mkfs.ext4": "e2fsprogs",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+}
+
+
+def ensure_host_tools() -> list[str]:
+    """Install whatever of HOST_TOOLS is missing (apt, as root) or stop with the command to run."""
+    return ensure_tools(HOST_TOOLS)
