@@ -1,0 +1,204 @@
+"""Client of the LiteFlow core's generic netlink family (pyroute2).
+
+The slow path and the test harness talk to the kernel only through this class: stats, sampling,
+evaluation of the active snapshot with the kernel's own arithmetic, hot weight loads and the
+in-kernel micro-benchmark. Kernel errors come back as `LiteFlowNetlinkError` carrying the errno,
+so callers can tell EPERM (unprivileged) from EINVAL (bad blob) from ENOENT (no snapshot).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, genlmsg
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.generic import GenericNetlinkSocket
+
+from userspace.uapi import load_uapi
+
+
+class LiteFlowNetlinkError(OSError):
+    """A LiteFlow netlink command failed in the kernel; `errno` says why."""
+
+
+@cache
+def _message_class() -> type:
+    uapi = load_uapi()
+    ordered = sorted(uapi.attributes.items(), key=lambda item: item[1][0])
+    nla_map = tuple((f"LF_ATTR_{name}", nla_type) for name, (_, nla_type) in ordered)
+    return type("lf_genlmsg", (genlmsg,), {"prefix": "LF_ATTR_", "nla_map": nla_map})
+
+
+@dataclass(frozen=True)
+class AppStats:
+    app_id: int
+    name: str
+    input_size: int
+    output_size: int
+    queries: int
+    errors: int
+    active_id: int
+    standby_id: int
+    active_origin: str
+    standby_origin: str
+    samples_sent: int
+    samples_dropped: int
+    sample_every: int
+    sample_batch: int
+    swaps: int
+    io_count: int
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    app_id: int
+    snapshot_id: int
+    iterations: int
+    total_ns: int
+    ns_per_query: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class SampleBatch:
+    app_id: int
+    snapshot_id: int
+    inputs: np.ndarray  # int8 [k, input_size]
+    outputs: np.ndarray  # int8 [k, output_size]
+    dropped_total: int
+
+
+class LiteFlowNetlink:
+    """One generic netlink socket bound to the `liteflow` family; use as a context manager."""
+
+    def __init__(self) -> None:
+        self._uapi = load_uapi()
+        self._msg = _message_class()
+        self._sock = GenericNetlinkSocket()
+        try:
+            self._sock.bind(self._uapi.family, self._msg)
+        except NetlinkError as exc:
+            self._sock.close()
+            raise LiteFlowNetlinkError(
+                exc.code, f"generic netlink family {self._uapi.family!r} not found: is liteflow.ko loaded?"
+            ) from exc
+
+    def __enter__(self) -> "LiteFlowNetlink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _request(self, command: str, attrs: dict[str, object], dump: bool = False) -> list:
+        msg = self._msg()
+        msg["cmd"] = self._uapi.commands[command]
+        msg["version"] = self._uapi.version
+        msg["attrs"] = [(f"LF_ATTR_{key}", value) for key, value in attrs.items()]
+        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
+        try:
+            replies = self._sock.nlm_request(msg, msg_type=self._sock.prid, msg_flags=flags)
+        except NetlinkError as exc:
+            raise LiteFlowNetlinkError(exc.code, f"{command}: {os.strerror(exc.code)}") from exc
+        return [r for r in replies if r.get("cmd") == self._uapi.commands[command]]
+
+    def list_apps(self) -> list[AppStats]:
+        return [self._app_stats(reply) for reply in self._request("LIST_APPS", {}, dump=True)]
+
+    def app(self, name: str) -> AppStats:
+        for stats in self.list_apps():
+            if stats.name == name:
+                return stats
+        raise LiteFlowNetlinkError(errno.ENOENT, f"no LiteFlow app named {name!r}")
+
+    def set_sampling(self, app_id: int, every: int, batch: int) -> None:
+        self._request("SET_SAMPLING", {"APP_ID": app_id, "SAMPLE_EVERY": every, "SAMPLE_BATCH": batch})
+
+    def evaluate(self, app_id: int, inputs: np.ndarray) -> tuple[int, np.ndarray]:
+        """Run the kernel's active snapshot on `inputs` (int8 [k, n]); returns (snapshot id, outputs)."""
+        inputs = np.ascontiguousarray(inputs, dtype=np.int8)
+        if inputs.ndim != 2:
+            raise ValueError("inputs must be a 2-D int8 array [k, input_size]")
+        limit = self._uapi.limits["EVAL_MAX_VECTORS"]
+        snapshot_id, outputs = 0, []
+        for start in range(0, len(inputs), limit):
+            chunk = inputs[start : start + limit]
+            (reply,) = self._request("EVALUATE", {"APP_ID": app_id, "INPUTS": chunk.tobytes()})
+            snapshot_id = reply.get_attr("LF_ATTR_SNAPSHOT_ID")
+            count = reply.get_attr("LF_ATTR_COUNT")
+            raw = np.frombuffer(reply.get_attr("LF_ATTR_OUTPUTS"), dtype=np.int8)
+            outputs.append(raw.reshape(count, -1))
+        return snapshot_id, np.concatenate(outputs)
+
+    def load_model(self, app_id: int, snapshot_id: int, blob: bytes) -> None:
+        """Hot update: the kernel parses and validates `blob`, installs it in standby and switches."""
+        self._request("LOAD_MODEL", {"APP_ID": app_id, "SNAPSHOT_ID": snapshot_id, "BLOB": blob})
+
+    def unload_model(self, app_id: int, snapshot_id: int) -> None:
+        self._request("UNLOAD_MODEL", {"APP_ID": app_id, "SNAPSHOT_ID": snapshot_id})
+
+    def swap(self, app_id: int) -> None:
+        self._request("SWAP", {"APP_ID": app_id})
+
+    def bench(self, app_id: int, iterations: int) -> BenchResult:
+        (reply,) = self._request("BENCH", {"APP_ID": app_id, "ITERATIONS": iterations})
+        return BenchResult(
+            app_id=reply.get_attr("LF_ATTR_APP_ID"),
+            snapshot_id=reply.get_attr("LF_ATTR_SNAPSHOT_ID"),
+            iterations=reply.get_attr("LF_ATTR_ITERATIONS"),
+            total_ns=reply.get_attr("LF_ATTR_TOTAL_NS"),
+            ns_per_query=reply.get_attr("LF_ATTR_NS_PER_QUERY"),
+            macs=reply.get_attr("LF_ATTR_MACS"),
+        )
+
+    # -- samples ------------------------------------------------------------------------------
+
+    def subscribe_samples(self) -> None:
+        self._sock.add_membership(self._uapi.samples_group)
+
+    def sample_batches(self) -> Iterator[SampleBatch]:
+        """Yield sample batches multicast by the kernel (call subscribe_samples first)."""
+        samples_cmd = self._uapi.commands["SAMPLES"]
+        while True:
+            for msg in self._sock.get():
+                if msg.get("cmd") != samples_cmd:
+                    continue
+                count = msg.get_attr("LF_ATTR_COUNT")
+                yield SampleBatch(
+                    app_id=msg.get_attr("LF_ATTR_APP_ID"),
+                    snapshot_id=msg.get_attr("LF_ATTR_SNAPSHOT_ID"),
+                    inputs=np.frombuffer(msg.get_attr("LF_ATTR_INPUTS"), dtype=np.int8).reshape(count, -1),
+                    outputs=np.frombuffer(msg.get_attr("LF_ATTR_OUTPUTS"), dtype=np.int8).reshape(count, -1),
+                    dropped_total=msg.get_attr("LF_ATTR_SAMPLES_DROPPED"),
+                )
+
+    @staticmethod
+    def _app_stats(reply) -> AppStats:
+        get = reply.get_attr
+        return AppStats(
+            app_id=get("LF_ATTR_APP_ID"),
+            name=get("LF_ATTR_APP_NAME"),
+            input_size=get("LF_ATTR_INPUT_SIZE"),
+            output_size=get("LF_ATTR_OUTPUT_SIZE"),
+            queries=get("LF_ATTR_QUERIES"),
+            errors=get("LF_ATTR_ERRORS"),
+            active_id=get("LF_ATTR_ACTIVE_ID"),
+            standby_id=get("LF_ATTR_STANDBY_ID"),
+            active_origin=get("LF_ATTR_ACTIVE_ORIGIN") or "",
+            standby_origin=get("LF_ATTR_STANDBY_ORIGIN") or "",
+            samples_sent=get("LF_ATTR_SAMPLES_SENT"),
+            samples_dropped=get("LF_ATTR_SAMPLES_DROPPED"),
+            sample_every=get("LF_ATTR_SAMPLE_EVERY"),
+            sample_batch=get("LF_ATTR_SAMPLE_BATCH"),
+            swaps=get("LF_ATTR_SWAPS"),
+            io_count=get("LF_ATTR_IO_COUNT"),
+        )
