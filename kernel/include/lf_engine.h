@@ -14,9 +14,11 @@
  *   q[o]    = clamp(q[o], act_min, act_max)        (fused RELU lives here)
  *   out[o]  = act_table ? act_table[q[o] + 128] : q[o]   (TANH, LOGISTIC)
  *
- * requantize() is TFLite's MultiplyByQuantizedMultiplier with double rounding
- * (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT), so a
- * snapshot computes exactly what the TFLite interpreter computes.  Element-wise
+ * requantize() is TFLite's MultiplyByQuantizedMultiplier as TF 2.21 builds it
+ * (TFLITE_SINGLE_ROUNDING: (acc * multiplier + 2^(30 - shift)) >> (31 - shift),
+ * shift in [-31, 30]; measured, gemmlowp's double rounding disagrees with TF
+ * 2.21 on a few percent of inputs), so a snapshot computes exactly what
+ * TFLite's built-in int8 kernels compute.  Element-wise
  * activations act on an int8 tensor, so a 256-entry table is exact by
  * construction.  No floating point, no SIMD, no division: the same source
  * builds into the kernel and into a user-space shared library that the

@@ -1,28 +1,41 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * LiteFlow core: the API that datapath apps, snapshot modules and io
- * (input collector / output enforcer) modules use.  See liteflow_core.c for
- * the design; see lf_engine.h for what a snapshot computes.
+ * (input collector / output enforcer) modules use.  See
+ * core/liteflow_core.c for the design; see lf_engine.h for what a snapshot
+ * computes and lf_netlink.h for the user-space interface.
+ *
+ * Lifetimes, in short:
+ *  - An app module registers its app (lf_register_app) in its init and
+ *    unregisters it in its exit, after its io modules are gone.
+ *  - A snapshot module registers its model in init (it becomes active at
+ *    once and its module is pinned while it stays active, so rmmod fails
+ *    with EBUSY) and calls lf_unregister_model in exit (it can only be
+ *    unloaded once it is standby or detached).
+ *  - Everything here may sleep except lf_query_model.
  */
 #ifndef _LITEFLOW_H
 #define _LITEFLOW_H
 
 #include <linux/types.h>
+#include <linux/list.h>
 #include <linux/rcupdate.h>
 #include <linux/module.h>
 #include "lf_engine.h"
 #include "lf_netlink.h"
 
-#define LF_APP_NAME_MAX		32
+#define LF_APP_NAME_MAX		32	/* bytes, NUL included */
+#define LF_MAX_APPS		64	/* apps registered at once (power of 2) */
 
 /*
  * A registered snapshot.  A generated snapshot module owns one statically
- * (owner = THIS_MODULE); a hot-loaded one is allocated by the core
- * (owner = NULL, blob holds the weights).
+ * (owner = THIS_MODULE, mandatory); a hot-loaded one is allocated by the
+ * core (owner = NULL, blob holds the weights) and freed by it after an RCU
+ * grace period once it leaves both slots.
  */
 struct lf_model {
 	u32 app_id;
-	u64 snapshot_id;		/* unique per snapshot, chosen by the toolchain */
+	u64 snapshot_id;		/* unique per snapshot, != 0, chosen by the toolchain */
 	struct lf_snapshot_spec spec;
 	struct module *owner;
 	/* private to the core */
@@ -30,22 +43,47 @@ struct lf_model {
 	struct rcu_head rcu;
 };
 
+/*
+ * Register an app; sizes in 1..LF_MAX_UNITS.  App ids are never reused
+ * while the core is loaded.  -EEXIST for a name already taken, -ENOSPC
+ * beyond LF_MAX_APPS, -EINVAL for bad sizes or name.
+ */
 int lf_register_app(const char *name, u16 input_size, u16 output_size, u32 *app_id);
+
+/*
+ * Unregister an app.  -EBUSY while io modules are registered for it (they
+ * would query a vanished app); -ENOENT if unknown.  Snapshots are
+ * detached: hot-loaded ones are freed, the active module is unpinned, and
+ * a snapshot module's later lf_unregister_model returns -ENOENT, which is
+ * harmless.  Sampling stops; partial sample batches are discarded.
+ */
 int lf_unregister_app(u32 app_id);
 
-/* Install into the standby slot, then switch it active. */
+/*
+ * Validate the spec (lf_engine_validate), check its sizes against the app
+ * (-EINVAL and a warning naming both otherwise), install it into standby
+ * and switch it active; the previous active becomes standby, a standby it
+ * displaces is dropped (freed if hot-loaded).  Sleeps (synchronize_rcu).
+ * -ENOENT unknown app, -EEXIST already installed, -ENODEV owner going away.
+ */
 int lf_register_model(struct lf_model *model);
+
 /* Remove from the standby slot; the active snapshot cannot be removed (-EBUSY). */
 int lf_unregister_model(struct lf_model *model);
 
 /*
- * Fast path: run the active snapshot.  Safe from any context (softirq
- * included); never sleeps, never logs.  -ENOENT: no such app or no active
- * snapshot; -EINVAL: malformed.
+ * Fast path: run the active snapshot.  Safe from any context (hard and
+ * soft irq included); never sleeps, never logs, takes no lock shared
+ * between CPUs.  input holds input_size values, output output_size.
+ * -ENOENT: no such app or no active snapshot; -EINVAL: malformed.
  */
 int lf_query_model(u32 app_id, const s8 *input, s8 *output);
 
-/* Input collectors / output enforcers declare the sizes they produce/consume. */
+/*
+ * Input collectors / output enforcers declare the sizes they produce /
+ * consume; the core refuses (-EINVAL) sizes that disagree with the app.
+ * Fill name, app_id, sizes and owner; list is private to the core.
+ */
 struct lf_io {
 	const char *name;
 	u32 app_id;

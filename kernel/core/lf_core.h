@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * LiteFlow core, private: the app record shared by the registry
+ * (liteflow_core.c), the sampler (lf_sample.c) and the generic netlink
+ * family (lf_netlink.c).  Not for apps; they use liteflow.h.
+ */
+#ifndef _LF_CORE_H
+#define _LF_CORE_H
+
+#include <linux/mutex.h>
+#include <linux/percpu.h>
+#include <linux/atomic.h>
+#include <linux/workqueue.h>
+#include <linux/spinlock.h>
+#include <net/netlink.h>
+#include "liteflow.h"
+
+/* Per-CPU counters of an app, bumped with this_cpu_inc on the fast path. */
+struct lf_app_stats {
+	u64 queries;
+	u64 errors;
+	u64 samples_dropped;
+};
+
+struct lf_sampler;
+
+struct lf_app {
+	u32 id;
+	char name[LF_APP_NAME_MAX];
+	u16 input_size;
+	u16 output_size;
+	struct lf_model __rcu *active;		/* read under RCU */
+	struct lf_model *standby;		/* lf_mutex */
+	struct lf_sampler __rcu *sampler;	/* read under RCU, NULL = off */
+	struct lf_app_stats __percpu *stats;
+	atomic64_t samples_sent;
+	u64 swaps;				/* lf_mutex */
+	struct list_head ios;			/* lf_mutex */
+	u32 n_ios;				/* lf_mutex */
+};
+
+/* Serialises every writer: registry, slots, io list, sampling setup. */
+extern struct mutex lf_mutex;
+
+/* liteflow_core.c */
+struct lf_app *lf_app_lookup_locked(u32 app_id);
+struct lf_app *lf_app_at_locked(unsigned int slot);
+struct lf_model *lf_active_locked(struct lf_app *app);
+void lf_app_stats_sum(struct lf_app *app, struct lf_app_stats *sum);
+int lf_hot_load_locked(struct lf_app *app, u64 snapshot_id, const void *blob,
+		       size_t len, struct netlink_ext_ack *extack);
+int lf_hot_unload_locked(struct lf_app *app, u64 snapshot_id);
+int lf_swap_locked(struct lf_app *app);
+int lf_bench(u32 app_id, u32 iterations, u64 *total_ns, u64 *snapshot_id,
+	     u64 *macs);
+
+/* lf_sample.c */
+int lf_sampling_set_locked(struct lf_app *app, u32 every_n, u32 batch,
+			   struct netlink_ext_ack *extack);
+void lf_sampling_get_locked(struct lf_app *app, u32 *every_n, u32 *batch);
+void lf_sample_record(struct lf_app *app, struct lf_sampler *s,
+		      const struct lf_model *model, const s8 *input,
+		      const s8 *output);
+
+/* lf_netlink.c */
+int lf_netlink_init(void);
+void lf_netlink_exit(void);
+int lf_netlink_send_samples(struct lf_app *app, u64 snapshot_id, u32 count,
+			    const s8 *inputs, const s8 *outputs);
+
+#endif /* _LF_CORE_H */

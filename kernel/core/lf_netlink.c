@@ -1,0 +1,552 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * LiteFlow generic netlink family "liteflow": the slow path's window into
+ * the fast path (Zhang et al., SIGCOMM 2022: the user-space service
+ * evaluates the kernel snapshot, collects samples to adapt on, and updates
+ * the snapshot).  The UAPI with every attribute's type is lf_netlink.h.
+ *
+ * Every command with attributes is covered by the family's policy (per op
+ * before 5.2, see compat.h); commands that change state or burn CPU need
+ * CAP_NET_ADMIN (GENL_ADMIN_PERM); so does EVALUATE, which holds lf_mutex
+ * while it runs.  LIST_APPS is open to everyone.  Handlers run in parallel
+ * (parallel_ops) and serialise on lf_mutex themselves, so a long benchmark
+ * does not hold the global genetlink lock.  The family lives in the
+ * initial network namespace only; samples go to group "samples".
+ */
+#define pr_fmt(fmt) "liteflow: " fmt
+
+#include <linux/kernel.h>
+#include <linux/cache.h>
+#include <linux/module.h>
+#include <linux/sched.h>
+#include <net/genetlink.h>
+#include "compat.h"
+#include "lf_core.h"
+
+#define LF_EVAL_RESCHED_EVERY	64	/* inferences between cond_resched() */
+#define LF_ORIGIN_HOT		"hot"
+#define LF_ORIGIN_NONE		""
+
+enum lf_mcgrp {
+	LF_MCGRP_SAMPLES,
+};
+
+static struct genl_family lf_genl_family;
+
+static const struct nla_policy lf_nl_policy[LF_ATTR_MAX + 1] = {
+	[LF_ATTR_APP_ID]		= { .type = NLA_U32 },
+	[LF_ATTR_APP_NAME]		= { .type = NLA_NUL_STRING,
+					    .len = LF_APP_NAME_MAX - 1 },
+	[LF_ATTR_INPUT_SIZE]		= { .type = NLA_U32 },
+	[LF_ATTR_OUTPUT_SIZE]		= { .type = NLA_U32 },
+	[LF_ATTR_QUERIES]		= { .type = NLA_U64 },
+	[LF_ATTR_ERRORS]		= { .type = NLA_U64 },
+	[LF_ATTR_ACTIVE_ID]		= { .type = NLA_U64 },
+	[LF_ATTR_STANDBY_ID]		= { .type = NLA_U64 },
+	[LF_ATTR_ACTIVE_ORIGIN]		= { .type = NLA_NUL_STRING,
+					    .len = MODULE_NAME_LEN - 1 },
+	[LF_ATTR_STANDBY_ORIGIN]	= { .type = NLA_NUL_STRING,
+					    .len = MODULE_NAME_LEN - 1 },
+	[LF_ATTR_SAMPLES_SENT]		= { .type = NLA_U64 },
+	[LF_ATTR_SAMPLES_DROPPED]	= { .type = NLA_U64 },
+	[LF_ATTR_SAMPLE_EVERY]		= { .type = NLA_U32 },
+	[LF_ATTR_SAMPLE_BATCH]		= { .type = NLA_U32 },
+	[LF_ATTR_SWAPS]			= { .type = NLA_U64 },
+	[LF_ATTR_SNAPSHOT_ID]		= { .type = NLA_U64 },
+	[LF_ATTR_BLOB]			= { .type = NLA_BINARY,
+					    .len = LF_NL_BINARY_MAX },
+	[LF_ATTR_INPUTS]		= { .type = NLA_BINARY,
+					    .len = LF_NL_BINARY_MAX },
+	[LF_ATTR_OUTPUTS]		= { .type = NLA_BINARY,
+					    .len = LF_NL_BINARY_MAX },
+	[LF_ATTR_COUNT]			= { .type = NLA_U32 },
+	[LF_ATTR_ITERATIONS]		= { .type = NLA_U32 },
+	[LF_ATTR_TOTAL_NS]		= { .type = NLA_U64 },
+	[LF_ATTR_NS_PER_QUERY]		= { .type = NLA_U64 },
+	[LF_ATTR_MACS]			= { .type = NLA_U64 },
+	[LF_ATTR_IO_COUNT]		= { .type = NLA_U32 },
+};
+
+/* ---- helpers ---------------------------------------------------------- */
+
+/* 0 if attribute @attr is present, else -EINVAL with @msg (a literal). */
+#define lf_nl_require(info, attr, msg) ({				\
+	int __err = 0;							\
+									\
+	if (!(info)->attrs[attr]) {					\
+		NL_SET_ERR_MSG((info)->extack, msg);			\
+		__err = -EINVAL;					\
+	}								\
+	__err;								\
+})
+
+/* Caller holds lf_mutex. */
+static struct lf_app *lf_nl_app_locked(struct genl_info *info)
+{
+	struct lf_app *app;
+
+	app = lf_app_lookup_locked(nla_get_u32(info->attrs[LF_ATTR_APP_ID]));
+	if (!app)
+		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[LF_ATTR_APP_ID],
+				    "liteflow: no such app");
+	return app;
+}
+
+static const char *lf_origin(const struct lf_model *model)
+{
+	if (!model)
+		return LF_ORIGIN_NONE;
+	return model->owner ? module_name(model->owner) : LF_ORIGIN_HOT;
+}
+
+static int lf_put_u64(struct sk_buff *skb, int attr, u64 value)
+{
+	return nla_put_u64_64bit(skb, attr, value, LF_ATTR_PAD);
+}
+
+/* ---- LIST_APPS ------------------------------------------------------------ */
+
+/* Caller holds lf_mutex (so standby's owner cannot unload meanwhile). */
+static int lf_nl_fill_app(struct sk_buff *skb, struct lf_app *app, u32 portid,
+			  u32 seq, int flags)
+{
+	struct lf_model *active = lf_active_locked(app);
+	struct lf_model *standby = app->standby;
+	struct lf_app_stats stats;
+	u32 every_n, batch;
+	void *hdr;
+
+	hdr = genlmsg_put(skb, portid, seq, &lf_genl_family, flags,
+			  LF_CMD_LIST_APPS);
+	if (!hdr)
+		return -EMSGSIZE;
+	lf_app_stats_sum(app, &stats);
+	lf_sampling_get_locked(app, &every_n, &batch);
+
+	if (nla_put_u32(skb, LF_ATTR_APP_ID, app->id) ||
+	    nla_put_string(skb, LF_ATTR_APP_NAME, app->name) ||
+	    nla_put_u32(skb, LF_ATTR_INPUT_SIZE, app->input_size) ||
+	    nla_put_u32(skb, LF_ATTR_OUTPUT_SIZE, app->output_size) ||
+	    lf_put_u64(skb, LF_ATTR_QUERIES, stats.queries) ||
+	    lf_put_u64(skb, LF_ATTR_ERRORS, stats.errors) ||
+	    lf_put_u64(skb, LF_ATTR_ACTIVE_ID, active ? active->snapshot_id : 0) ||
+	    lf_put_u64(skb, LF_ATTR_STANDBY_ID, standby ? standby->snapshot_id : 0) ||
+	    nla_put_string(skb, LF_ATTR_ACTIVE_ORIGIN, lf_origin(active)) ||
+	    nla_put_string(skb, LF_ATTR_STANDBY_ORIGIN, lf_origin(standby)) ||
+	    lf_put_u64(skb, LF_ATTR_SAMPLES_SENT,
+		       atomic64_read(&app->samples_sent)) ||
+	    lf_put_u64(skb, LF_ATTR_SAMPLES_DROPPED, stats.samples_dropped) ||
+	    nla_put_u32(skb, LF_ATTR_SAMPLE_EVERY, every_n) ||
+	    nla_put_u32(skb, LF_ATTR_SAMPLE_BATCH, batch) ||
+	    lf_put_u64(skb, LF_ATTR_SWAPS, app->swaps) ||
+	    nla_put_u32(skb, LF_ATTR_IO_COUNT, app->n_ios)) {
+		genlmsg_cancel(skb, hdr);
+		return -EMSGSIZE;
+	}
+	genlmsg_end(skb, hdr);
+	return 0;
+}
+
+static int lf_nl_list_apps_doit(struct sk_buff *skb, struct genl_info *info)
+{
+	struct sk_buff *msg;
+	struct lf_app *app;
+	int err;
+
+	err = lf_nl_require(info, LF_ATTR_APP_ID,
+			    "liteflow: APP_ID required (or use a dump)");
+	if (err)
+		return err;
+	msg = nlmsg_new(NLMSG_DEFAULT_SIZE, GFP_KERNEL);
+	if (!msg)
+		return -ENOMEM;
+
+	mutex_lock(&lf_mutex);
+	app = lf_nl_app_locked(info);
+	err = app ? lf_nl_fill_app(msg, app, info->snd_portid, info->snd_seq, 0)
+		  : -ENOENT;
+	mutex_unlock(&lf_mutex);
+
+	if (err) {
+		nlmsg_free(msg);
+		return err;
+	}
+	return genlmsg_reply(msg, info);
+}
+
+static int lf_nl_list_apps_dumpit(struct sk_buff *skb,
+				  struct netlink_callback *cb)
+{
+	unsigned int slot;
+	struct lf_app *app;
+
+	mutex_lock(&lf_mutex);
+	for (slot = cb->args[0]; slot < LF_MAX_APPS; slot++) {
+		app = lf_app_at_locked(slot);
+		if (!app)
+			continue;
+		if (lf_nl_fill_app(skb, app, NETLINK_CB(cb->skb).portid,
+				   cb->nlh->nlmsg_seq, NLM_F_MULTI))
+			break;
+	}
+	mutex_unlock(&lf_mutex);
+	cb->args[0] = slot;
+	return skb->len;
+}
+
+/* ---- SET_SAMPLING --------------------------------------------------------- */
+
+static int lf_nl_set_sampling(struct sk_buff *skb, struct genl_info *info)
+{
+	struct lf_app *app;
+	u32 every_n, batch = 0;
+	int err;
+
+	err = lf_nl_require(info, LF_ATTR_APP_ID, "liteflow: APP_ID required") ?:
+	      lf_nl_require(info, LF_ATTR_SAMPLE_EVERY,
+			    "liteflow: SAMPLE_EVERY required (0 = off)");
+	if (err)
+		return err;
+	every_n = nla_get_u32(info->attrs[LF_ATTR_SAMPLE_EVERY]);
+	if (info->attrs[LF_ATTR_SAMPLE_BATCH])
+		batch = nla_get_u32(info->attrs[LF_ATTR_SAMPLE_BATCH]);
+
+	mutex_lock(&lf_mutex);
+	app = lf_nl_app_locked(info);
+	err = app ? lf_sampling_set_locked(app, every_n, batch, info->extack)
+		  : -ENOENT;
+	mutex_unlock(&lf_mutex);
+	return err;
+}
+
+/* ---- EVALUATE ------------------------------------------------------------- */
+
+/* Runs under lf_mutex: the active snapshot cannot change or be freed. */
+static int lf_nl_eval_locked(struct lf_app *app, const s8 *inputs, u32 count,
+			     struct sk_buff *msg, struct genl_info *info)
+{
+	struct lf_model *model = lf_active_locked(app);
+	struct nlattr *out_attr;
+	s8 *outputs;
+	u32 i;
+	int err;
+
+	if (!model) {
+		NL_SET_ERR_MSG(info->extack, "liteflow: app has no active snapshot");
+		return -ENOENT;
+	}
+	if (nla_put_u32(msg, LF_ATTR_APP_ID, app->id) ||
+	    lf_put_u64(msg, LF_ATTR_SNAPSHOT_ID, model->snapshot_id) ||
+	    nla_put_u32(msg, LF_ATTR_COUNT, count))
+		return -EMSGSIZE;
+	out_attr = nla_reserve(msg, LF_ATTR_OUTPUTS, count * app->output_size);
+	if (!out_attr)
+		return -EMSGSIZE;
+	outputs = nla_data(out_attr);
+
+	for (i = 0; i < count; i++) {
+		err = lf_engine_infer(&model->spec, inputs + i * app->input_size,
+				      outputs + i * app->output_size);
+		if (err)
+			return err;
+		if ((i + 1) % LF_EVAL_RESCHED_EVERY == 0)
+			cond_resched();
+	}
+	return 0;
+}
+
+static int lf_nl_evaluate(struct sk_buff *skb, struct genl_info *info)
+{
+	const struct nlattr *in_attr = info->attrs[LF_ATTR_INPUTS];
+	struct sk_buff *msg;
+	struct lf_app *app;
+	u32 len, count;
+	void *hdr;
+	int err;
+
+	err = lf_nl_require(info, LF_ATTR_APP_ID, "liteflow: APP_ID required") ?:
+	      lf_nl_require(info, LF_ATTR_INPUTS, "liteflow: INPUTS required");
+	if (err)
+		return err;
+	len = nla_len(in_attr);
+
+	mutex_lock(&lf_mutex);
+	app = lf_nl_app_locked(info);
+	if (!app) {
+		err = -ENOENT;
+		goto unlock;
+	}
+	count = len / app->input_size;
+	if (!count || count * app->input_size != len) {
+		NL_SET_ERR_MSG_ATTR(info->extack, in_attr,
+				    "liteflow: INPUTS is not k * input_size bytes");
+		err = -EINVAL;
+		goto unlock;
+	}
+	if (count > LF_NL_EVAL_MAX_VECTORS ||
+	    count * app->output_size > LF_NL_BINARY_MAX) {
+		NL_SET_ERR_MSG_ATTR(info->extack, in_attr,
+				    "liteflow: too many input vectors");
+		err = -E2BIG;
+		goto unlock;
+	}
+	msg = genlmsg_new(nla_total_size(count * app->output_size) +
+			  3 * nla_total_size_64bit(sizeof(u64)), GFP_KERNEL);
+	if (!msg) {
+		err = -ENOMEM;
+		goto unlock;
+	}
+	hdr = genlmsg_put_reply(msg, info, &lf_genl_family, 0, LF_CMD_EVALUATE);
+	err = hdr ? lf_nl_eval_locked(app, nla_data(in_attr), count, msg, info)
+		  : -EMSGSIZE;
+	mutex_unlock(&lf_mutex);
+
+	if (err) {
+		nlmsg_free(msg);
+		return err;
+	}
+	genlmsg_end(msg, hdr);
+	return genlmsg_reply(msg, info);
+
+unlock:
+	mutex_unlock(&lf_mutex);
+	return err;
+}
+
+/* ---- LOAD_MODEL / UNLOAD_MODEL / SWAP ------------------------------------- */
+
+static int lf_nl_load_model(struct sk_buff *skb, struct genl_info *info)
+{
+	const struct nlattr *blob = info->attrs[LF_ATTR_BLOB];
+	struct lf_app *app;
+	u64 snapshot_id;
+	int err;
+
+	err = lf_nl_require(info, LF_ATTR_APP_ID, "liteflow: APP_ID required") ?:
+	      lf_nl_require(info, LF_ATTR_SNAPSHOT_ID,
+			    "liteflow: SNAPSHOT_ID required") ?:
+	      lf_nl_require(info, LF_ATTR_BLOB, "liteflow: BLOB required");
+	if (err)
+		return err;
+	snapshot_id = nla_get_u64(info->attrs[LF_ATTR_SNAPSHOT_ID]);
+	if (!snapshot_id) {
+		NL_SET_ERR_MSG(info->extack, "liteflow: snapshot id 0 is reserved");
+		return -EINVAL;
+	}
+
+	mutex_lock(&lf_mutex);
+	app = lf_nl_app_locked(info);
+	err = app ? lf_hot_load_locked(app, snapshot_id, nla_data(blob),
+				       nla_len(blob), info->extack)
+		  : -ENOENT;
+	if (!err)
+		pr_info("snapshot %llu hot-loaded for app %s (id %u)\n",
+			(unsigned long long)snapshot_id, app->name, app->id);
+	mutex_unlock(&lf_mutex);
+	return err;
+}
+
+static int lf_nl_unload_model(struct sk_buff *skb, struct genl_info *info)
+{
+	struct lf_app *app;
+	int err;
+
+	err = lf_nl_require(info, LF_ATTR_APP_ID, "liteflow: APP_ID required") ?:
+	      lf_nl_require(info, LF_ATTR_SNAPSHOT_ID,
+			    "liteflow: SNAPSHOT_ID required");
+	if (err)
+		return err;
+
+	mutex_lock(&lf_mutex);
+	app = lf_nl_app_locked(info);
+	err = app ? lf_hot_unload_locked(app,
+			nla_get_u64(info->attrs[LF_ATTR_SNAPSHOT_ID]))
+		  : -ENOENT;
+	mutex_unlock(&lf_mutex);
+	if (err == -EBUSY)
+		NL_SET_ERR_MSG(info->extack, "liteflow: snapshot is active");
+	else if (err == -EPERM)
+		NL_SET_ERR_MSG(info->extack, "liteflow: snapshot belongs to a module, rmmod it");
+	return err;
+}
+
+static int lf_nl_swap(struct sk_buff *skb, struct genl_info *info)
+{
+	struct lf_app *app;
+	int err;
+
+	err = lf_nl_require(info, LF_ATTR_APP_ID, "liteflow: APP_ID required");
+	if (err)
+		return err;
+
+	mutex_lock(&lf_mutex);
+	app = lf_nl_app_locked(info);
+	err = app ? lf_swap_locked(app) : -ENOENT;
+	mutex_unlock(&lf_mutex);
+	if (err == -ENOENT && app)
+		NL_SET_ERR_MSG(info->extack, "liteflow: standby slot is empty");
+	return err;
+}
+
+/* ---- BENCH ---------------------------------------------------------------- */
+
+static int lf_nl_bench(struct sk_buff *skb, struct genl_info *info)
+{
+	u64 total_ns = 0, snapshot_id = 0, macs = 0;
+	struct sk_buff *msg;
+	u32 app_id, iters;
+	void *hdr;
+	int err;
+
+	err = lf_nl_require(info, LF_ATTR_APP_ID, "liteflow: APP_ID required") ?:
+	      lf_nl_require(info, LF_ATTR_ITERATIONS,
+			    "liteflow: ITERATIONS required");
+	if (err)
+		return err;
+	app_id = nla_get_u32(info->attrs[LF_ATTR_APP_ID]);
+	iters = nla_get_u32(info->attrs[LF_ATTR_ITERATIONS]);
+	if (!iters || iters > LF_NL_BENCH_MAX_ITERS) {
+		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[LF_ATTR_ITERATIONS],
+				    "liteflow: ITERATIONS must be 1..LF_NL_BENCH_MAX_ITERS");
+		return iters ? -E2BIG : -EINVAL;
+	}
+
+	err = lf_bench(app_id, iters, &total_ns, &snapshot_id, &macs);
+	if (err) {
+		if (err == -ENOENT)
+			NL_SET_ERR_MSG(info->extack,
+				       "liteflow: no such app or no active snapshot");
+		return err;
+	}
+
+	msg = genlmsg_new(2 * nla_total_size(sizeof(u32)) +
+			  4 * nla_total_size_64bit(sizeof(u64)), GFP_KERNEL);
+	if (!msg)
+		return -ENOMEM;
+	hdr = genlmsg_put_reply(msg, info, &lf_genl_family, 0, LF_CMD_BENCH);
+	if (!hdr ||
+	    nla_put_u32(msg, LF_ATTR_APP_ID, app_id) ||
+	    lf_put_u64(msg, LF_ATTR_SNAPSHOT_ID, snapshot_id) ||
+	    nla_put_u32(msg, LF_ATTR_ITERATIONS, iters) ||
+	    lf_put_u64(msg, LF_ATTR_TOTAL_NS, total_ns) ||
+	    lf_put_u64(msg, LF_ATTR_NS_PER_QUERY, div_u64(total_ns, iters)) ||
+	    lf_put_u64(msg, LF_ATTR_MACS, macs)) {
+		nlmsg_free(msg);
+		return -EMSGSIZE;
+	}
+	genlmsg_end(msg, hdr);
+	return genlmsg_reply(msg, info);
+}
+
+/* ---- SAMPLES (multicast) -------------------------------------------------- */
+
+/* Process context (the sampler's work item); never under lf_mutex. */
+int lf_netlink_send_samples(struct lf_app *app, u64 snapshot_id, u32 count,
+			    const s8 *inputs, const s8 *outputs)
+{
+	size_t in_bytes = (size_t)count * app->input_size;
+	size_t out_bytes = (size_t)count * app->output_size;
+	struct lf_app_stats stats;
+	struct sk_buff *msg;
+	void *hdr;
+
+	msg = genlmsg_new(2 * nla_total_size(sizeof(u32)) +
+			  2 * nla_total_size_64bit(sizeof(u64)) +
+			  nla_total_size(in_bytes) + nla_total_size(out_bytes),
+			  GFP_KERNEL);
+	if (!msg)
+		return -ENOMEM;
+	lf_app_stats_sum(app, &stats);
+	hdr = genlmsg_put(msg, 0, 0, &lf_genl_family, 0, LF_CMD_SAMPLES);
+	if (!hdr ||
+	    nla_put_u32(msg, LF_ATTR_APP_ID, app->id) ||
+	    lf_put_u64(msg, LF_ATTR_SNAPSHOT_ID, snapshot_id) ||
+	    nla_put_u32(msg, LF_ATTR_COUNT, count) ||
+	    nla_put(msg, LF_ATTR_INPUTS, in_bytes, inputs) ||
+	    nla_put(msg, LF_ATTR_OUTPUTS, out_bytes, outputs) ||
+	    lf_put_u64(msg, LF_ATTR_SAMPLES_DROPPED, stats.samples_dropped)) {
+		nlmsg_free(msg);
+		return -EMSGSIZE;
+	}
+	genlmsg_end(msg, hdr);
+	return genlmsg_multicast(&lf_genl_family, msg, 0, LF_MCGRP_SAMPLES,
+				 GFP_KERNEL);
+}
+
+/* ---- family --------------------------------------------------------------- */
+
+static const struct genl_ops lf_genl_ops[] = {
+	{
+		.cmd	= LF_CMD_LIST_APPS,
+		.doit	= lf_nl_list_apps_doit,
+		.dumpit	= lf_nl_list_apps_dumpit,
+		LF_GENL_OP_POLICY(lf_nl_policy)
+	},
+	{
+		.cmd	= LF_CMD_SET_SAMPLING,
+		.doit	= lf_nl_set_sampling,
+		.flags	= GENL_ADMIN_PERM,
+		LF_GENL_OP_POLICY(lf_nl_policy)
+	},
+	{
+		.cmd	= LF_CMD_EVALUATE,
+		.doit	= lf_nl_evaluate,
+		.flags	= GENL_ADMIN_PERM,	/* holds lf_mutex while it runs */
+		LF_GENL_OP_POLICY(lf_nl_policy)
+	},
+	{
+		.cmd	= LF_CMD_LOAD_MODEL,
+		.doit	= lf_nl_load_model,
+		.flags	= GENL_ADMIN_PERM,
+		LF_GENL_OP_POLICY(lf_nl_policy)
+	},
+	{
+		.cmd	= LF_CMD_BENCH,
+		.doit	= lf_nl_bench,
+		.flags	= GENL_ADMIN_PERM,
+		LF_GENL_OP_POLICY(lf_nl_policy)
+	},
+	{
+		.cmd	= LF_CMD_UNLOAD_MODEL,
+		.doit	= lf_nl_unload_model,
+		.flags	= GENL_ADMIN_PERM,
+		LF_GENL_OP_POLICY(lf_nl_policy)
+	},
+	{
+		.cmd	= LF_CMD_SWAP,
+		.doit	= lf_nl_swap,
+		.flags	= GENL_ADMIN_PERM,
+		LF_GENL_OP_POLICY(lf_nl_policy)
+	},
+};
+
+static const struct genl_multicast_group lf_genl_mcgrps[] = {
+	[LF_MCGRP_SAMPLES] = {
+		.name	= LF_GENL_MCGRP_SAMPLES,
+		LF_GENL_MCGRP_ADMIN_FLAGS
+	},
+};
+
+static struct genl_family lf_genl_family __ro_after_init = {
+	.name		= LF_GENL_NAME,
+	.version	= LF_GENL_VERSION,
+	.maxattr	= LF_ATTR_MAX,
+	LF_GENL_FAMILY_POLICY(lf_nl_policy)
+	.netnsok	= false,
+	.parallel_ops	= true,
+	.module		= THIS_MODULE,
+	.ops		= lf_genl_ops,
+	.n_ops		= ARRAY_SIZE(lf_genl_ops),
+	.mcgrps		= lf_genl_mcgrps,
+	.n_mcgrps	= ARRAY_SIZE(lf_genl_mcgrps),
+};
+
+int __init lf_netlink_init(void)
+{
+	return genl_register_family(&lf_genl_family);
+}
+
+void lf_netlink_exit(void)
+{
+	genl_unregister_family(&lf_genl_family);
+}

@@ -1,0 +1,597 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * LiteFlow core: the kernel half of an adaptive neural network that drives
+ * a datapath function.
+ *
+ * LiteFlow (Zhang et al., "LiteFlow: Towards High-Performance Adaptive
+ * Neural Networks for Kernel Datapath", SIGCOMM 2022) splits the network in
+ * two.  The fast path, here, runs integer-only inference of a frozen
+ * *snapshot* on every packet or ACK, with no crossing into user space.  The
+ * slow path, in user space, keeps adapting the real network on samples of
+ * what the kernel saw and, when the snapshot has drifted far enough from it
+ * (the fidelity loss), ships a new snapshot: either a generated module
+ * that registers itself, or a weight blob loaded over netlink.
+ *
+ * Registry.  An app (a datapath function: congestion control, flow
+ * scheduling, ...) is registered with its input and output sizes.  Apps
+ * live in a small table of RCU pointers indexed by id modulo LF_MAX_APPS;
+ * ids grow monotonically so a stale id never finds a newer app.  Writers
+ * hold lf_mutex; the fast path only reads under rcu_read_lock(), like
+ * net/ipv4/tcp_cong.c.
+ *
+ * Two slots per app.  A new snapshot goes to standby and is switched
+ * active with rcu_assign_pointer(); the previous active becomes standby
+ * (a rollback target: LF_CMD_SWAP).  The whole inference runs inside one
+ * rcu_read_lock() section, so after synchronize_rcu() no CPU still runs
+ * the previous active snapshot.  A snapshot module is pinned with
+ * try_module_get() for as long as it is active, and released with
+ * module_put() only after that grace period; a hot-loaded snapshot is owned
+ * by the core and freed with call_rcu() once it leaves both slots.
+ *
+ * Fast path.  lf_query_model() takes no lock, never sleeps, never logs,
+ * uses no floating point; the engine keeps its scratch on the stack.
+ * Statistics are per-CPU counters.  Sampling (lf_sample.c) appends every
+ * Nth (input, output) pair to a per-CPU batch that a work item multicasts
+ * off the hot path (lf_netlink.c); a busy buffer drops, never blocks.
+ */
+#define pr_fmt(fmt) "liteflow: " fmt
+
+#include <linux/module.h>
+#include <linux/kernel.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/rcupdate.h>
+#include <linux/random.h>
+#include <linux/sched.h>
+#include <linux/sched/signal.h>
+#include <linux/timekeeping.h>
+#include "lf_core.h"
+
+#define LF_APP_SLOT_MASK	(LF_MAX_APPS - 1)
+
+DEFINE_MUTEX(lf_mutex);
+
+static struct lf_app __rcu *lf_apps[LF_MAX_APPS];
+static u32 lf_next_app_id = 1;		/* lf_mutex; 0 is never an app id */
+
+/* ---- app table -------------------------------------------------------- */
+
+static unsigned int lf_app_slot(u32 app_id)
+{
+	return app_id & LF_APP_SLOT_MASK;
+}
+
+static struct lf_app *lf_app_lookup_rcu(u32 app_id)
+{
+	struct lf_app *app = rcu_dereference(lf_apps[lf_app_slot(app_id)]);
+
+	if (unlikely(!app || app->id != app_id))
+		return NULL;
+	return app;
+}
+
+struct lf_app *lf_app_at_locked(unsigned int slot)
+{
+	return rcu_dereference_protected(lf_apps[slot],
+					 lockdep_is_held(&lf_mutex));
+}
+
+struct lf_app *lf_app_lookup_locked(u32 app_id)
+{
+	struct lf_app *app = lf_app_at_locked(lf_app_slot(app_id));
+
+	if (!app || app->id != app_id)
+		return NULL;
+	return app;
+}
+
+struct lf_model *lf_active_locked(struct lf_app *app)
+{
+	return rcu_dereference_protected(app->active,
+					 lockdep_is_held(&lf_mutex));
+}
+
+static struct lf_app *lf_app_by_name_locked(const char *name)
+{
+	struct lf_app *app;
+	unsigned int i;
+
+	for (i = 0; i < LF_MAX_APPS; i++) {
+		app = lf_app_at_locked(i);
+		if (app && !strcmp(app->name, name))
+			return app;
+	}
+	return NULL;
+}
+
+/* Next unused id whose slot is free; 0 when the table is full. */
+static u32 lf_app_alloc_id_locked(void)
+{
+	unsigned int tries;
+	u32 id;
+
+	for (tries = 0; tries < LF_MAX_APPS; tries++) {
+		id = lf_next_app_id++;
+		if (!id)		/* wrapped: skip 0 */
+			id = lf_next_app_id++;
+		if (!lf_app_at_locked(lf_app_slot(id)))
+			return id;
+	}
+	return 0;
+}
+
+void lf_app_stats_sum(struct lf_app *app, struct lf_app_stats *sum)
+{
+	const struct lf_app_stats *c;
+	int cpu;
+
+	memset(sum, 0, sizeof(*sum));
+	for_each_possible_cpu(cpu) {
+		c = per_cpu_ptr(app->stats, cpu);
+		sum->queries += READ_ONCE(c->queries);
+		sum->errors += READ_ONCE(c->errors);
+		sum->samples_dropped += READ_ONCE(c->samples_dropped);
+	}
+}
+
+static bool lf_sizes_ok(u16 input_size, u16 output_size)
+{
+	return input_size && input_size <= LF_MAX_UNITS &&
+	       output_size && output_size <= LF_MAX_UNITS;
+}
+
+/* ---- snapshots -------------------------------------------------------- */
+
+static void lf_model_free_rcu(struct rcu_head *head)
+{
+	struct lf_model *model = container_of(head, struct lf_model, rcu);
+
+	kfree(model->blob);
+	kfree(model);
+}
+
+/* A snapshot left both slots: free it if the core owns it. */
+static void lf_model_drop(struct lf_model *model)
+{
+	if (!model->owner)
+		call_rcu(&model->rcu, lf_model_free_rcu);
+}
+
+static bool lf_model_sizes_match(const struct lf_app *app,
+				 const struct lf_model *model)
+{
+	if (model->spec.input_size == app->input_size &&
+	    model->spec.output_size == app->output_size)
+		return true;
+	pr_warn("app %s (id %u) takes %u inputs and %u outputs, snapshot %llu has %u and %u: refused\n",
+		app->name, app->id, app->input_size, app->output_size,
+		(unsigned long long)model->snapshot_id,
+		model->spec.input_size, model->spec.output_size);
+	return false;
+}
+
+/*
+ * Make @model active; the active snapshot becomes standby and whatever was
+ * in standby (unless it is @model) is dropped.  The new active's module is
+ * pinned first; the old one is released after a grace period, when no
+ * query can still run on it.
+ */
+static int lf_activate_locked(struct lf_app *app, struct lf_model *model)
+{
+	struct lf_model *old = lf_active_locked(app);
+	struct lf_model *displaced = NULL;
+
+	if (model->owner && !try_module_get(model->owner))
+		return -ENODEV;
+	if (app->standby != model)
+		displaced = app->standby;
+	rcu_assign_pointer(app->active, model);
+	app->standby = old;
+	app->swaps++;
+
+	synchronize_rcu();
+	if (old && old->owner)
+		module_put(old->owner);
+	if (displaced)
+		lf_model_drop(displaced);
+	return 0;
+}
+
+/* Checks shared by module snapshots and hot loads, then the switch. */
+static int lf_install_locked(struct lf_app *app, struct lf_model *model)
+{
+	if (!lf_model_sizes_match(app, model))
+		return -EINVAL;
+	if (model == lf_active_locked(app) || model == app->standby)
+		return -EEXIST;
+	return lf_activate_locked(app, model);
+}
+
+int lf_register_model(struct lf_model *model)
+{
+	struct lf_app *app;
+	int err;
+
+	if (!model || !model->owner || !model->snapshot_id)
+		return -EINVAL;
+	err = lf_engine_validate(&model->spec);
+	if (err) {
+		pr_warn("snapshot %llu of %s: invalid spec (%d)\n",
+			(unsigned long long)model->snapshot_id,
+			module_name(model->owner), err);
+		return err;
+	}
+
+	mutex_lock(&lf_mutex);
+	app = lf_app_lookup_locked(model->app_id);
+	if (!app)
+		err = -ENOENT;
+	else
+		err = lf_install_locked(app, model);
+	mutex_unlock(&lf_mutex);
+	return err;
+}
+EXPORT_SYMBOL_GPL(lf_register_model);
+
+int lf_unregister_model(struct lf_model *model)
+{
+	struct lf_app *app;
+	int err = 0;
+
+	mutex_lock(&lf_mutex);
+	app = lf_app_lookup_locked(model->app_id);
+	if (!app)
+		err = -ENOENT;
+	else if (lf_active_locked(app) == model)
+		err = -EBUSY;
+	else if (app->standby != model)
+		err = -ENOENT;
+	else
+		app->standby = NULL;
+	mutex_unlock(&lf_mutex);
+	return err;
+}
+EXPORT_SYMBOL_GPL(lf_unregister_model);
+
+int lf_hot_load_locked(struct lf_app *app, u64 snapshot_id, const void *blob,
+		       size_t len, struct netlink_ext_ack *extack)
+{
+	struct lf_model *model;
+	int err;
+
+	model = kzalloc(sizeof(*model), GFP_KERNEL);
+	if (!model)
+		return -ENOMEM;
+	/* kmalloc memory is at least 8-byte aligned, as the parser needs */
+	model->blob = kmemdup(blob, len, GFP_KERNEL);
+	if (!model->blob) {
+		kfree(model);
+		return -ENOMEM;
+	}
+	model->app_id = app->id;
+	model->snapshot_id = snapshot_id;
+
+	err = lf_engine_parse_blob(model->blob, len, &model->spec);
+	if (err == -EBADMSG)
+		NL_SET_ERR_MSG(extack, "liteflow: blob crc32 mismatch");
+	else if (err == -E2BIG)
+		NL_SET_ERR_MSG(extack, "liteflow: blob exceeds engine limits");
+	else if (err)
+		NL_SET_ERR_MSG(extack, "liteflow: malformed blob");
+	if (!err) {
+		err = lf_engine_validate(&model->spec);
+		if (err)
+			NL_SET_ERR_MSG(extack, "liteflow: blob spec fails validation");
+	}
+	if (!err) {
+		err = lf_install_locked(app, model);
+		if (err == -EINVAL)
+			NL_SET_ERR_MSG(extack, "liteflow: snapshot sizes do not match the app");
+	}
+	if (err) {
+		kfree(model->blob);
+		kfree(model);
+	}
+	return err;
+}
+
+int lf_hot_unload_locked(struct lf_app *app, u64 snapshot_id)
+{
+	struct lf_model *active = lf_active_locked(app);
+	struct lf_model *standby = app->standby;
+
+	if (active && active->snapshot_id == snapshot_id)
+		return -EBUSY;
+	if (!standby || standby->snapshot_id != snapshot_id)
+		return -ENOENT;
+	if (standby->owner)
+		return -EPERM;
+	app->standby = NULL;
+	lf_model_drop(standby);
+	return 0;
+}
+
+int lf_swap_locked(struct lf_app *app)
+{
+	if (!app->standby)
+		return -ENOENT;
+	return lf_activate_locked(app, app->standby);
+}
+
+/* ---- apps ------------------------------------------------------------- */
+
+int lf_register_app(const char *name, u16 input_size, u16 output_size,
+		    u32 *app_id)
+{
+	struct lf_app *app;
+	int err = 0;
+	u32 id;
+
+	if (!name || !name[0] || strlen(name) >= LF_APP_NAME_MAX ||
+	    !lf_sizes_ok(input_size, output_size))
+		return -EINVAL;
+
+	app = kzalloc(sizeof(*app), GFP_KERNEL);
+	if (!app)
+		return -ENOMEM;
+	app->stats = alloc_percpu(struct lf_app_stats);
+	if (!app->stats) {
+		kfree(app);
+		return -ENOMEM;
+	}
+	strscpy(app->name, name, sizeof(app->name));
+	app->input_size = input_size;
+	app->output_size = output_size;
+	atomic64_set(&app->samples_sent, 0);
+	INIT_LIST_HEAD(&app->ios);
+
+	mutex_lock(&lf_mutex);
+	if (lf_app_by_name_locked(name)) {
+		err = -EEXIST;
+		goto unlock;
+	}
+	id = lf_app_alloc_id_locked();
+	if (!id) {
+		err = -ENOSPC;
+		goto unlock;
+	}
+	app->id = id;
+	rcu_assign_pointer(lf_apps[lf_app_slot(id)], app);
+	*app_id = id;
+	pr_info("app %s registered as id %u (%u inputs, %u outputs)\n",
+		name, id, input_size, output_size);
+unlock:
+	mutex_unlock(&lf_mutex);
+	if (err) {
+		free_percpu(app->stats);
+		kfree(app);
+	}
+	return err;
+}
+EXPORT_SYMBOL_GPL(lf_register_app);
+
+/* The app is unreachable and sampling is off: release both slots and it. */
+static void lf_app_destroy_locked(struct lf_app *app)
+{
+	struct lf_model *active = lf_active_locked(app);
+
+	synchronize_rcu();		/* no query still sees app or its active */
+	if (active) {
+		if (active->owner)
+			module_put(active->owner);
+		else
+			lf_model_drop(active);
+	}
+	if (app->standby)
+		lf_model_drop(app->standby);
+	free_percpu(app->stats);
+	kfree(app);
+}
+
+int lf_unregister_app(u32 app_id)
+{
+	struct lf_app *app;
+	int err = 0;
+
+	mutex_lock(&lf_mutex);
+	app = lf_app_lookup_locked(app_id);
+	if (!app) {
+		err = -ENOENT;
+	} else if (app->n_ios) {
+		pr_warn("app %s (id %u) still has %u io modules: not unregistered\n",
+			app->name, app_id, app->n_ios);
+		err = -EBUSY;
+	} else {
+		RCU_INIT_POINTER(lf_apps[lf_app_slot(app_id)], NULL);
+		lf_sampling_set_locked(app, 0, 0, NULL);
+		pr_info("app %s (id %u) unregistered\n", app->name, app_id);
+		lf_app_destroy_locked(app);
+	}
+	mutex_unlock(&lf_mutex);
+	return err;
+}
+EXPORT_SYMBOL_GPL(lf_unregister_app);
+
+/* ---- io modules ------------------------------------------------------- */
+
+int lf_register_io(struct lf_io *io)
+{
+	struct lf_app *app;
+	int err = 0;
+
+	if (!io || !io->name)
+		return -EINVAL;
+	mutex_lock(&lf_mutex);
+	app = lf_app_lookup_locked(io->app_id);
+	if (!app) {
+		err = -ENOENT;
+	} else if (io->input_size != app->input_size ||
+		   io->output_size != app->output_size) {
+		pr_warn("io %s: app %s (id %u) takes %u inputs and %u outputs, io has %u and %u: refused\n",
+			io->name, app->name, app->id, app->input_size,
+			app->output_size, io->input_size, io->output_size);
+		err = -EINVAL;
+	} else {
+		list_add_tail(&io->list, &app->ios);
+		app->n_ios++;
+	}
+	mutex_unlock(&lf_mutex);
+	return err;
+}
+EXPORT_SYMBOL_GPL(lf_register_io);
+
+void lf_unregister_io(struct lf_io *io)
+{
+	struct lf_app *app;
+
+	mutex_lock(&lf_mutex);
+	app = lf_app_lookup_locked(io->app_id);
+	/* an app cannot go away while it has io modules */
+	if (!WARN_ON_ONCE(!app)) {
+		list_del_init(&io->list);
+		app->n_ios--;
+	}
+	mutex_unlock(&lf_mutex);
+}
+EXPORT_SYMBOL_GPL(lf_unregister_io);
+
+/* ---- fast path -------------------------------------------------------- */
+
+int lf_query_model(u32 app_id, const s8 *input, s8 *output)
+{
+	const struct lf_model *model;
+	struct lf_sampler *sampler;
+	struct lf_app *app;
+	int err;
+
+	rcu_read_lock();
+	app = lf_app_lookup_rcu(app_id);
+	if (unlikely(!app)) {
+		err = -ENOENT;
+		goto out;
+	}
+	this_cpu_inc(app->stats->queries);
+	model = rcu_dereference(app->active);
+	if (unlikely(!model))
+		err = -ENOENT;
+	else
+		err = lf_engine_infer(&model->spec, input, output);
+	if (unlikely(err)) {
+		this_cpu_inc(app->stats->errors);
+		goto out;
+	}
+	sampler = rcu_dereference(app->sampler);
+	if (sampler)
+		lf_sample_record(app, sampler, model, input, output);
+out:
+	rcu_read_unlock();
+	return err;
+}
+EXPORT_SYMBOL_GPL(lf_query_model);
+
+/* ---- in-kernel micro-benchmark ------------------------------------------ */
+
+#define LF_BENCH_CHUNK		1024	/* inferences between cond_resched() */
+
+/*
+ * One inference the way the fast path does it (lookup and inference inside
+ * rcu_read_lock()), minus the statistics and the sampling, so the number
+ * is the cost of a query, not of the bookkeeping.
+ */
+static int lf_bench_one(u32 app_id, const s8 *input, s8 *output)
+{
+	const struct lf_model *model;
+	struct lf_app *app;
+	int err = -ENOENT;
+
+	rcu_read_lock();
+	app = lf_app_lookup_rcu(app_id);
+	model = app ? rcu_dereference(app->active) : NULL;
+	if (model)
+		err = lf_engine_infer(&model->spec, input, output);
+	rcu_read_unlock();
+	return err;
+}
+
+int lf_bench(u32 app_id, u32 iterations, u64 *total_ns, u64 *snapshot_id,
+	     u64 *macs)
+{
+	s8 input[LF_MAX_UNITS], output[LF_MAX_UNITS];
+	const struct lf_model *model;
+	struct lf_app *app;
+	u32 done, i, chunk;
+	u64 start;
+	int err = 0;
+
+	mutex_lock(&lf_mutex);
+	app = lf_app_lookup_locked(app_id);
+	model = app ? lf_active_locked(app) : NULL;
+	if (model) {
+		get_random_bytes(input, app->input_size);
+		*snapshot_id = model->snapshot_id;
+		*macs = lf_engine_macs(&model->spec);
+	}
+	mutex_unlock(&lf_mutex);
+	if (!model)
+		return -ENOENT;
+
+	start = ktime_get_ns();
+	for (done = 0; done < iterations && !err; done += chunk) {
+		chunk = min_t(u32, iterations - done, LF_BENCH_CHUNK);
+		for (i = 0; i < chunk && !err; i++)
+			err = lf_bench_one(app_id, input, output);
+		if (signal_pending(current))
+			err = -EINTR;
+		cond_resched();
+	}
+	*total_ns = ktime_get_ns() - start;
+	return err;
+}
+
+/* ---- module ----------------------------------------------------------- */
+
+static int __init liteflow_init(void)
+{
+	int err;
+
+	err = lf_netlink_init();
+	if (err) {
+		pr_err("cannot register generic netlink family (%d)\n", err);
+		return err;
+	}
+	pr_info("core loaded\n");
+	return 0;
+}
+
+static void __exit liteflow_exit(void)
+{
+	struct lf_app *app;
+	unsigned int i;
+
+	/* Apps are registered by modules that use our symbols, so none
+	 * should remain; be defensive anyway (before the family goes, since
+	 * pending sample batches are sent through it). */
+	mutex_lock(&lf_mutex);
+	for (i = 0; i < LF_MAX_APPS; i++) {
+		app = lf_app_at_locked(i);
+		if (!app)
+			continue;
+		pr_warn("app %s (id %u) still registered at exit\n",
+			app->name, app->id);
+		RCU_INIT_POINTER(lf_apps[i], NULL);
+		lf_sampling_set_locked(app, 0, 0, NULL);
+		lf_app_destroy_locked(app);
+	}
+	mutex_unlock(&lf_mutex);
+
+	lf_netlink_exit();
+	rcu_barrier();		/* hot-loaded snapshots freed by call_rcu */
+	pr_info("core unloaded\n");
+}
+
+module_init(liteflow_init);
+module_exit(liteflow_exit);
+
+MODULE_AUTHOR("LiteFlow Testbed");
+MODULE_DESCRIPTION("LiteFlow core: in-kernel NN snapshot inference, registry and netlink control");
+MODULE_LICENSE("GPL");

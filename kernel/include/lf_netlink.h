@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * LiteFlow generic netlink UAPI: family "liteflow", version 1.
+ *
+ * Shared by the kernel core (core/lf_netlink.c) and user space (the slow
+ * path's netlink client).  Only enums and #defines live here so the file can
+ * be included from C user space or transcribed into Python as is.
+ *
+ * Integers are host endian (netlink convention).  u64 attributes are sent
+ * 64-bit aligned with LF_ATTR_PAD where needed (nla_put_u64_64bit), so a
+ * reader must skip LF_ATTR_PAD.  Binary s8 arrays are row-major: a batch of
+ * k vectors of n elements is k * n bytes, vector i at offset i * n.
+ */
+#ifndef _UAPI_LF_NETLINK_H
+#define _UAPI_LF_NETLINK_H
+
+#define LF_GENL_NAME		"liteflow"
+#define LF_GENL_VERSION		1
+#define LF_GENL_MCGRP_SAMPLES	"samples"
+
+/* Limits the kernel enforces on requests (errno in brackets). */
+#define LF_NL_EVAL_MAX_VECTORS	1024		/* EVALUATE: k <= this [E2BIG] */
+#define LF_NL_BENCH_MAX_ITERS	10000000	/* BENCH: iterations <= this [E2BIG] */
+#define LF_NL_SAMPLE_MAX_BATCH	256		/* SET_SAMPLING: batch <= this [E2BIG] */
+#define LF_NL_SAMPLE_MAX_BYTES	(60 * 1024)	/* batch * (in + out) <= this [E2BIG] */
+#define LF_NL_BINARY_MAX	65000		/* any binary attribute (u16 nla_len) */
+
+enum lf_cmd {
+	LF_CMD_UNSPEC,
+	/*
+	 * LIST_APPS: dump (NLM_F_DUMP) lists every app, one message each;
+	 * doit needs LF_ATTR_APP_ID and answers for that app.  Per app:
+	 * APP_ID, APP_NAME, INPUT_SIZE, OUTPUT_SIZE, QUERIES, ERRORS,
+	 * ACTIVE_ID, STANDBY_ID (0 = empty slot), ACTIVE_ORIGIN,
+	 * STANDBY_ORIGIN (module name, "hot" for a hot-loaded snapshot, ""
+	 * for an empty slot), SAMPLES_SENT, SAMPLES_DROPPED, SAMPLE_EVERY,
+	 * SAMPLE_BATCH, SWAPS, IO_COUNT.  Unprivileged.
+	 */
+	LF_CMD_LIST_APPS,
+	/*
+	 * SET_SAMPLING(APP_ID, SAMPLE_EVERY, SAMPLE_BATCH): sample every Nth
+	 * query per CPU (0 = off, the default), flush batches of SAMPLE_BATCH
+	 * pairs (1..LF_NL_SAMPLE_MAX_BATCH, batch * (in + out) <=
+	 * LF_NL_SAMPLE_MAX_BYTES).  Partial batches of the previous setting
+	 * are discarded.  CAP_NET_ADMIN.
+	 */
+	LF_CMD_SET_SAMPLING,
+	/*
+	 * EVALUATE(APP_ID, INPUTS) -> APP_ID, SNAPSHOT_ID (the active one
+	 * used), COUNT (k), OUTPUTS (k * output_size bytes).  INPUTS is
+	 * k * input_size bytes, 1 <= k <= LF_NL_EVAL_MAX_VECTORS.  Runs the
+	 * kernel's own arithmetic; does not count as queries, never sampled.
+	 * -ENOENT without an active snapshot.  CAP_NET_ADMIN (it holds the
+	 * core's update lock while it runs).
+	 */
+	LF_CMD_EVALUATE,
+	/*
+	 * LOAD_MODEL(APP_ID, SNAPSHOT_ID != 0, BLOB): parse and validate a
+	 * weight blob (lf_engine.h), install it in standby and switch it
+	 * active (hot update).  -EINVAL malformed or size mismatch, -EBADMSG
+	 * bad crc, -E2BIG over the limits.  CAP_NET_ADMIN.
+	 */
+	LF_CMD_LOAD_MODEL,
+	/*
+	 * BENCH(APP_ID, ITERATIONS) -> APP_ID, SNAPSHOT_ID, ITERATIONS,
+	 * TOTAL_NS, NS_PER_QUERY, MACS (per inference).  Runs the active
+	 * snapshot ITERATIONS (1..LF_NL_BENCH_MAX_ITERS) times on one random
+	 * input, each under rcu_read_lock like the fast path.  -EINTR on a
+	 * signal.  CAP_NET_ADMIN.
+	 */
+	LF_CMD_BENCH,
+	/*
+	 * UNLOAD_MODEL(APP_ID, SNAPSHOT_ID): drop a hot-loaded snapshot from
+	 * the standby slot.  -EBUSY if it is active, -ENOENT if no such
+	 * standby, -EPERM if the standby belongs to a module (rmmod it).
+	 * CAP_NET_ADMIN.
+	 */
+	LF_CMD_UNLOAD_MODEL,
+	/*
+	 * SWAP(APP_ID): make the standby snapshot active and the active one
+	 * standby (roll back an update).  -ENOENT if standby is empty.
+	 * CAP_NET_ADMIN.
+	 */
+	LF_CMD_SWAP,
+	/*
+	 * SAMPLES (kernel -> group "samples" only): APP_ID, SNAPSHOT_ID (the
+	 * snapshot that produced every output of the batch), COUNT (k),
+	 * INPUTS (k * input_size), OUTPUTS (k * output_size),
+	 * SAMPLES_DROPPED (app total so far).
+	 */
+	LF_CMD_SAMPLES,
+	__LF_CMD_MAX
+};
+#define LF_CMD_MAX (__LF_CMD_MAX - 1)
+
+enum lf_attr {
+	LF_ATTR_UNSPEC,
+	LF_ATTR_PAD,			/* padding for 64-bit alignment */
+	LF_ATTR_APP_ID,			/* u32 */
+	LF_ATTR_APP_NAME,		/* NUL-terminated string, < 32 bytes */
+	LF_ATTR_INPUT_SIZE,		/* u32, features per query */
+	LF_ATTR_OUTPUT_SIZE,		/* u32, outputs per query */
+	LF_ATTR_QUERIES,		/* u64, lf_query_model calls (errors included) */
+	LF_ATTR_ERRORS,			/* u64, lf_query_model calls that failed */
+	LF_ATTR_ACTIVE_ID,		/* u64, active snapshot id, 0 = none */
+	LF_ATTR_STANDBY_ID,		/* u64, standby snapshot id, 0 = none */
+	LF_ATTR_ACTIVE_ORIGIN,		/* string: owning module name, "hot" or "" */
+	LF_ATTR_STANDBY_ORIGIN,		/* string: owning module name, "hot" or "" */
+	LF_ATTR_SAMPLES_SENT,		/* u64, pairs multicast to "samples" */
+	LF_ATTR_SAMPLES_DROPPED,	/* u64, pairs dropped (buffer busy or send failed;
+					 * batches nobody listened to count in
+					 * neither SENT nor DROPPED) */
+	LF_ATTR_SAMPLE_EVERY,		/* u32, sample every Nth query per CPU, 0 = off */
+	LF_ATTR_SAMPLE_BATCH,		/* u32, pairs per SAMPLES message */
+	LF_ATTR_SWAPS,			/* u64, active/standby switches */
+	LF_ATTR_SNAPSHOT_ID,		/* u64 */
+	LF_ATTR_BLOB,			/* binary, hot-update weight blob */
+	LF_ATTR_INPUTS,			/* binary, s8[k][input_size] */
+	LF_ATTR_OUTPUTS,		/* binary, s8[k][output_size] */
+	LF_ATTR_COUNT,			/* u32, k */
+	LF_ATTR_ITERATIONS,		/* u32 */
+	LF_ATTR_TOTAL_NS,		/* u64, ktime_get_ns() delta */
+	LF_ATTR_NS_PER_QUERY,		/* u64, TOTAL_NS / ITERATIONS (rounded down) */
+	LF_ATTR_MACS,			/* u64, multiply-accumulates per inference */
+	LF_ATTR_IO_COUNT,		/* u32, io modules registered for the app */
+	__LF_ATTR_MAX
+};
+#define LF_ATTR_MAX (__LF_ATTR_MAX - 1)
+
+#endif /* _UAPI_LF_NETLINK_H */
