@@ -16,8 +16,9 @@
  *            to it, runs that many queries on random inputs, each inside
  *            local_bh_disable()/local_bh_enable() (softirq-like context),
  *            cond_resched() every LF_TEST_RESCHED_EVERY; -EBUSY while a run
- *            is going.  read: "running=<0|1> queries=<n> errors=<n>\n"
- *            (counters of the last run).
+ *            is going; write "0": stop the current run (counters stay).
+ *            read: "running=<0|1> queries=<n> errors=<n>\n" (counters of
+ *            the last run).
  *
  * No snapshot is bundled: tests hot-load one over netlink or insmod a
  * generated snapshot module for app "lf_test".
@@ -185,6 +186,8 @@ static void lf_test_stress_reap(void)
 		kthread_stop(lf_test_threads[cpu]);
 		lf_test_threads[cpu] = NULL;
 	}
+	/* A thread stopped before it ever ran never decremented the count. */
+	atomic_set(&lf_test_running, 0);
 }
 
 static int lf_test_stress_start(unsigned long per_cpu)
@@ -225,7 +228,9 @@ static ssize_t lf_test_stress_write(struct file *file, const char __user *ubuf,
 		return err;
 
 	mutex_lock(&lf_test_stress_lock);
-	if (atomic_read(&lf_test_running))
+	if (!per_cpu)
+		lf_test_stress_reap();
+	else if (atomic_read(&lf_test_running))
 		err = -EBUSY;
 	else
 		err = lf_test_stress_start(per_cpu);
