@@ -1,0 +1,191 @@
+"""Which kernels the testbed can build for and boot, and where their packages come from.
+
+Kernel names (what a user types, e.g. ``invoke build --kernel debian-6.12``):
+
+``debian-5.10``  Debian 11 *bullseye*'s kernel
+``debian-6.1``   Debian 12 *bookworm*'s kernel (the default)
+``debian-6.12``  Debian 13 *trixie*'s kernel
+``local:DIR``    the user's own kernel, given as ``.deb`` packages in the folder DIR
+
+A Debian kernel is whatever its suite's ``linux-image-amd64`` / ``linux-headers-amd64``
+metapackages point at when the root is created; the ABI (``6.1.0-NN``) is never written down
+here. Point releases and security fixes move the metapackages into ``<suite>-updates`` and
+``<suite>-security``, which debootstrap does not read, so every spec lists those extra suites and
+the kernel is installed with apt after they are added.
+
+``local:DIR`` is the way to the paper's kernel (Ubuntu's 4.15.0-173-generic) or any other kernel
+the Debian archive does not carry. DIR holds the kernel's packages, e.g. for Ubuntu 18.04::
+
+    linux-headers-4.15.0-173_4.15.0-173.182_all.deb           (the "common" headers)
+    linux-headers-4.15.0-173-generic_4.15.0-173.182_amd64.deb
+    linux-image-unsigned-4.15.0-173-generic_..._amd64.deb      (or linux-image-..., for booting)
+    linux-modules-4.15.0-173-generic_..._amd64.deb             (for booting)
+
+The packages take the same path as Debian's: they are installed with apt inside a Debian root,
+which pulls their dependencies from that root's suite. The user picks the base suite with a
+file ``DIR/suite`` holding one word, ``bullseye``, ``bookworm`` or ``trixie``; without the file
+the base is ``bookworm``. Pick a suite whose libraries satisfy the packages' dependencies: Ubuntu
+18.04's 4.15 headers need ``libssl1.1``, which bullseye has and bookworm does not, so a 4.15
+folder wants ``echo bullseye > DIR/suite``. Package names are read from the file names
+(``NAME_VERSION_ARCH.deb``, the archive's convention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_KERNEL = "debian-6.1"
+LOCAL_PREFIX = "local:"
+SUITE_FILE = "suite"
+DEFAULT_LOCAL_SUITE = "bookworm"
+
+# Base suites we can build a root from, with the extra suites their kernels may live in.
+SUITE_EXTRAS: dict[str, tuple[str, ...]] = {
+    "bullseye": ("bullseye-updates", "bullseye-security"),
+    "bookworm": ("bookworm-updates", "bookworm-security"),
+    "trixie": ("trixie-updates", "trixie-security"),
+}
+
+
+class KernelNameError(ValueError):
+    """A kernel name that names no kernel, or a ``local:`` folder that cannot be used."""
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One target kernel: the Debian suite its root comes from and the packages that carry it.
+
+    ``extra_suites`` are added to the root's apt sources before the kernel is installed
+    (``*-security`` suites come from the security mirror). ``local_debs`` is the folder of a
+    ``local:`` kernel (then the package names are those of the ``.deb`` files in it), else None.
+    """
+
+    name: str
+    suite: str
+    extra_suites: tuple[str, ...] = ()
+    image_package: str = "linux-image-amd64"
+    headers_package: str = "linux-headers-amd64"
+    local_debs: Path | None = None
+    description: str = ""
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe form of the name (``debian-6.1``, ``local-<folder name>``)."""
+        if self.local_debs is None:
+            return self.name
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.local_debs.name)
+        return f"local-{safe or 'kernel'}"
+
+    @property
+    def is_local(self) -> bool:
+        return self.local_debs is not None
+
+    def deb_files(self) -> list[Path]:
+        """The ``.deb`` files of a local kernel, sorted; empty for a Debian kernel."""
+        if self.local_debs is None:
+            return []
+        return sorted(self.local_debs.glob("*.deb"))
+
+    def headers_debs(self) -> list[Path]:
+        """The local kernel's header packages (all of them: the arch one and the common one)."""
+        return [p for p in self.deb_files() if deb_package_name(p).startswith("linux-headers-")]
+
+
+_DEBIAN_KERNELS: dict[str, KernelSpec] = {
+    spec.name: spec
+    for spec in (
+        KernelSpec("debian-5.10", "bullseye", SUITE_EXTRAS["bullseye"],
+                   description="Debian 11 (bullseye), Linux 5.10"),
+        KernelSpec("debian-6.1", "bookworm", SUITE_EXTRAS["bookworm"],
+                   description="Debian 12 (bookworm), Linux 6.1"),
+        KernelSpec("debian-6.12", "trixie", SUITE_EXTRAS["trixie"],
+                   description="Debian 13 (trixie), Linux 6.12"),
+    )
+}
+
+
+def all_kernels() -> list[KernelSpec]:
+    """The Debian kernels the build matrix covers, oldest first."""
+    return list(_DEBIAN_KERNELS.values())
+
+
+def valid_names() -> list[str]:
+    return [*_DEBIAN_KERNELS, f"{LOCAL_PREFIX}DIR"]
+
+
+def deb_package_name(path: Path) -> str:
+    """The package name of a ``.deb`` named by the archive convention ``NAME_VERSION_ARCH.deb``."""
+    return path.name.split("_", 1)[0]
+
+
+def resolve_kernel(name: str | None = None) -> KernelSpec:
+    """The spec for a kernel name (None: the default, ``debian-6.1``).
+
+    Raises KernelNameError, listing the valid names, for a name that is not one of them, and
+    for a ``local:DIR`` whose folder is missing, holds no ``.deb`` or no ``linux-headers-*``
+    package, or names an unknown base suite.
+    """
+    if name is None:
+        name = DEFAULT_KERNEL
+    name = name.strip()
+    if name in _DEBIAN_KERNELS:
+        return _DEBIAN_KERNELS[name]
+    if name.startswith(LOCAL_PREFIX):
+        return _resolve_local(name[len(LOCAL_PREFIX):])
+    raise KernelNameError(
+        f"unknown kernel {name!r}; valid kernels: {', '.join(valid_names())} "
+        f"(DIR: a folder with the kernel image and headers .deb packages)"
+    )
+
+
+def _resolve_local(dir_text: str) -> KernelSpec:
+    if not dir_text:
+        raise KernelNameError("local: needs a folder, e.g. local:/path/to/debs")
+    folder = Path(dir_text).expanduser().resolve()
+    if not folder.is_dir():
+        raise KernelNameError(f"local kernel folder {folder} does not exist (or is not a folder)")
+    debs = sorted(folder.glob("*.deb"))
+    if not debs:
+        raise KernelNameError(
+            f"local kernel folder {folder} holds no .deb files; put the kernel's "
+            f"linux-image-* and linux-headers-* packages there"
+        )
+    names = [deb_package_name(p) for p in debs]
+    headers = [n for n in names if n.startswith("linux-headers-")]
+    images = [n for n in names if n.startswith("linux-image-")]
+    if not headers:
+        raise KernelNameError(
+            f"local kernel folder {folder} holds no linux-headers-*.deb (found: {', '.join(names)})"
+        )
+    suite = _local_suite(folder)
+    # The arch-specific headers package is the one that is not the "-common"/arch-all one:
+    # prefer a name ending like the image's flavour, else the longest (…-generic over …-173).
+    headers_pkg = max(headers, key=lambda n: (not n.endswith("-common"), len(n)))
+    image_pkg = max(images, key=len) if images else ""
+    return KernelSpec(
+        name=f"{LOCAL_PREFIX}{folder}",
+        suite=suite,
+        extra_suites=SUITE_EXTRAS[suite],
+        image_package=image_pkg,
+        headers_package=headers_pkg,
+        local_debs=folder,
+        description=f"local kernel packages in {folder} on Debian {suite}",
+    )
+
+
+def _local_suite(folder: Path) -> str:
+    suite_file = folder / SUITE_FILE
+    if not suite_file.exists():
+        return DEFAULT_LOCAL_SUITE
+    words = [
+        line.split("#", 1)[0].strip()
+        for line in suite_file.read_text().splitlines()
+    ]
+    words = [w for w in words if w]
+    suite = words[0] if words else ""
+    if suite not in SUITE_EXTRAS:
+        raise KernelNameError(
+            f"{suite_file} names base suite {suite!r}; valid: {', '.join(SUITE_EXTRAS)}"
+        )
+    return suite
