@@ -1,0 +1,1 @@
+"""LiteFlow's user-space side: snapshot toolchain, netlink client, slow-path service."""
