@@ -36,7 +36,7 @@ def build(c, kernel="debian-6.1", strict=True):
     from vm.matrix import build_matrix
 
     try:
-        reports = build_matrix(kernel, out_dir=BUILD_DIR, strict=strict)
+        reports = build_matrix(kernel, out_dir=BUILD_DIR / "modules", strict=strict)
     except KernelNameError as exc:
         raise _fail(str(exc)) from exc
     for report in reports:

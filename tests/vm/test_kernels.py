@@ -476,33 +476,3 @@ def test_build_modules_rejects_bad_subdirs(tmp_path):
 
 
 # ------------------------------------------------------------------------------ real compile
-
-
-HELLO_C = """\
-#include <linux/module.h>
-#include <linux/init.h>
-static int __init hello_init(void) { pr_info("hello\\n"); return 0; }
-static void __exit hello_exit(void) { }
-module_init(hello_init);
-module_exit(hello_exit);
-MODULE_LICENSE("GPL");
-"""
-
-
-@pytest.mark.kernelbuild
-@pytest.mark.parametrize("kernel", [k.name for k in all_kernels()])
-def test_real_module_build_in_cached_root(kernel, tmp_path):
-    """Compiles (never loads) a hello module, if that kernel's root is already cached."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root for chroot")
-    root = br.find_build_root(resolve_kernel(kernel))
-    if root is None:
-        pytest.skip(f"no cached build root for {kernel} (invoke it to build one)")
-    src = tmp_path / "hello"
-    src.mkdir()
-    (src / "hello.c").write_text(HELLO_C)
-    (src / "Kbuild").write_text("obj-m := hello.o\n")
-    built = br.build_modules(root, src, out_dir=tmp_path / "out")
-    assert [m.name for m in built] == ["hello"]
-    assert built[0].vermagic.split()[0] == root.kernel_release
-    assert built[0].warnings == []

@@ -138,7 +138,15 @@ def verify(model: Any, samples: int = 2000, seed: int = 0, *,
 
 
 def example_model(path: Path | str, seed: int = 0) -> Path:
-    """Write an Aurora-sized example (30 -> 32 tanh -> 16 tanh -> 1 linear), seeded, to path.
+    """Write the Aurora-sized example model (example_keras_model) to path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example_keras_model(seed).save(path)
+    return path
+
+
+def example_keras_model(seed: int = 0) -> Any:
+    """An Aurora-sized example (30 -> 32 tanh -> 16 tanh -> 1 linear), seeded.
 
     Aurora (PCC-RL, ICML 2019) is the congestion-control NN the LiteFlow paper deploys; its
     shape is the reference workload for the engine.  The weights are random (the toolchain does
@@ -154,7 +162,4 @@ def example_model(path: Path | str, seed: int = 0) -> Path:
         tf.keras.layers.Dense(16, activation="tanh", bias_initializer=init_b, name="hidden2"),
         tf.keras.layers.Dense(1, activation="linear", bias_initializer=init_b, name="action"),
     ], name="aurora")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
-    return path
+    return model
