@@ -75,12 +75,16 @@ def snapshot_verify(c, model, samples=2000, seed=0):
     """Quantize a Keras model, build the snapshot, and check the engine is bit-exact with TFLite."""
     from userspace.snapshot import SnapshotError, verify
 
+    path = Path(model)
+    if not path.is_file():
+        raise _fail(f"no model file at {path}")
     try:
-        result = verify(Path(model), samples=int(samples), seed=int(seed))
+        result = verify(path, samples=int(samples), seed=int(seed))
     except SnapshotError as exc:
         raise _fail(str(exc)) from exc
-    print(result.summary())
-    if not result.exact:
+    print(f"bit-exact: {result.exact}/{result.samples}")
+    print(f"  engine vs TFLite built-in kernels: {result}")
+    if not result.bit_exact:
         raise Exit(code=1)
 
 
