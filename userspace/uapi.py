@@ -49,7 +49,7 @@ def load_uapi(header: Path = HEADER) -> Uapi:
         commands[name.removeprefix("LF_CMD_")] = index
     attributes = {}
     for index, (name, comment) in enumerate(
-        re.findall(r"\b(LF_ATTR_\w+)\s*,[ \t]*(?:/\*\s*([^*]*?)\s*\*/)?", _enum_body(text, "lf_attr"))
+        re.findall(r"\b(LF_ATTR_\w+)\s*,[ \t]*(?:/\*\s*(.*?)\s*\*/)?", _enum_body(text, "lf_attr"), re.S)
     ):
         short = name.removeprefix("LF_ATTR_")
         if not comment:
