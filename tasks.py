@@ -97,6 +97,117 @@ def snapshot_example(c, path=str(BUILD_DIR / "example.keras")):
     print(f"wrote {written}; try: invoke snapshot.verify --model {written}")
 
 
+@task(help={"kernel": "debian-6.1 (default), debian-5.10, debian-6.12, local:DIR"})
+def provision(c, kernel="debian-6.1"):
+    """Build (or reuse from the cache) the guest image for a kernel; prints its manifest summary."""
+    from vm.hosttools import ensure_host_tools
+    from vm.image import ProvisionError
+    from vm.image import provision as provision_image
+    from vm.kernels import KernelNameError
+
+    ensure_host_tools()
+    try:
+        image = provision_image(kernel)
+    except (KernelNameError, ProvisionError) as exc:
+        raise _fail(str(exc)) from exc
+    print(f"{image.kernel_name}: kernel {image.kernel_release}, image {image.path}")
+
+
+@task(help={"kernel": "image to boot (default debian-6.1)", "accel": "auto (probe KVM), kvm or tcg"})
+def vm_up(c, kernel="debian-6.1", accel="auto"):
+    """Boot the guest (provisioning it first if needed) and wait for SSH."""
+    from vm.image import provision as provision_image
+    from vm.qemu import VmError, up
+
+    try:
+        handle = up(provision_image(kernel), accel=accel)
+    except VmError as exc:
+        raise _fail(str(exc)) from exc
+    print(f"VM up: {handle.accel}, kernel {handle.kernel_release}, ssh port {handle.ssh_port}, "
+          f"boot {handle.boot_seconds} s")
+
+
+@task
+def vm_down(c):
+    """Power the guest off (SIGTERM, then SIGKILL by pid if it does not stop)."""
+    from vm.qemu import down
+
+    print("VM stopped cleanly" if down() else "VM stopped (was not running, or had to be killed)")
+
+
+@task
+def vm_status(c):
+    """Whether a VM is running, its accelerator, kernel and SSH port."""
+    from vm.qemu import status
+
+    print(status())
+
+
+@task
+def vm_ssh(c):
+    """An interactive shell in the guest (host key pinned)."""
+    os.execvp("ssh", _running_vm().ssh_argv())
+
+
+def _running_vm():
+    from vm.qemu import status
+
+    current = status()
+    if current.state != "running":
+        raise _fail(f"no VM running ({current.state}); start one with invoke vm.up")
+    return current.handle
+
+
+@task(iterable=["module"], help={"module": "module to load (repeatable); default: liteflow and lf_test"})
+def load(c, module=None):
+    """Build the modules for the guest's kernel, copy them in and load them in dependency order."""
+    from testbed.modules import ModuleError, build_for
+    from testbed.modules import load as load_modules
+
+    handle = _running_vm()
+    try:
+        built = build_for(handle, BUILD_DIR / "modules")
+        loaded = load_modules(handle, built, list(module or ["liteflow", "lf_test"]))
+    except ModuleError as exc:
+        raise _fail(str(exc)) from exc
+    for entry in loaded:
+        print(f"{entry.name:40s} {entry.size:8d}  used by: {entry.used_by or '-'}")
+
+
+@task
+def unload(c):
+    """Unload every LiteFlow module from the guest (app, snapshots, core)."""
+    from testbed.modules import ModuleError
+    from testbed.modules import unload as unload_modules
+
+    try:
+        removed = unload_modules(_running_vm())
+    except ModuleError as exc:
+        raise _fail(str(exc)) from exc
+    print("unloaded: " + (", ".join(removed) or "nothing was loaded"))
+
+
+@task(help={
+    "kernel": "guest kernel (default debian-6.1)",
+    "accel": "auto, kvm or tcg",
+    "keep_vm": "leave a VM this smoke booted running afterwards",
+})
+def smoke(c, kernel="debian-6.1", accel="auto", keep_vm=False):
+    """Boot (or reuse) the VM, swap snapshots 100 times under load on every vCPU, check everything."""
+    from testbed.smoke import SmokeConfig, SmokeError, run_smoke
+    from vm.hosttools import ensure_host_tools
+
+    ensure_host_tools()
+    try:
+        outcome = run_smoke(SmokeConfig(kernel=kernel, accel=accel, keep_vm=keep_vm))
+    except SmokeError as exc:
+        raise _fail(str(exc)) from exc
+    print(outcome.summary)
+    print(f"results: {outcome.run.path}")
+    if not outcome.passed:
+        raise Exit(code=1)
+
+
 @task(help={"kind": "buildroots, engine, ... (default: everything)"})
 def clean_cache(c, kind=""):
     """Remove cached build roots, engine builds and images from the user's cache directory."""
@@ -139,5 +250,13 @@ snapshot = Collection("snapshot")
 snapshot.add_task(snapshot_verify, name="verify")
 snapshot.add_task(snapshot_example, name="example")
 
-ns = Collection(build, test, bench, clean_cache, *(_experiment_task(name) for name in EXPERIMENTS))
+vm = Collection("vm")
+vm.add_task(vm_up, name="up")
+vm.add_task(vm_down, name="down")
+vm.add_task(vm_status, name="status")
+vm.add_task(vm_ssh, name="ssh")
+
+ns = Collection(build, test, bench, clean_cache, provision, load, unload, smoke,
+                *(_experiment_task(name) for name in EXPERIMENTS))
+ns.add_collection(vm)
 ns.add_collection(snapshot)

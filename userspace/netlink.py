@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
+import select
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -165,21 +167,40 @@ class LiteFlowNetlink:
     def subscribe_samples(self) -> None:
         self._sock.add_membership(self._uapi.samples_group)
 
+    def fileno(self) -> int:
+        """The socket's descriptor, so a service can wait on samples with select/poll."""
+        return self._sock.fileno()
+
     def sample_batches(self) -> Iterator[SampleBatch]:
-        """Yield sample batches multicast by the kernel (call subscribe_samples first)."""
-        samples_cmd = self._uapi.commands["SAMPLES"]
+        """Yield sample batches multicast by the kernel, blocking (call subscribe_samples first)."""
         while True:
-            for msg in self._sock.get():
-                if msg.get("cmd") != samples_cmd:
-                    continue
-                count = msg.get_attr("LF_ATTR_COUNT")
-                yield SampleBatch(
-                    app_id=msg.get_attr("LF_ATTR_APP_ID"),
-                    snapshot_id=msg.get_attr("LF_ATTR_SNAPSHOT_ID"),
-                    inputs=np.frombuffer(msg.get_attr("LF_ATTR_INPUTS"), dtype=np.int8).reshape(count, -1),
-                    outputs=np.frombuffer(msg.get_attr("LF_ATTR_OUTPUTS"), dtype=np.int8).reshape(count, -1),
-                    dropped_total=msg.get_attr("LF_ATTR_SAMPLES_DROPPED"),
-                )
+            yield from self._read_batches()
+
+    def next_sample_batch(self, timeout: float) -> SampleBatch | None:
+        """The next sample batch, or None if none arrives within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self], [], [], remaining)
+            if ready:
+                for batch in self._read_batches():
+                    return batch
+        return None
+
+    def _read_batches(self) -> list[SampleBatch]:
+        samples_cmd = self._uapi.commands["SAMPLES"]
+        batches = []
+        for msg in self._sock.get():
+            if msg.get("cmd") != samples_cmd:
+                continue
+            count = msg.get_attr("LF_ATTR_COUNT")
+            batches.append(SampleBatch(
+                app_id=msg.get_attr("LF_ATTR_APP_ID"),
+                snapshot_id=msg.get_attr("LF_ATTR_SNAPSHOT_ID"),
+                inputs=np.frombuffer(msg.get_attr("LF_ATTR_INPUTS"), dtype=np.int8).reshape(count, -1),
+                outputs=np.frombuffer(msg.get_attr("LF_ATTR_OUTPUTS"), dtype=np.int8).reshape(count, -1),
+                dropped_total=msg.get_attr("LF_ATTR_SAMPLES_DROPPED"),
+            ))
+        return batches
 
     @staticmethod
     def _app_stats(reply) -> AppStats:

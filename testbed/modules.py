@@ -1,0 +1,104 @@
+"""Putting LiteFlow's modules into the running guest and taking them out again.
+
+Modules are always built on the host inside the guest kernel's own Debian root (same headers,
+same gcc), then copied into the guest and loaded there in dependency order: the core first, the
+apps that register with it next, snapshot modules last (they need an app id). Unloading goes the
+other way round, the app first, so its exit releases the active snapshot it pinned.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from vm.matrix import build_matrix
+from vm.qemu import VmHandle
+
+GUEST_MODULE_DIR = "/root/lf_modules"
+LOAD_ORDER = ("liteflow", "lf_test")  # then snapshot modules (lf_snap_*)
+LITEFLOW_MODULE = re.compile(r"^(liteflow|lf_test|lf_snap_\w+)$")
+
+
+class ModuleError(RuntimeError):
+    """A module could not be built, copied, loaded or unloaded; the message names it."""
+
+
+@dataclass(frozen=True)
+class LoadedModule:
+    name: str
+    size: int
+    used_by: str
+
+
+def _order(names: list[str]) -> list[str]:
+    def rank(name: str) -> tuple[int, str]:
+        return (LOAD_ORDER.index(name) if name in LOAD_ORDER else len(LOAD_ORDER), name)
+
+    return sorted(names, key=rank)
+
+
+def build_for(handle: VmHandle, out_dir: Path) -> dict[str, Path]:
+    """Build the modules for the guest's kernel; refuses if the build root's release differs."""
+    image = handle.image
+    (report,) = build_matrix(image.kernel_name, out_dir=out_dir, strict=True)
+    if report.kernel_release != handle.kernel_release:
+        raise ModuleError(f"built for {report.kernel_release}, but the guest runs {handle.kernel_release}")
+    return {module.name: module.path for module in report.modules}
+
+
+def load(handle: VmHandle, built: dict[str, Path], names: list[str]) -> list[LoadedModule]:
+    """Copy `names` into the guest and insmod them in dependency order; returns what is loaded."""
+    unknown = [n for n in names if n not in built]
+    if unknown:
+        raise ModuleError(f"no built module named {', '.join(unknown)}; built: {', '.join(sorted(built))}")
+    with handle.guest() as guest:
+        guest.run(f"mkdir -p {GUEST_MODULE_DIR}", timeout=30, step="prepare the module dir")
+        loaded = {m.name for m in loaded_modules(handle)}
+        for name in _order(names):
+            if name in loaded:
+                continue
+            remote = f"{GUEST_MODULE_DIR}/{name}.ko"
+            guest.put(built[name], remote, step=f"copy {name}.ko")
+            params = ""
+            if name.startswith("lf_snap_"):
+                app = guest.run("cat /sys/kernel/debug/liteflow_test/app_id", timeout=30,
+                                step=f"find the app id for {name}").stdout.strip()
+                params = f" app_id={shlex.quote(app)}"
+            result = guest.run(f"insmod {remote}{params}", timeout=120, step=f"insmod {name}", check=False)
+            if result.exited != 0:
+                raise ModuleError(f"insmod {name} failed: {result.stderr.strip()}")
+    return loaded_modules(handle)
+
+
+def unload(handle: VmHandle) -> list[str]:
+    """rmmod every LiteFlow module in reverse dependency order; returns the names removed."""
+    present = [m.name for m in loaded_modules(handle)]
+    removed = []
+    order = [n for n in reversed(_order(present)) if n != "lf_test"]
+    if "lf_test" in present:
+        order.insert(0, "lf_test")  # the app goes first: its exit unpins the active snapshot
+    with handle.guest() as guest:
+        for name in order:
+            result = guest.run(f"rmmod {name}", timeout=120, step=f"rmmod {name}", check=False)
+            if result.exited != 0:
+                raise ModuleError(f"rmmod {name} failed: {result.stderr.strip()}")
+            removed.append(name)
+    return removed
+
+
+def loaded_modules(handle: VmHandle) -> list[LoadedModule]:
+    """LiteFlow's modules currently in the guest kernel (from /proc/modules)."""
+    with handle.guest() as guest:
+        text = guest.run("cat /proc/modules", timeout=30, step="list modules").stdout
+    return parse_proc_modules(text)
+
+
+def parse_proc_modules(text: str) -> list[LoadedModule]:
+    modules = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and LITEFLOW_MODULE.match(fields[0]):
+            modules.append(LoadedModule(fields[0], int(fields[1]), fields[3].strip(",") if fields[3] != "-" else ""))
+    return modules
