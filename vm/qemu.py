@@ -1,0 +1,324 @@
+"""The guest VM's lifecycle: ``up``, ``down``, ``status``.
+
+One VM per name (default ``default``); its run dir ``cache_dir("vm")/<name>/`` holds:
+
+    state.json      pid, ssh port, accelerator, kernel release, image, started (written after boot)
+    overlay.qcow2   copy-on-write overlay on the image's disk.img (the base stays pristine)
+    serial.log      the guest's serial console
+    qemu.pid        qemu's own pidfile
+
+QEMU runs with ``-daemonize`` so it outlives the process that started it (``invoke vm.up`` then
+``invoke vm.down`` later): it is reparented to init, never a zombie of ours. It is stopped by its
+pid only (``poweroff`` over SSH, then SIGTERM, then SIGKILL). A pid that is gone (or is no longer
+our qemu) is a dead VM and ``status`` says so, with the tail of the serial log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from common.cache import cache_dir
+from common.proc import CommandError, run
+from vm.accel import QEMU, choose_accel, timeout_factor
+from vm.guest import Guest, GuestError
+from vm.image import SHARE_TAG, Image, load_image
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MEMORY_MB = 3072
+DEFAULT_CPUS = 2
+KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1"
+# Measured under TCG: SSH answers ~55–65 s after qemu starts. Scaled by timeout_factor(accel).
+BOOT_TIMEOUT_S = 240.0
+POWEROFF_TIMEOUT_S = 60.0
+TERM_TIMEOUT_S = 10.0
+
+
+class VmError(RuntimeError):
+    """The VM could not be started, reached, or stopped; the message says why."""
+
+
+@dataclass
+class VmHandle:
+    name: str
+    pid: int
+    ssh_port: int
+    accel: str
+    kernel_release: str
+    image_path: str
+    run_dir: str
+    started: float
+    memory_mb: int = DEFAULT_MEMORY_MB
+    cpus: int = DEFAULT_CPUS
+    boot_seconds: float | None = None
+
+    @property
+    def serial_log(self) -> Path:
+        return Path(self.run_dir) / "serial.log"
+
+    @property
+    def image(self) -> Image:
+        return load_image(Path(self.image_path))
+
+    @property
+    def timeout_factor(self) -> float:
+        return timeout_factor(self.accel)
+
+    def guest(self) -> Guest:
+        """An SSH client for this VM (root, pinned host key of its image)."""
+        return Guest.for_image(self.image, self.ssh_port)
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid, Path(self.run_dir))
+
+    def ssh_argv(self, *command: str) -> list[str]:
+        """An OpenSSH command line into this VM (for an interactive ``vm.ssh``), host key pinned
+        through a known_hosts file in the run dir that holds only the image's key."""
+        image = self.image
+        known = Path(self.run_dir) / "known_hosts"
+        keytype, b64 = image.host_key_pub.read_text().split()[:2]
+        known.write_text(f"[127.0.0.1]:{self.ssh_port} {keytype} {b64}\n")
+        return ["ssh", "-i", str(image.ssh_key), "-p", str(self.ssh_port),
+                "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes",
+                "-o", "BatchMode=yes", "root@127.0.0.1", *command]
+
+
+@dataclass
+class VmStatus:
+    name: str
+    state: str  # "running", "dead", "stopped"
+    handle: VmHandle | None
+    detail: str = ""
+
+    def __str__(self) -> str:
+        if self.handle is None:
+            return f"{self.name}: {self.state}"
+        h = self.handle
+        text = (f"{self.name}: {self.state} (pid {h.pid}, ssh 127.0.0.1:{h.ssh_port}, {h.accel}, "
+                f"kernel {h.kernel_release}, run dir {h.run_dir})")
+        return text + (f"\n{self.detail}" if self.detail else "")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def run_dir(name: str = "default") -> Path:
+    return cache_dir("vm") / name
+
+
+def _state_path(name: str) -> Path:
+    return run_dir(name) / "state.json"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid: int, rundir: Path | None = None) -> bool:
+    """True when `pid` runs and is our qemu (not a zombie, not a reused pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    if "qemu" not in cmdline:
+        return False
+    return rundir is None or str(rundir) in cmdline
+
+
+def qemu_argv(image: Image, *, accel: str, memory_mb: int, cpus: int, ssh_port: int,
+              rundir: Path, repo: Path | None) -> list[str]:
+    """The full qemu command line (pure: unit-tested)."""
+    cpu = ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]
+    argv = [
+        QEMU, "-name", f"liteflow-{rundir.name}", *cpu,
+        "-smp", str(cpus), "-m", str(memory_mb),
+        "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", KERNEL_CMDLINE,
+        "-drive", f"file={rundir / 'overlay.qcow2'},if=virtio,format=qcow2",
+        "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        "-device", "virtio-net-pci,netdev=net0",
+    ]
+    if repo is not None:
+        argv += ["-virtfs", f"local,path={repo},mount_tag={SHARE_TAG},security_model=none,readonly=on"]
+    argv += [
+        "-serial", f"file:{rundir / 'serial.log'}",
+        "-display", "none", "-monitor", "none", "-no-reboot",
+        "-pidfile", str(rundir / "qemu.pid"), "-daemonize",
+    ]
+    return argv
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no serial log)"
+    return "\n".join(text.replace("\r", "").splitlines()[-lines:])
+
+
+def _load_state(name: str) -> VmHandle | None:
+    path = _state_path(name)
+    if not path.exists():
+        return None
+    try:
+        return VmHandle(**json.loads(path.read_text()))
+    except (ValueError, TypeError):
+        return None
+
+
+def _save_state(handle: VmHandle) -> None:
+    path = _state_path(handle.name)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(asdict(handle), indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def up(image: Image, accel: str = "auto", memory: int = DEFAULT_MEMORY_MB, cpus: int = DEFAULT_CPUS,
+       *, name: str = "default", repo: Path | None = REPO, wait: bool = True,
+       boot_timeout: float | None = None) -> VmHandle:
+    """Boot `image` and (with `wait`) return once SSH answers. Raises VmError when it cannot.
+
+    A VM of that name that is still running is an error (``down`` it first); a dead one's state
+    is cleared. `repo` is shared read-only as 9p tag ``liteflow`` (None: no share).
+    """
+    current = status(name)
+    if current.state == "running":
+        raise VmError(f"VM {name!r} is already running (pid {current.handle.pid}); run down first")
+    chosen = choose_accel(accel, image.kernel, image.manifest.get("sha256", {}).get("vmlinuz"))
+    rundir = run_dir(name)
+    if rundir.exists():
+        shutil.rmtree(rundir)
+    rundir.mkdir(parents=True)
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image.disk, "-F", "raw",
+         rundir / "overlay.qcow2"], step="qemu-img create overlay", timeout=60)
+
+    last_error = ""
+    for _attempt in range(3):  # a port taken between free_port() and qemu's bind: try another
+        port = free_port()
+        argv = qemu_argv(image, accel=chosen, memory_mb=memory, cpus=cpus, ssh_port=port,
+                         rundir=rundir, repo=repo)
+        started = time.time()
+        try:
+            run(argv, step="qemu start", timeout=60)
+            break
+        except CommandError as exc:
+            last_error = str(exc)
+            if "hostfwd" not in exc.output and "host forwarding" not in exc.output:
+                raise VmError(f"qemu did not start: {exc}") from exc
+    else:
+        raise VmError(f"qemu did not start (no free port?): {last_error}")
+    pid = int((rundir / "qemu.pid").read_text().strip())
+    handle = VmHandle(name=name, pid=pid, ssh_port=port, accel=chosen,
+                      kernel_release=image.kernel_release, image_path=str(image.path),
+                      run_dir=str(rundir), started=started, memory_mb=memory, cpus=cpus)
+    _save_state(handle)
+    if not wait:
+        return handle
+    timeout = boot_timeout if boot_timeout is not None else BOOT_TIMEOUT_S * timeout_factor(chosen)
+    guest = handle.guest()
+    try:
+        guest.wait_for_ssh(timeout, alive=handle.alive)
+    except GuestError as exc:
+        dead = not handle.alive()
+        if not dead:
+            _kill(handle.pid, rundir)
+        raise VmError(f"VM {name!r} ({chosen}) {'died' if dead else 'gave no SSH'} during boot: "
+                      f"{exc}\n--- serial log (tail) ---\n{_tail(handle.serial_log)}") from exc
+    finally:
+        guest.close()
+    handle.boot_seconds = round(time.time() - started, 1)
+    _save_state(handle)
+    return handle
+
+
+def down(handle: VmHandle | str | None = None, *, timeout: float | None = None) -> bool:
+    """Stop the VM (a handle or a name; default ``default``): poweroff over SSH, then SIGTERM,
+    then SIGKILL, by pid. Removes the overlay and the state; keeps serial.log. Returns True when
+    the guest powered off cleanly."""
+    if handle is None or isinstance(handle, str):
+        loaded = _load_state(handle or "default")
+        if loaded is None:
+            return False
+        handle = loaded
+    rundir = Path(handle.run_dir)
+    clean = False
+    if handle.alive():
+        wait = timeout if timeout is not None else POWEROFF_TIMEOUT_S * max(timeout_factor(handle.accel), 0.5)
+        try:
+            with handle.guest() as guest:
+                # Detach so the SSH session returns before the guest tears its network down.
+                guest.run("nohup sh -c 'sleep 0.5; poweroff' >/dev/null 2>&1 &", timeout=20,
+                          step="poweroff")
+        except GuestError:
+            pass  # unreachable guest: the signals below stop it
+        clean = _wait_gone(handle.pid, rundir, wait)
+        if not clean:
+            _kill(handle.pid, rundir)
+    for leftover in ("overlay.qcow2", "state.json", "qemu.pid"):
+        try:
+            (rundir / leftover).unlink()
+        except FileNotFoundError:
+            pass
+    return clean
+
+
+def status(name: str = "default") -> VmStatus:
+    """``running`` (pid alive and our qemu), ``dead`` (state says running, pid gone), ``stopped``."""
+    handle = _load_state(name)
+    if handle is None:
+        return VmStatus(name, "stopped", None)
+    if handle.alive():
+        return VmStatus(name, "running", handle)
+    return VmStatus(name, "dead", handle,
+                    f"qemu pid {handle.pid} is gone; serial log tail:\n{_tail(handle.serial_log)}")
+
+
+def _wait_gone(pid: int, rundir: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid, rundir):
+            return True
+        time.sleep(0.5)
+    return not pid_alive(pid, rundir)
+
+
+def _kill(pid: int, rundir: Path) -> None:
+    """SIGTERM, then SIGKILL, to exactly this pid (checked to be our qemu first)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not pid_alive(pid, rundir):
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if _wait_gone(pid, rundir, TERM_TIMEOUT_S):
+            return
+    if pid_alive(pid, rundir):
+        raise VmError(f"qemu pid {pid} survived SIGKILL")
+
+
+def qemu_img_info(path: Path) -> dict:
+    out = subprocess.run(["qemu-img", "info", "--output=json", "-U", str(path)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
