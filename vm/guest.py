@@ -20,7 +20,9 @@ from invoke.exceptions import CommandTimedOut
 
 # Paramiko logs every failed attempt (e.g. "Error reading SSH protocol banner" while the guest
 # boots) with a traceback through logging's last-resort handler; our errors carry the cause.
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
+_paramiko_log = logging.getLogger("paramiko")
+_paramiko_log.addHandler(logging.NullHandler())
+_paramiko_log.propagate = False  # TensorFlow's absl configures the root logger; keep it out of there
 
 
 class GuestError(RuntimeError):
