@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
-import shlex
 import shutil
-import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,16 +20,14 @@ from typing import Any
 import numpy as np
 
 from common.system import tool_version
+from testbed.guestrun import GuestDriverError, copy_plan, run_driver, vm_for
 from testbed.results import REPO_ROOT, Run, new_run
 from vm.buildroot import BuildRoot, build_modules, ensure_build_root
 from vm.guest import GuestError
-from vm.image import Image, provision
+from vm.image import provision
 from vm.kernels import resolve_kernel
-from vm.qemu import VmError, VmHandle, down, status, up
+from vm.qemu import VmError, VmHandle, down
 
-GUEST_SHARE = "/opt/liteflow"          # the read-only 9p share of this checkout
-GUEST_PYTHON = "/opt/liteflow-venv/bin/python"
-GUEST_WORK = "/root/lf_smoke"
 APP = "lf_test"
 INPUT_SIZE = 30                        # Aurora-sized: 30 features, one decision
 OUTPUT_SIZE = 1
@@ -188,23 +184,6 @@ def _build_plan_modules(root: BuildRoot, plan_dir: Path, specs: list, modules: l
 # ---------------------------------------------------------------------------- run
 
 
-def _vm_for(image: Image, config: SmokeConfig) -> tuple[VmHandle, bool]:
-    """Reuse a running VM of this image, else boot one; True when we booted it (and stop it)."""
-    current = status()
-    if current.state == "running" and current.handle and Path(current.handle.image_path) == image.path:
-        return current.handle, False
-    if current.state in ("running", "dead"):
-        down(current.handle)
-    return up(image, accel=config.accel), True
-
-
-def _pack(plan_dir: Path, archive: Path) -> None:
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in sorted(plan_dir.iterdir()):
-            if path.suffix in (".ko", ".npy", ".blob", ".json"):
-                tar.add(path, arcname=path.name)
-
-
 SCRUB = (
     "for m in lf_test $(awk '/^lf_snap_/ {print $1}' /proc/modules) liteflow; do "
     "grep -q \"^$m \" /proc/modules && rmmod $m; done; "
@@ -231,7 +210,7 @@ def run_smoke(config: SmokeConfig = SmokeConfig()) -> SmokeOutcome:
         plan_dir.mkdir(parents=True)
         prepare_plan(config, root, plan_dir)
         step = "boot"
-        handle, booted = _vm_for(image, config)
+        handle, booted = vm_for(image, config.accel)
         run.update_metadata(
             qemu=tool_version(["qemu-system-x86_64", "--version"]),
             accelerator=handle.accel,
@@ -242,25 +221,16 @@ def run_smoke(config: SmokeConfig = SmokeConfig()) -> SmokeOutcome:
         scale = handle.timeout_factor
         with handle.guest() as guest:
             step = "copy the plan into the guest"
-            archive = plan_dir.parent / f"{run.run_id}.tar.gz"
-            _pack(plan_dir, archive)
-            work = f"{GUEST_WORK}/{run.run_id}"
-            guest.run(f"mkdir -p {work}", timeout=30 * scale, step=step)
-            guest.put(archive, f"{work}/plan.tar.gz", step=step)
-            archive.unlink()
-            guest.run(f"tar -xzf {work}/plan.tar.gz -C {work}", timeout=60 * scale, step=step)
+            work = copy_plan(guest, plan_dir, run.run_id, timeout_s=120 * scale, step=step)
             step = "clear LiteFlow modules left by an earlier run"
             guest.run(SCRUB, timeout=120 * scale, step=step)
             step = "run the smoke in the guest"
-            command = (f"cd {GUEST_SHARE} && PYTHONDONTWRITEBYTECODE=1 {GUEST_PYTHON} -m testbed.smoke_guest "
-                       f"{shlex.quote(work + '/plan.json')}")
-            result = guest.run(command, timeout=1800 * scale, step=step, check=False)
-            (run.logs / "guest_agent.stderr").write_text(result.stderr)
             try:
-                report = json.loads(result.stdout.strip().splitlines()[-1])
-            except (json.JSONDecodeError, IndexError) as exc:
-                raise SmokeError(step, f"no report from the guest (exit {result.exited}): "
-                                       f"{result.stderr.strip()[-2000:]}") from exc
+                driven = run_driver(guest, "testbed.smoke_guest", work, timeout_s=1800 * scale, step=step)
+            except GuestDriverError as exc:
+                raise SmokeError(step, str(exc)) from exc
+            (run.logs / "guest_agent.stderr").write_text(driven.stderr)
+            report = driven.report
             (run.logs / "dmesg.txt").write_text("\n".join(report.pop("dmesg_new")) + "\n")
             run.record("report", report)
             passed = all(check["ok"] for check in report["checks"])

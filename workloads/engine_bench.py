@@ -30,6 +30,12 @@ SCHEMA = {
         list,
         item_schema={"name": Field(str), "units": Field(list), "activations": Field(list)},
     ),
+    "kernel": Field(dict, required=False),
+}
+KERNEL_SCHEMA = {
+    "enabled": Field(bool),
+    "kernel": Field(str),
+    "macs_per_repetition": Field(int),
 }
 
 
@@ -48,14 +54,21 @@ class EngineTiming:
     repetitions_ns: list[float]
 
 
-def time_network(network: dict[str, Any], repetitions: int, macs_per_repetition: int, seed: int) -> EngineTiming:
-    """Quantize the network, load its blob into the C engine (as the kernel would), and time it."""
-    from userspace.snapshot import Engine, build_snapshot, write_blob
+def network_blob(network: dict[str, Any], seed: int) -> bytes:
+    """The hot-update blob of an experiment's network, quantized (seeded) by the toolchain."""
+    from userspace.snapshot import build_snapshot, write_blob
     from workloads.models import dense_model
 
     model = dense_model(network["units"], network["activations"], seed=seed, name=network["name"])
-    snapshot = build_snapshot(model, seed=seed)
-    engine = Engine.from_blob(write_blob(snapshot.spec))
+    return write_blob(build_snapshot(model, seed=seed).spec)
+
+
+def time_network(network: dict[str, Any], blob: bytes, repetitions: int, macs_per_repetition: int,
+                 seed: int) -> EngineTiming:
+    """Load the blob into the C engine (parsed exactly as the kernel parses it) and time it."""
+    from userspace.snapshot import Engine
+
+    engine = Engine.from_blob(blob)
     macs = engine.macs
     iterations = max(1000, macs_per_repetition // max(macs, 1))
     sample = np.random.default_rng(seed).integers(-128, 128, size=engine.input_size, dtype=np.int8)
@@ -84,6 +97,8 @@ def run(experiment_file: Path | None = None) -> Run:
 
     path = experiment_file or experiment_path("engine")
     config = load_experiment(path, SCHEMA)
+    kernel_config = config.get("kernel", {"enabled": False, "kernel": "", "macs_per_repetition": 0})
+    _check_kernel_table(kernel_config, path)
     run = new_run(
         "engine",
         experiment_file=path,
@@ -93,17 +108,32 @@ def run(experiment_file: Path | None = None) -> Run:
         },
         goal_ns_per_mac=GOAL_NS_PER_MAC,
     )
+    blobs: dict[str, bytes] = {}
     try:
         for network in config["networks"]:
-            timing = time_network(network, config["repetitions"], config["macs_per_repetition"], config["seed"])
+            blobs[network["name"]] = network_blob(network, config["seed"])
+            timing = time_network(network, blobs[network["name"]], config["repetitions"],
+                                  config["macs_per_repetition"], config["seed"])
             run.record(f"userspace/{timing.network}", asdict(timing))
             print(
                 f"  {timing.network:10s} {timing.macs:7d} MACs  {timing.ns_per_inference:10.1f} ns/inference  "
                 f"{timing.ns_per_mac:6.3f} ns/MAC  (goal <= {GOAL_NS_PER_MAC} ns/MAC: "
                 f"{'met' if timing.meets_goal else 'NOT met'})"
             )
+        if kernel_config["enabled"]:
+            from workloads.engine_kernel import time_in_guest
+
+            time_in_guest(run, config["networks"], blobs, kernel_config)
     except BaseException:
         run.finish(status="failed")
         raise
     run.finish()
     return run
+
+
+def _check_kernel_table(table: dict[str, Any], path: Path) -> None:
+    from workloads.experiment import ExperimentError, check_table
+
+    if not isinstance(table, dict):
+        raise ExperimentError(f"{path.name}: [kernel] must be a table")
+    check_table(table, KERNEL_SCHEMA, f"{path.name}: [kernel]")

@@ -40,11 +40,12 @@ def load_experiment(path: Path, schema: dict[str, Field]) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ExperimentError(f"{path.name}: not valid TOML: {exc}") from exc
-    _check_table(data, schema, path.name)
+    check_table(data, schema, path.name)
     return data
 
 
-def _check_table(table: dict[str, Any], schema: dict[str, Field], where: str) -> None:
+def check_table(table: dict[str, Any], schema: dict[str, Field], where: str) -> None:
+    """Check one table against its schema (also for sub-tables an experiment checks itself)."""
     for key in table:
         if key not in schema:
             raise ExperimentError(f"{where}: unknown key {key!r}; expected one of {', '.join(sorted(schema))}")
@@ -63,4 +64,4 @@ def _check_table(table: dict[str, Any], schema: dict[str, Field], where: str) ->
             for index, item in enumerate(value):
                 if not isinstance(item, dict):
                     raise ExperimentError(f"{where}: {key}[{index}] must be a table")
-                _check_table(item, field.item_schema, f"{where}: {key}[{index}]")
+                check_table(item, field.item_schema, f"{where}: {key}[{index}]")

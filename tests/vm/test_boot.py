@@ -1,7 +1,6 @@
 """Integration: boot the real debian-6.1 image under TCG, SSH in with the pinned host key, shut down.
 
-Slow (~1–2 min under TCG). Runs only when an image is already provisioned, or when
-LITEFLOW_VM_PROVISION=1 allows provisioning one (~10 min from nothing). Needs root.
+Slow (~1–2 min under TCG, plus a provision from nothing the first time). Needs root.
 """
 
 import os
@@ -17,14 +16,9 @@ pytestmark = pytest.mark.vm
 def image():
     if os.geteuid() != 0:
         pytest.skip("needs root (qemu, image cache)")
-    from vm.image import cached_image, provision
+    from vm.image import provision
 
-    img = cached_image("debian-6.1")
-    if img is None:
-        if not os.environ.get("LITEFLOW_VM_PROVISION"):
-            pytest.skip("no provisioned debian-6.1 image (invoke provision, or LITEFLOW_VM_PROVISION=1)")
-        img = provision("debian-6.1", quiet=True)
-    return img
+    return provision("debian-6.1", quiet=True)
 
 
 def test_boot_ssh_pinned_key_and_shutdown(image, tmp_path):
