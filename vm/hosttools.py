@@ -13,6 +13,7 @@ HOST_TOOLS: dict[str, str] = {
     "mkfs.ext4": "e2fsprogs",
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-img": "qemu-utils",
+    "ssh": "openssh-client",
 }
 
 
