@@ -65,6 +65,8 @@ def bench(c, only=""):
 
 
 def _run_experiments(names: list[str] | None) -> None:
+    from reports.figures import figures_for
+    from reports.report import build_report
     from workloads.bench import available_experiments, run_experiment
 
     for name in names or available_experiments():
@@ -72,7 +74,17 @@ def _run_experiments(names: list[str] | None) -> None:
             run = run_experiment(name)
         except ValueError as exc:
             raise _fail(str(exc)) from exc
-        print(f"{name}: results in {run.path.relative_to(REPO) if run.path.is_relative_to(REPO) else run.path}")
+        figures_for(run.path)
+        print(f"{name}: results in {run.path}")
+    print(f"report: {build_report()}")
+
+
+@task
+def report(c):
+    """Rebuild results/REPORT.md and the figures from recorded runs (nothing is re-run)."""
+    from reports.report import build_report
+
+    print(f"report: {build_report()}")
 
 
 @task(help={"model": "path of a .keras model", "samples": "number of random inputs (default 2000)", "seed": "RNG seed"})
@@ -261,7 +273,7 @@ vm.add_task(vm_down, name="down")
 vm.add_task(vm_status, name="status")
 vm.add_task(vm_ssh, name="ssh")
 
-ns = Collection(build, test, bench, clean_cache, provision, load, unload, smoke,
+ns = Collection(build, test, bench, report, clean_cache, provision, load, unload, smoke,
                 *(_experiment_task(name) for name in EXPERIMENTS))
 ns.add_collection(vm)
 ns.add_collection(snapshot)
