@@ -23,9 +23,10 @@ PAPER_HEADLINES = [
 
 
 def latest_runs(root: Path) -> dict[str, Path]:
-    """experiment -> its latest run that finished as complete or passed."""
+    """experiment -> its latest run (by finish time) that finished as complete or passed."""
     latest: dict[str, Path] = {}
-    for path in sorted(p for p in root.iterdir() if (p / "metadata.json").is_file()):
+    finished = [p for p in root.iterdir() if (p / "metadata.json").is_file()]
+    for path in sorted(finished, key=lambda p: (p / "metadata.json").stat().st_mtime_ns):
         metadata = json.loads((path / "metadata.json").read_text())
         if metadata.get("status") in ("complete", "passed"):
             latest[metadata["experiment"]] = path

@@ -1,0 +1,32 @@
+from testbed import results
+from reports.report import build_report, latest_runs
+
+
+def make_engine_run(kernel=True):
+    run = results.new_run("engine", accelerator="tcg")
+    run.record("userspace/aurora", {"macs": 1488, "ns_per_inference": 1500.0, "ns_per_mac": 1.008})
+    if kernel:
+        run.record("kernel/aurora", {"kernel_ns_per_query": 30000.0, "guest_userspace_ns_per_inference": 29000.0,
+                                     "kernel_over_userspace": 30000 / 29000})
+    run.finish()
+    return run
+
+
+def test_report_names_the_run_behind_every_number(tmp_path, monkeypatch):
+    monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
+    failed = results.new_run("engine")
+    failed.finish("failed")
+    run = make_engine_run()
+    text = build_report().read_text()
+    assert f"run `{run.run_id}`" in text
+    assert failed.run_id not in text  # a failed run never feeds the report
+    assert "| aurora | 1,488 | 1500 | 1.008 | 30000 | 29000 | 1.03 |" in text
+    assert "+44.4%" in text and "-56.7%" in text
+    assert (run.path / "figures" / "engine_ns_per_inference.png").stat().st_size > 0
+
+
+def test_latest_complete_run_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
+    make_engine_run(kernel=False)
+    newer = make_engine_run(kernel=False)
+    assert latest_runs(tmp_path)["engine"] == newer.path
