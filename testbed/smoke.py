@@ -112,6 +112,7 @@ def prepare_plan(config: SmokeConfig, root: BuildRoot, plan_dir: Path) -> Path:
         np.save(plan_dir / f"expected{index}.npy", outputs)
         expected[str(index)] = f"expected{index}.npy"
 
+    bad_blobs = _bad_blobs(plan_dir, (plan_dir / "model0.blob").read_bytes())
     kinds = config.swap_kinds()
     ids = _unique_ids(len(kinds) + 1)
     swaps = []
@@ -141,6 +142,7 @@ def prepare_plan(config: SmokeConfig, root: BuildRoot, plan_dir: Path) -> Path:
         "expected_outputs": expected,
         "first_snapshot": first,
         "swaps": swaps,
+        "bad_blobs": bad_blobs,
         "refuse_rmmod_at": next(i for i, s in enumerate(swaps) if s["kind"] == "module"),
         "min_queries": config.min_queries,
         "stress_queries_per_cpu": config.stress_queries_per_cpu,
@@ -149,6 +151,25 @@ def prepare_plan(config: SmokeConfig, root: BuildRoot, plan_dir: Path) -> Path:
     path = plan_dir / "plan.json"
     path.write_text(json.dumps(plan, indent=1))
     return path
+
+
+def _bad_blobs(plan_dir: Path, good: bytes) -> list[dict]:
+    """Blobs the kernel must refuse with a specific errno, leaving the active snapshot serving."""
+    from userspace.snapshot import write_blob
+    from userspace.snapshot.random_model import random_spec
+
+    corrupted = bytearray(good)
+    corrupted[-1] ^= 0xFF  # payload byte: the crc no longer matches
+    cases = {
+        "corrupted": (bytes(corrupted), "EBADMSG"),
+        "truncated": (good[: len(good) // 2], "EINVAL"),
+        "wrong-size": (write_blob(random_spec(7, sizes=[INPUT_SIZE - 1, 8, OUTPUT_SIZE])), "EINVAL"),
+    }
+    entries = []
+    for name, (blob, errno_name) in cases.items():
+        (plan_dir / f"bad-{name}.blob").write_bytes(blob)
+        entries.append({"name": name, "blob": f"bad-{name}.blob", "errno": errno_name})
+    return entries
 
 
 def _unique_ids(count: int) -> list[int]:

@@ -147,6 +147,16 @@ def _swap_loop(nl: LiteFlowNetlink, app_id: int, plan: dict, base: Path, inputs:
     loaded.append(first["name"])
     _expect_active(nl, app_id, first, inputs, expected, report, label="first snapshot")
 
+    report.step = "refuse malformed blobs"
+    for bad in plan["bad_blobs"]:
+        try:
+            nl.load_model(app_id, 0x0BAD, (base / bad["blob"]).read_bytes())
+            got = "accepted"
+        except LiteFlowNetlinkError as exc:
+            got = errno.errorcode.get(exc.errno, str(exc.errno))
+        report.check(f"{bad['name']} blob refused with {bad['errno']}", got == bad["errno"], f"got {got}")
+    _expect_active(nl, app_id, first, inputs, expected, report, label="after the refused blobs")
+
     report.step = "start stress"
     write_debugfs("stress", str(plan["stress_queries_per_cpu"]))
     report.check("samples reach user space over the multicast group", _check_sampling(nl, app_id))

@@ -1,0 +1,214 @@
+"""The guest half of the overhead measurement: in-kernel inference vs a user-space round trip.
+
+Runs inside the guest as root (`python -m testbed.overhead_guest PLAN.json`), with the project's
+code from the read-only share and the modules and blob the host prepared next to the plan. It
+loads the core and lf_test with the plan's sizes, hot-loads the snapshot over netlink, times the
+in-kernel fast path (LF_CMD_BENCH), builds and starts the C agent (userspace/agent) on the same
+blob, times kernel -> agent -> kernel round trips (LF_CMD_UPCALL_BENCH), stops the agent by its
+pid, checks that the kernel forgot it, unloads everything and prints one JSON report on stdout.
+
+Only the standard library and pyroute2 (via userspace.netlink) are needed here.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from userspace.netlink import LiteFlowNetlink, LiteFlowNetlinkError
+
+REPO = Path(__file__).resolve().parent.parent
+AGENT_SRC = REPO / "userspace" / "agent"
+APP_NAME = "lf_test"
+AGENT_READY_TIMEOUT_S = 60.0     # TCG: exec + blob + family resolve take well under a second
+AGENT_STOP_TIMEOUT_S = 30.0
+AGENT_BUILD_TIMEOUT_S = 600.0
+KERNEL_TROUBLE = re.compile(
+    r"WARNING:|BUG:|Oops|scheduling while atomic|lockdep|possible circular locking|"
+    r"inconsistent lock state|rcu: INFO|general protection fault|kernel NULL pointer|Call Trace|"
+    r"hung_task|blocked for more than",
+)
+
+
+@dataclass
+class Report:
+    kernel: dict = field(default_factory=dict)      # LF_CMD_BENCH
+    upcall: dict = field(default_factory=dict)      # LF_CMD_UPCALL_BENCH
+    agent: dict = field(default_factory=dict)
+    checks: list[dict] = field(default_factory=list)
+    timings_s: dict = field(default_factory=dict)
+    dmesg_new: list[str] = field(default_factory=list)
+    step: str = "start"
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append({"name": name, "ok": bool(ok), "detail": detail})
+        return bool(ok)
+
+
+class OverheadAbort(RuntimeError):
+    """A step failed in a way that makes the following steps meaningless."""
+
+
+def sh(*argv: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise OverheadAbort(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    return done
+
+
+def dmesg_lines() -> list[str]:
+    return sh("dmesg").stdout.splitlines()
+
+
+def loaded_modules() -> set[str]:
+    return {line.split()[0] for line in Path("/proc/modules").read_text().splitlines()}
+
+
+# ---------------------------------------------------------------------------- the agent
+
+
+def build_agent(out_dir: Path) -> Path:
+    """Compile userspace/agent into out_dir (the share is read-only); returns the binary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sh("make", "-s", "-C", str(AGENT_SRC), f"OUT={out_dir}", timeout=AGENT_BUILD_TIMEOUT_S)
+    return out_dir / "lf_agent"
+
+
+def start_agent(binary: Path, app_id: int, blob: Path) -> subprocess.Popen:
+    """Start the agent and wait for its "ready" line (it has registered by then)."""
+    proc = subprocess.Popen([str(binary), str(app_id), str(blob)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
+    while (remaining := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([proc.stdout], [], [], remaining)
+        if not ready:
+            break
+        line = proc.stdout.readline()
+        if line.startswith("lf_agent: ready"):
+            return proc
+        if not line:  # EOF: it exited
+            break
+    stop_agent(proc)
+    raise OverheadAbort(f"agent did not become ready (exit {proc.returncode}): {proc.stderr.read().strip()}")
+
+
+def stop_agent(proc: subprocess.Popen) -> dict:
+    """SIGTERM by pid, then SIGKILL by pid; returns its exit status and its stderr summary."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(AGENT_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(AGENT_STOP_TIMEOUT_S)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    return {"pid": proc.pid, "exit": proc.returncode, "stderr": stderr.strip()[-2000:]}
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def run(plan_path: Path) -> Report:
+    plan = json.loads(plan_path.read_text())
+    base = plan_path.parent
+    report = Report()
+    dmesg_before = len(dmesg_lines())
+    started = time.monotonic()
+    agent: subprocess.Popen | None = None
+    try:
+        report.step = "load core and lf_test"
+        sh("insmod", str(base / plan["core_module"]))
+        sh("insmod", str(base / plan["test_module"]), f"input_size={plan['input_size']}",
+           f"output_size={plan['output_size']}")
+        with LiteFlowNetlink() as nl:
+            app_id = nl.app(APP_NAME).app_id
+            report.step = "hot-load the snapshot"
+            blob = base / plan["blob"]
+            nl.load_model(app_id, plan["snapshot_id"], blob.read_bytes())
+            report.check("snapshot active", nl.app(APP_NAME).active_id == plan["snapshot_id"])
+
+            report.step = "in-kernel bench"
+            kernel = nl.bench(app_id, plan["kernel_iterations"])
+            report.kernel = asdict(kernel)
+
+            report.step = "no agent yet"
+            report.check("UPCALL_BENCH without an agent fails with ENOTCONN",
+                         _upcall_errno(nl, app_id) == errno.ENOTCONN)
+
+            report.step = "build the agent"
+            t0 = time.monotonic()
+            binary = build_agent(Path(plan["agent_build_dir"]))
+            report.timings_s["agent_build"] = round(time.monotonic() - t0, 3)
+
+            report.step = "start the agent"
+            agent = start_agent(binary, app_id, blob)
+            report.agent["pid"] = agent.pid
+
+            report.step = "upcall warm-up"
+            nl.upcall_bench(app_id, plan["warmup_iterations"], plan["timeout_ms"])
+            report.step = "upcall bench"
+            upcall = nl.upcall_bench(app_id, plan["upcall_iterations"], plan["timeout_ms"])
+            report.upcall = asdict(upcall)
+            report.check("every round trip answered", upcall.errors == 0 and upcall.timeouts == 0,
+                         f"errors={upcall.errors} timeouts={upcall.timeouts} stale={upcall.stale_answers}")
+
+            report.step = "stop the agent"
+            report.agent.update(stop_agent(agent))
+            agent = None
+            report.check("agent stopped by SIGTERM exits 0", report.agent["exit"] == 0, report.agent["stderr"])
+            report.check("the kernel forgot the agent when its socket closed",
+                         _upcall_errno(nl, app_id) == errno.ENOTCONN)
+    except (OverheadAbort, LiteFlowNetlinkError, OSError, subprocess.SubprocessError) as exc:
+        report.check(f"step '{report.step}' completed", False, str(exc))
+    finally:
+        if agent is not None:
+            report.agent.update(stop_agent(agent))
+        report.step = "unload everything"
+        _unload(report)
+        report.timings_s["total"] = round(time.monotonic() - started, 3)
+        new = dmesg_lines()[dmesg_before:]
+        report.dmesg_new = new
+        trouble = [line for line in new if KERNEL_TROUBLE.search(line)]
+        report.check("dmesg clean (no WARNING/BUG/Oops/hung task)", not trouble, "\n".join(trouble[:20]))
+    return report
+
+
+def _upcall_errno(nl: LiteFlowNetlink, app_id: int) -> int:
+    """The errno of a one-iteration UPCALL_BENCH (0 if it succeeded)."""
+    try:
+        nl.upcall_bench(app_id, 1, 1000)
+    except LiteFlowNetlinkError as exc:
+        return exc.errno
+    return 0
+
+
+def _unload(report: Report) -> None:
+    failures = []
+    for name in ("lf_test", "liteflow"):
+        if name in loaded_modules():
+            done = sh("rmmod", name, check=False)
+            if done.returncode != 0:
+                failures.append(f"rmmod {name}: {done.stderr.strip()}")
+    report.check("everything unloads cleanly", not failures, "; ".join(failures))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m testbed.overhead_guest PLAN.json", file=sys.stderr)
+        return 2
+    report = run(Path(argv[1]))
+    print(json.dumps(asdict(report)))
+    return 0 if all(check["ok"] for check in report.checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

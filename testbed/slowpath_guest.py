@@ -1,0 +1,220 @@
+"""The guest half of the slow-path experiment: the service follows a target that changes mid-run.
+
+Runs inside the guest as root (`python -m testbed.slowpath_guest PLAN.json`), with the project's
+code from the read-only share and the host-prepared files next to the plan (liteflow.ko,
+lf_test.ko, core.Module.symvers, the initial snapshot's blob and Keras model, held-out inputs).
+
+Steps: load the core and lf_test, hot-load the initial snapshot (trained on target A), start
+lf_test's stress threads (random int8 queries on every vCPU), start the slow-path service
+(`python -m userspace.slowpath.serve`, the example adapter `TargetTracking`) and wait until it has
+run a few rounds on target A; then switch the target to B and measure, with EVALUATE on the
+held-out inputs (the kernel's own arithmetic), the kernel's active snapshot's error on target B
+until it falls below the bound. Prints one JSON report on stdout (last line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from userspace.netlink import LiteFlowNetlink
+from userspace.slowpath.examples.target_tracking import INPUT_ENCODING, target
+from userspace.slowpath.interface import Encoding
+
+DEBUGFS = Path("/sys/kernel/debug/liteflow_test")
+APP = "lf_test"
+KERNEL_TROUBLE = re.compile(r"WARNING:|BUG:|Oops|scheduling while atomic|lockdep|general protection fault|"
+                            r"kernel NULL pointer|Call Trace")
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    return done
+
+
+def read_stress() -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", (DEBUGFS / "stress").read_text())}
+
+
+def read_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line being written
+    return out
+
+
+def error_on(nl: LiteFlowNetlink, app_id: int, held_out: np.ndarray, encodings: dict[int, Encoding],
+             name: str) -> tuple[int, float | None]:
+    sid, out = nl.evaluate(app_id, held_out)
+    enc = encodings.get(sid)
+    if enc is None:
+        return sid, None
+    return sid, float(np.mean(np.abs(enc.to_real(out) - target(name, INPUT_ENCODING.to_real(held_out)))))
+
+
+def run(plan_path: Path) -> dict:
+    plan = json.loads(plan_path.read_text())
+    base = plan_path.parent
+    work = base / "service"
+    work.mkdir(exist_ok=True)
+    log_path = base / "service.jsonl"
+    control = base / "target"
+    report: dict = {"ok": False, "step": "start", "timeline": []}
+    held_out = np.load(base / plan["held_out"])
+    dmesg_before = len(sh("dmesg").stdout.splitlines())
+    proc = None
+    started = time.monotonic()
+    try:
+        report["step"] = "load core and lf_test"
+        sh("insmod", str(base / "liteflow.ko"))
+        sh("insmod", str(base / "lf_test.ko"), "input_size=30", "output_size=1")
+        with LiteFlowNetlink() as nl:
+            app_id = nl.app(APP).app_id
+            report["step"] = "install the initial snapshot (target A)"
+            blob = (base / plan["initial_blob"]).read_bytes()
+            nl.load_model(app_id, plan["initial_id"], blob)
+            from userspace.snapshot import read_blob
+
+            encodings = {plan["initial_id"]: Encoding.of(read_blob(blob).output_quant)}
+            report["initial_error"] = {n: error_on(nl, app_id, held_out, encodings, n)[1] for n in "AB"}
+
+            report["step"] = "start stress"
+            (DEBUGFS / "stress").write_text(str(10**12))
+
+            report["step"] = "start the service"
+            control.write_text("A")
+            adapter_cfg = base / "adapter.json"
+            adapter_cfg.write_text(json.dumps({"initial_model": str(base / plan["initial_model"]),
+                                               "control_file": str(control), **plan["adapter"]}))
+            argv = [sys.executable, "-m", "userspace.slowpath.serve", "--app", APP,
+                    "--adapter", "userspace.slowpath.examples.target_tracking:TargetTracking",
+                    "--adapter-config", str(adapter_cfg), "--update", plan["update"],
+                    "--threshold", str(plan["threshold"]), "--band-floor", str(plan["band_floor"]),
+                    "--window", str(plan["window"]), "--log", str(log_path),
+                    "--active-blob", str(base / plan["initial_blob"]), "--work-dir", str(work),
+                    "--symvers", str(base / "core.Module.symvers"), "--round-wait", "2",
+                    "--sample-every", str(plan["sample_every"]), "--sample-batch", "128"]
+            t_service = time.monotonic()
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(base / "service.stderr", "w"),
+                                    env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+            report["service_pid"] = proc.pid
+
+            report["step"] = "service warm-up on target A"
+            deadline = time.monotonic() + plan["startup_timeout_s"]
+            while True:
+                lines = read_log(log_path)
+                rounds = [l for l in lines if l["event"] == "round" and l.get("samples")]
+                if len(rounds) >= plan["warmup_rounds"]:
+                    break
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the service exited ({proc.returncode}): "
+                                       f"{(base / 'service.stderr').read_text()[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the service did not run its warm-up rounds in time")
+                time.sleep(2)
+            ready = [l for l in lines if l["event"] == "ready"]
+            report["service_startup_s"] = ready[0]["startup_s"] if ready else None
+            report["warmup_s"] = round(time.monotonic() - t_service, 1)
+            report["updates_on_A"] = sum(1 for l in lines if l.get("action") == "update")
+
+            report["step"] = "switch the target to B and wait for the kernel to follow"
+            control.write_text("B")
+            t_switch = time.monotonic()
+            recovered_at = None
+            while time.monotonic() - t_switch < plan["recover_timeout_s"]:
+                for l in read_log(log_path):
+                    if l.get("result") == "switched":
+                        encodings[l["new_id"]] = Encoding(**l["output_encoding"])
+                sid, err = error_on(nl, app_id, held_out, encodings, "B")
+                t = round(time.monotonic() - t_switch, 1)
+                report["timeline"].append({"t": t, "active_id": sid, "error_B": None if err is None else round(err, 4)})
+                if err is not None and err < plan["bound"]:
+                    recovered_at = t
+                    break
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the service exited ({proc.returncode})")
+                time.sleep(2)
+            report["time_to_recover_s"] = recovered_at
+            report["final_error"] = {n: error_on(nl, app_id, held_out, encodings, n)[1] for n in "AB"}
+
+            report["step"] = "stop the service"
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=plan["stop_timeout_s"])
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            report["service_exit"] = proc.returncode
+            proc = None
+
+            report["step"] = "stop stress and read counters"
+            (DEBUGFS / "stress").write_text("0")
+            report["stress"] = read_stress()
+            stats = nl.app(APP)
+            report["core"] = {"queries": stats.queries, "errors": stats.errors, "swaps": stats.swaps,
+                              "samples_sent": stats.samples_sent, "samples_dropped": stats.samples_dropped,
+                              "active_id": stats.active_id, "active_origin": stats.active_origin}
+        lines = read_log(log_path)
+        switched = [l for l in lines if l.get("result") == "switched"]
+        report["updates"] = len(switched)
+        report["rejected"] = [l.get("reason") for l in lines if l.get("result") == "rejected"]
+        report["adapter_errors"] = sum(1 for l in lines if l["event"] == "adapter-error")
+        report["update_steps_s"] = [l["update_steps_s"] for l in switched]
+        stop = [l for l in lines if l["event"] == "stop"]
+        report["service_counters"] = stop[-1] if stop else None
+        report["rounds"] = [{k: l.get(k) for k in ("t", "round", "samples", "stability_metric", "stable",
+                                                   "fidelity_loss", "action", "steps_s")}
+                            for l in lines if l["event"] == "round"][-60:]
+        report["failed_queries"] = report["stress"]["errors"] + report["core"]["errors"]
+        report["ok"] = (recovered_at is not None and report["updates"] >= 1 and report["failed_queries"] == 0)
+        report["step"] = "done"
+    except Exception as exc:  # noqa: BLE001 - reported, then cleaned up
+        report["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        try:
+            (DEBUGFS / "stress").write_text("0")
+        except OSError:
+            pass
+        report["service_stderr_tail"] = (base / "service.stderr").read_text()[-3000:] \
+            if (base / "service.stderr").exists() else ""
+        mods = [l.split()[0] for l in Path("/proc/modules").read_text().splitlines()]
+        for name in ["lf_test", *[m for m in mods if m.startswith("lf_snap_")], "liteflow"]:
+            if name in mods:
+                sh("rmmod", name, check=False)
+        new = sh("dmesg").stdout.splitlines()[dmesg_before:]
+        report["dmesg_trouble"] = [l for l in new if KERNEL_TROUBLE.search(l)][:20]
+        if report["dmesg_trouble"]:
+            report["ok"] = False
+        report["total_s"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m testbed.slowpath_guest PLAN.json", file=sys.stderr)
+        return 2
+    report = run(Path(argv[1]))
+    print(json.dumps(report))
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
