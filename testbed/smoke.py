@@ -249,7 +249,7 @@ def run_smoke(config: SmokeConfig = SmokeConfig()) -> SmokeOutcome:
             try:
                 driven = run_driver(guest, "testbed.smoke_guest", work, timeout_s=1800 * scale, step=step)
             except GuestDriverError as exc:
-                raise SmokeError(step, str(exc)) from exc
+                raise SmokeError(step, _with_vm_state(handle, str(exc))) from exc
             (run.logs / "guest_agent.stderr").write_text(driven.stderr)
             report = driven.report
             (run.logs / "dmesg.txt").write_text("\n".join(report.pop("dmesg_new")) + "\n")
@@ -264,17 +264,21 @@ def run_smoke(config: SmokeConfig = SmokeConfig()) -> SmokeOutcome:
         run.finish("passed" if passed else "failed")
         return SmokeOutcome(run, passed, report["checks"], summary)
     except (GuestError, VmError) as exc:
-        detail = str(exc)
-        if handle is not None and not handle.alive():
-            detail = f"the VM (qemu pid {handle.pid}) died: {detail}"
         run.finish("error")
-        raise SmokeError(step, detail) from exc
+        raise SmokeError(step, _with_vm_state(handle, str(exc))) from exc
     except BaseException:
         run.finish("error")
         raise
     finally:
         if handle is not None and (booted and not config.keep_vm or not handle.alive()):
             down(handle)  # by pid; also clears the state of a VM that died
+
+
+def _with_vm_state(handle: VmHandle | None, detail: str) -> str:
+    """Say so when the guest is gone: a dead VM explains a silent or broken connection."""
+    if handle is not None and not handle.alive():
+        return f"the VM (qemu pid {handle.pid}) died: {detail}"
+    return detail
 
 
 def summarize(report: dict, handle: VmHandle) -> str:
