@@ -96,9 +96,24 @@ class Guest:
         client.get_host_keys().add(name, self.host_key.get_name(), self.host_key)
         return conn
 
-    def connect(self, step: str = "ssh connect") -> Connection:
+    def connect(self, step: str = "ssh connect", attempts: int = 4, backoff_s: float = 3.0) -> Connection:
+        """An open connection; a refused or reset handshake (a loaded guest's sshd drops some)
+        is retried a few times, a wrong host key never is."""
         if self._conn is not None and self._conn.is_connected:
             return self._conn
+        for attempt in range(1, attempts + 1):
+            try:
+                self._conn = self._open(step)
+                return self._conn
+            except HostKeyError:
+                raise
+            except GuestError:
+                if attempt == attempts:
+                    raise
+                time.sleep(backoff_s * attempt)
+        raise AssertionError("unreachable")
+
+    def _open(self, step: str) -> Connection:
         conn = self._new_connection()
         try:
             conn.open()
@@ -112,7 +127,6 @@ class Guest:
             raise GuestError(step, f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         except (OSError, EOFError) as exc:
             raise GuestError(step, f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
-        self._conn = conn
         return conn
 
     def close(self) -> None:
@@ -142,6 +156,7 @@ class Guest:
                 raise GuestError("wait for ssh", f"the VM died while waiting for SSH ({last})")
             try:
                 self.close()
+                self.connect("wait for ssh", attempts=1)  # this loop does its own retrying
                 self.run("true", timeout=max(5.0, self.connect_timeout), step="wait for ssh")
                 return time.monotonic() - started
             except HostKeyError:
