@@ -2,7 +2,8 @@
 
 The slow path and the test harness talk to the kernel only through this class: stats, sampling,
 evaluation of the active snapshot with the kernel's own arithmetic, hot weight loads and the
-in-kernel micro-benchmark. Kernel errors come back as `LiteFlowNetlinkError` carrying the errno,
+in-kernel micro-benchmark, and the round-trip benchmark of the user-space baseline (whose agent
+is C: userspace/agent). Kernel errors come back as `LiteFlowNetlinkError` carrying the errno,
 so callers can tell EPERM (unprivileged) from EINVAL (bad blob) from ENOENT (no snapshot).
 """
 
@@ -64,6 +65,19 @@ class BenchResult:
     total_ns: int
     ns_per_query: int
     macs: int
+
+
+@dataclass(frozen=True)
+class UpcallBenchResult:
+    """UPCALL_BENCH: round trips kernel -> user-space agent -> kernel (the user-space baseline)."""
+
+    app_id: int
+    iterations: int
+    total_ns: int
+    ns_per_query: int
+    errors: int          # failed round trips (timeouts included)
+    timeouts: int
+    stale_answers: int   # answers whose query had already given up
 
 
 @dataclass(frozen=True)
@@ -160,6 +174,24 @@ class LiteFlowNetlink:
             total_ns=reply.get_attr("LF_ATTR_TOTAL_NS"),
             ns_per_query=reply.get_attr("LF_ATTR_NS_PER_QUERY"),
             macs=reply.get_attr("LF_ATTR_MACS"),
+        )
+
+    def upcall_bench(self, app_id: int, iterations: int, timeout_ms: int | None = None) -> UpcallBenchResult:
+        """Time `iterations` kernel -> agent -> kernel round trips through the app's registered
+        user-space agent (ENOTCONN when none). Blocks for the whole run; `timeout_ms` bounds
+        each round trip (kernel default LF_NL_UPCALL_TIMEOUT_MS)."""
+        attrs: dict[str, object] = {"APP_ID": app_id, "ITERATIONS": iterations}
+        if timeout_ms is not None:
+            attrs["TIMEOUT_MS"] = timeout_ms
+        (reply,) = self._request("UPCALL_BENCH", attrs)
+        return UpcallBenchResult(
+            app_id=reply.get_attr("LF_ATTR_APP_ID"),
+            iterations=reply.get_attr("LF_ATTR_ITERATIONS"),
+            total_ns=reply.get_attr("LF_ATTR_TOTAL_NS"),
+            ns_per_query=reply.get_attr("LF_ATTR_NS_PER_QUERY"),
+            errors=reply.get_attr("LF_ATTR_ERRORS"),
+            timeouts=reply.get_attr("LF_ATTR_TIMEOUTS"),
+            stale_answers=reply.get_attr("LF_ATTR_STALE_ANSWERS"),
         )
 
     # -- samples ------------------------------------------------------------------------------

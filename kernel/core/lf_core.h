@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * LiteFlow core, private: the app record shared by the registry
- * (liteflow_core.c), the sampler (lf_sample.c) and the generic netlink
- * family (lf_netlink.c).  Not for apps; they use liteflow.h.
+ * (liteflow_core.c), the sampler (lf_sample.c), the generic netlink
+ * family (lf_netlink.c) and the upcalls (lf_upcall.c).  Not for apps;
+ * they use liteflow.h.
  */
 #ifndef _LF_CORE_H
 #define _LF_CORE_H
@@ -67,5 +68,23 @@ int lf_netlink_init(void);
 void lf_netlink_exit(void);
 int lf_netlink_send_samples(struct lf_app *app, u64 snapshot_id, u32 count,
 			    const s8 *inputs, const s8 *outputs);
+int lf_netlink_send_query(u32 portid, u32 app_id, u64 seq, const s8 *inputs,
+			  u16 input_size);
+
+/* lf_upcall.c: the user-space deployment baseline (agent round trips) */
+struct lf_upcall_bench {
+	u64 total_ns;
+	u64 errors;		/* failed round trips, timeouts included */
+	u64 timeouts;
+	u64 stale_answers;	/* answers nobody waited for */
+};
+
+int lf_upcall_init(void);
+void lf_upcall_exit(void);
+int lf_upcall_register_locked(struct lf_app *app, u32 portid);
+void lf_upcall_app_gone(u32 app_id);
+int lf_upcall_answer(u32 app_id, u32 portid, u64 seq, const s8 *out, u32 len);
+int lf_upcall_bench(u32 app_id, u32 iterations, unsigned long timeout_ms,
+		    struct lf_upcall_bench *res);
 
 #endif /* _LF_CORE_H */

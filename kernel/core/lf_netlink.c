@@ -12,6 +12,12 @@
  * (parallel_ops) and serialise on lf_mutex themselves, so a long benchmark
  * does not hold the global genetlink lock.  The family lives in the
  * initial network namespace only; samples go to group "samples".
+ *
+ * The user-space deployment baseline rides on the same family: an agent
+ * registers for an app (AGENT_REGISTER), the kernel unicasts it QUERY
+ * messages and the agent sends ANSWERs back (lf_upcall.c holds the
+ * state); UPCALL_BENCH times those round trips the way BENCH times the
+ * in-kernel fast path.
  */
 #define pr_fmt(fmt) "liteflow: " fmt
 
@@ -65,6 +71,10 @@ static const struct nla_policy lf_nl_policy[LF_ATTR_MAX + 1] = {
 	[LF_ATTR_NS_PER_QUERY]		= { .type = NLA_U64 },
 	[LF_ATTR_MACS]			= { .type = NLA_U64 },
 	[LF_ATTR_IO_COUNT]		= { .type = NLA_U32 },
+	[LF_ATTR_QUERY_SEQ]		= { .type = NLA_U64 },
+	[LF_ATTR_TIMEOUT_MS]		= { .type = NLA_U32 },
+	[LF_ATTR_TIMEOUTS]		= { .type = NLA_U64 },
+	[LF_ATTR_STALE_ANSWERS]		= { .type = NLA_U64 },
 };
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -473,6 +483,144 @@ int lf_netlink_send_samples(struct lf_app *app, u64 snapshot_id, u32 count,
 				 GFP_KERNEL);
 }
 
+/* ---- upcalls: AGENT_REGISTER / QUERY / ANSWER / UPCALL_BENCH ------------- */
+
+static int lf_nl_agent_register(struct sk_buff *skb, struct genl_info *info)
+{
+	struct lf_app *app;
+	int err;
+
+	err = lf_nl_require(info, LF_ATTR_APP_ID, "liteflow: APP_ID required");
+	if (err)
+		return err;
+
+	mutex_lock(&lf_mutex);
+	app = lf_nl_app_locked(info);
+	err = app ? lf_upcall_register_locked(app, info->snd_portid) : -ENOENT;
+	mutex_unlock(&lf_mutex);
+	return err;
+}
+
+/* lf_upcall.c, process context: one QUERY to the agent at @portid. */
+int lf_netlink_send_query(u32 portid, u32 app_id, u64 seq, const s8 *inputs,
+			  u16 input_size)
+{
+	struct sk_buff *msg;
+	void *hdr;
+
+	msg = genlmsg_new(nla_total_size(sizeof(u32)) +
+			  nla_total_size_64bit(sizeof(u64)) +
+			  nla_total_size(input_size), GFP_KERNEL);
+	if (!msg)
+		return -ENOMEM;
+	hdr = genlmsg_put(msg, 0, 0, &lf_genl_family, 0, LF_CMD_QUERY);
+	if (!hdr ||
+	    nla_put_u32(msg, LF_ATTR_APP_ID, app_id) ||
+	    lf_put_u64(msg, LF_ATTR_QUERY_SEQ, seq) ||
+	    nla_put(msg, LF_ATTR_INPUTS, input_size, inputs)) {
+		nlmsg_free(msg);
+		return -EMSGSIZE;
+	}
+	genlmsg_end(msg, hdr);
+	/* the family is not netnsok: agents live in the initial namespace */
+	return genlmsg_unicast(&init_net, msg, portid);
+}
+
+static int lf_nl_answer(struct sk_buff *skb, struct genl_info *info)
+{
+	const struct nlattr *out = info->attrs[LF_ATTR_OUTPUTS];
+	int err;
+
+	err = lf_nl_require(info, LF_ATTR_APP_ID, "liteflow: APP_ID required") ?:
+	      lf_nl_require(info, LF_ATTR_QUERY_SEQ,
+			    "liteflow: QUERY_SEQ required") ?:
+	      lf_nl_require(info, LF_ATTR_OUTPUTS, "liteflow: OUTPUTS required");
+	if (err)
+		return err;
+	err = lf_upcall_answer(nla_get_u32(info->attrs[LF_ATTR_APP_ID]),
+			       info->snd_portid,
+			       nla_get_u64(info->attrs[LF_ATTR_QUERY_SEQ]),
+			       nla_data(out), nla_len(out));
+	if (err == -ESTALE)
+		NL_SET_ERR_MSG(info->extack, "liteflow: no query waits for this seq");
+	else if (err == -EPERM)
+		NL_SET_ERR_MSG(info->extack, "liteflow: sender is not the app's agent");
+	else if (err == -EINVAL)
+		NL_SET_ERR_MSG_ATTR(info->extack, out,
+				    "liteflow: OUTPUTS is not output_size bytes");
+	else if (err == -ENOENT)
+		NL_SET_ERR_MSG(info->extack, "liteflow: no agent registered for the app");
+	return err;
+}
+
+/* Parse ITERATIONS and the optional TIMEOUT_MS of UPCALL_BENCH. */
+static int lf_nl_upcall_bench_args(struct genl_info *info, u32 *iters,
+				   u32 *timeout_ms)
+{
+	const struct nlattr *timeout = info->attrs[LF_ATTR_TIMEOUT_MS];
+
+	*iters = nla_get_u32(info->attrs[LF_ATTR_ITERATIONS]);
+	if (!*iters || *iters > LF_NL_UPCALL_MAX_ITERS) {
+		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[LF_ATTR_ITERATIONS],
+				    "liteflow: ITERATIONS must be 1..LF_NL_UPCALL_MAX_ITERS");
+		return *iters ? -E2BIG : -EINVAL;
+	}
+	*timeout_ms = timeout ? nla_get_u32(timeout) : LF_NL_UPCALL_TIMEOUT_MS;
+	if (!*timeout_ms || *timeout_ms > LF_NL_UPCALL_MAX_TIMEOUT_MS) {
+		NL_SET_ERR_MSG_ATTR(info->extack, timeout,
+				    "liteflow: TIMEOUT_MS must be 1..LF_NL_UPCALL_MAX_TIMEOUT_MS");
+		return *timeout_ms ? -E2BIG : -EINVAL;
+	}
+	return 0;
+}
+
+static int lf_nl_upcall_bench(struct sk_buff *skb, struct genl_info *info)
+{
+	struct lf_upcall_bench res;
+	u32 app_id, iters, timeout_ms;
+	struct sk_buff *msg;
+	void *hdr;
+	int err;
+
+	err = lf_nl_require(info, LF_ATTR_APP_ID, "liteflow: APP_ID required") ?:
+	      lf_nl_require(info, LF_ATTR_ITERATIONS,
+			    "liteflow: ITERATIONS required") ?:
+	      lf_nl_upcall_bench_args(info, &iters, &timeout_ms);
+	if (err)
+		return err;
+	app_id = nla_get_u32(info->attrs[LF_ATTR_APP_ID]);
+
+	err = lf_upcall_bench(app_id, iters, timeout_ms, &res);
+	if (err) {
+		if (err == -ENOTCONN)
+			NL_SET_ERR_MSG(info->extack,
+				       "liteflow: no user-space agent registered for the app");
+		else if (err == -ENOENT)
+			NL_SET_ERR_MSG(info->extack, "liteflow: the app is gone");
+		return err;
+	}
+
+	msg = genlmsg_new(2 * nla_total_size(sizeof(u32)) +
+			  5 * nla_total_size_64bit(sizeof(u64)), GFP_KERNEL);
+	if (!msg)
+		return -ENOMEM;
+	hdr = genlmsg_put_reply(msg, info, &lf_genl_family, 0,
+				LF_CMD_UPCALL_BENCH);
+	if (!hdr ||
+	    nla_put_u32(msg, LF_ATTR_APP_ID, app_id) ||
+	    nla_put_u32(msg, LF_ATTR_ITERATIONS, iters) ||
+	    lf_put_u64(msg, LF_ATTR_TOTAL_NS, res.total_ns) ||
+	    lf_put_u64(msg, LF_ATTR_NS_PER_QUERY, div_u64(res.total_ns, iters)) ||
+	    lf_put_u64(msg, LF_ATTR_ERRORS, res.errors) ||
+	    lf_put_u64(msg, LF_ATTR_TIMEOUTS, res.timeouts) ||
+	    lf_put_u64(msg, LF_ATTR_STALE_ANSWERS, res.stale_answers)) {
+		nlmsg_free(msg);
+		return -EMSGSIZE;
+	}
+	genlmsg_end(msg, hdr);
+	return genlmsg_reply(msg, info);
+}
+
 /* ---- family --------------------------------------------------------------- */
 
 static const struct genl_ops lf_genl_ops[] = {
@@ -518,6 +666,24 @@ static const struct genl_ops lf_genl_ops[] = {
 		.flags	= GENL_ADMIN_PERM,
 		LF_GENL_OP_POLICY(lf_nl_policy)
 	},
+	{
+		.cmd	= LF_CMD_AGENT_REGISTER,
+		.doit	= lf_nl_agent_register,
+		.flags	= GENL_ADMIN_PERM,
+		LF_GENL_OP_POLICY(lf_nl_policy)
+	},
+	{
+		.cmd	= LF_CMD_ANSWER,
+		.doit	= lf_nl_answer,
+		.flags	= GENL_ADMIN_PERM,
+		LF_GENL_OP_POLICY(lf_nl_policy)
+	},
+	{
+		.cmd	= LF_CMD_UPCALL_BENCH,
+		.doit	= lf_nl_upcall_bench,
+		.flags	= GENL_ADMIN_PERM,	/* sleeps up to ITERATIONS * TIMEOUT_MS */
+		LF_GENL_OP_POLICY(lf_nl_policy)
+	},
 };
 
 static const struct genl_multicast_group lf_genl_mcgrps[] = {
@@ -543,10 +709,20 @@ static struct genl_family lf_genl_family __ro_after_init = {
 
 int __init lf_netlink_init(void)
 {
-	return genl_register_family(&lf_genl_family);
+	int err;
+
+	err = genl_register_family(&lf_genl_family);
+	if (err)
+		return err;
+	err = lf_upcall_init();
+	if (err)
+		genl_unregister_family(&lf_genl_family);
+	return err;
 }
 
+/* Family first: afterwards no handler runs, so no upcall can start. */
 void lf_netlink_exit(void)
 {
 	genl_unregister_family(&lf_genl_family);
+	lf_upcall_exit();
 }

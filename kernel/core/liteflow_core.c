@@ -375,6 +375,7 @@ static void lf_app_destroy_locked(struct lf_app *app)
 {
 	struct lf_model *active = lf_active_locked(app);
 
+	lf_upcall_app_gone(app->id);	/* its user-space agent, if any */
 	synchronize_rcu();		/* no query still sees app or its active */
 	if (active) {
 		if (active->owner)

@@ -24,6 +24,9 @@
 #define LF_NL_SAMPLE_MAX_BATCH	256		/* SET_SAMPLING: batch <= this [E2BIG] */
 #define LF_NL_SAMPLE_MAX_BYTES	(60 * 1024)	/* batch * (in + out) <= this [E2BIG] */
 #define LF_NL_BINARY_MAX	65000		/* any binary attribute (u16 nla_len) */
+#define LF_NL_UPCALL_MAX_ITERS	1000000		/* UPCALL_BENCH: iterations <= this [E2BIG] */
+#define LF_NL_UPCALL_TIMEOUT_MS	1000		/* UPCALL_BENCH: default per-query timeout, ms */
+#define LF_NL_UPCALL_MAX_TIMEOUT_MS 60000	/* per-query timeout <= this, ms [E2BIG] */
 
 enum lf_cmd {
 	LF_CMD_UNSPEC,
@@ -89,6 +92,45 @@ enum lf_cmd {
 	 * SAMPLES_DROPPED (app total so far).
 	 */
 	LF_CMD_SAMPLES,
+	/*
+	 * The user-space deployment baseline (core/lf_upcall.c): the kernel
+	 * ships each query's features to a user-space agent and waits for
+	 * its answer.
+	 *
+	 * AGENT_REGISTER(APP_ID): the sender's socket (its portid) becomes
+	 * the app's agent, replacing any previous one (a query waiting on
+	 * that one fails).  The registration ends when the socket closes or
+	 * the app unregisters.  -ENOENT no such app.  CAP_NET_ADMIN.
+	 */
+	LF_CMD_AGENT_REGISTER,
+	/*
+	 * QUERY (kernel -> agent, unicast): APP_ID, QUERY_SEQ, INPUTS
+	 * (input_size bytes).  The agent answers with ANSWER and the same
+	 * QUERY_SEQ.  Messages have nlmsg_seq 0 (kernel-initiated).
+	 */
+	LF_CMD_QUERY,
+	/*
+	 * ANSWER(APP_ID, QUERY_SEQ, OUTPUTS of output_size bytes) from the
+	 * agent.  -ESTALE nobody waits for QUERY_SEQ (it timed out; counted
+	 * as a stale answer), -EPERM the sender is not the app's agent,
+	 * -EINVAL wrong size (the waiting query fails).  Agents send it
+	 * without NLM_F_ACK; errors still come back.  CAP_NET_ADMIN.
+	 */
+	LF_CMD_ANSWER,
+	/*
+	 * UPCALL_BENCH(APP_ID, ITERATIONS, TIMEOUT_MS optional) -> APP_ID,
+	 * ITERATIONS, TOTAL_NS, NS_PER_QUERY, ERRORS, TIMEOUTS,
+	 * STALE_ANSWERS.  Runs ITERATIONS (1..LF_NL_UPCALL_MAX_ITERS) round
+	 * trips through the app's agent on one random input, one at a time,
+	 * from the caller's process context; each waits at most TIMEOUT_MS
+	 * (1..LF_NL_UPCALL_MAX_TIMEOUT_MS, default LF_NL_UPCALL_TIMEOUT_MS).
+	 * A timeout, a send failure or a malformed answer counts in ERRORS;
+	 * the run stops early, the rest counted as ERRORS, when the agent or
+	 * the app leaves or after 5 timeouts in a row.  TOTAL_NS includes
+	 * the failures.  -ENOTCONN no agent, -EINTR on a signal.
+	 * CAP_NET_ADMIN.
+	 */
+	LF_CMD_UPCALL_BENCH,
 	__LF_CMD_MAX
 };
 #define LF_CMD_MAX (__LF_CMD_MAX - 1)
@@ -101,7 +143,8 @@ enum lf_attr {
 	LF_ATTR_INPUT_SIZE,		/* u32, features per query */
 	LF_ATTR_OUTPUT_SIZE,		/* u32, outputs per query */
 	LF_ATTR_QUERIES,		/* u64, lf_query_model calls (errors included) */
-	LF_ATTR_ERRORS,			/* u64, lf_query_model calls that failed */
+	LF_ATTR_ERRORS,			/* u64, lf_query_model calls that failed
+					 * (UPCALL_BENCH: failed round trips) */
 	LF_ATTR_ACTIVE_ID,		/* u64, active snapshot id, 0 = none */
 	LF_ATTR_STANDBY_ID,		/* u64, standby snapshot id, 0 = none */
 	LF_ATTR_ACTIVE_ORIGIN,		/* string: owning module name, "hot" or "" */
@@ -123,6 +166,10 @@ enum lf_attr {
 	LF_ATTR_NS_PER_QUERY,		/* u64, TOTAL_NS / ITERATIONS (rounded down) */
 	LF_ATTR_MACS,			/* u64, multiply-accumulates per inference */
 	LF_ATTR_IO_COUNT,		/* u32, io modules registered for the app */
+	LF_ATTR_QUERY_SEQ,		/* u64, pairs a QUERY with its ANSWER, != 0 */
+	LF_ATTR_TIMEOUT_MS,		/* u32, per-query upcall timeout, ms */
+	LF_ATTR_TIMEOUTS,		/* u64, upcalls that got no answer in time */
+	LF_ATTR_STALE_ANSWERS,		/* u64, answers whose QUERY_SEQ nobody waited for */
 	__LF_ATTR_MAX
 };
 #define LF_ATTR_MAX (__LF_ATTR_MAX - 1)

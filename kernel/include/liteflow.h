@@ -96,4 +96,18 @@ struct lf_io {
 int lf_register_io(struct lf_io *io);
 void lf_unregister_io(struct lf_io *io);
 
+/*
+ * The user-space deployment baseline (not LiteFlow's fast path): ship
+ * @in (input_size values) to the app's user-space agent over generic
+ * netlink (LF_CMD_QUERY) and wait up to @timeout_ms
+ * (1..LF_NL_UPCALL_MAX_TIMEOUT_MS) for its answer (output_size values in
+ * @out).  Process context only: it MAY SLEEP (allocation, mutex, waiting
+ * for the agent), so a datapath app calls it from a work item or kthread,
+ * never from softirq.  Queries of one app are serialised.  -ENOTCONN no
+ * agent registered (or it left), -ENOENT the app unregistered,
+ * -ETIMEDOUT, -EINTR on a signal, -EBADMSG a malformed answer, -EINVAL a
+ * bad timeout; the send's errno otherwise (-EAGAIN: agent's socket full).
+ */
+int lf_query_user(u32 app_id, const s8 *in, s8 *out, unsigned long timeout_ms);
+
 #endif /* _LITEFLOW_H */

@@ -1,0 +1,193 @@
+"""Overhead: LiteFlow's in-kernel inference vs the user-space deployment's round trip per query.
+
+The paper's baseline deploys the NN in user space: every decision ships the features to an agent
+over netlink and waits for the answer. `measure_round_trip(handle)` measures both sides on a
+running VM with the same Aurora-sized snapshot (30-32-16-1, tanh) and the same integer engine:
+
+- kernel ns/query: LF_CMD_BENCH, the active snapshot run in a loop the way the fast path runs it;
+- round trip ns/query: LF_CMD_UPCALL_BENCH, QUERY unicast to the C agent (userspace/agent),
+  inference there, ANSWER back, the kernel thread woken; from process context, one at a time.
+
+The host prepares the plan (blob from the toolchain, modules built in the guest kernel's own
+root, as testbed/smoke.py does), the guest half (testbed.overhead_guest) runs it and reports
+JSON, and this module returns the numbers as a dict. Recording them is the caller's business.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vm.buildroot import BuildRoot, build_modules, ensure_build_root
+from vm.kernels import resolve_kernel
+from vm.qemu import VmHandle
+
+REPO = Path(__file__).resolve().parent.parent
+GUEST_SHARE = "/opt/liteflow"          # the read-only 9p share of this checkout
+GUEST_PYTHON = "/opt/liteflow-venv/bin/python"
+GUEST_WORK = "/root/lf_overhead"
+UNITS = (30, 32, 16, 1)                # Aurora (PCC-RL): 30 -> 32 -> 16 -> 1
+ACTIVATIONS = ("tanh", "tanh", "linear")
+BLOB = "snapshot.blob"
+
+
+class OverheadError(RuntimeError):
+    """The measurement could not run to the end; `step` names where it stopped."""
+
+    def __init__(self, step: str, message: str):
+        super().__init__(f"overhead step '{step}' failed: {message}")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class OverheadConfig:
+    kernel_iterations: int = 200_000
+    upcall_iterations: int = 5_000
+    warmup_iterations: int = 100
+    timeout_ms: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.kernel_iterations, self.upcall_iterations, self.warmup_iterations, self.timeout_ms) < 1:
+            raise ValueError(f"iterations and timeout must be >= 1: {self}")
+
+
+# ---------------------------------------------------------------------------- plan (host side)
+
+
+def aurora_blob(seed: int = 0) -> bytes:
+    """The Aurora-sized model, quantized by the toolchain, as a hot-update blob (needs TensorFlow)."""
+    from userspace.snapshot import build_snapshot, write_blob
+    from workloads.models import dense_model
+
+    model = dense_model(list(UNITS), list(ACTIVATIONS), seed=seed, name="aurora")
+    return write_blob(build_snapshot(model, seed=seed).spec)
+
+
+def build_plan_modules(root: BuildRoot, plan_dir: Path) -> None:
+    """liteflow.ko and lf_test.ko for root's kernel, into plan_dir (strict: warnings fail)."""
+    with tempfile.TemporaryDirectory(prefix="liteflow-overhead-") as tmp:
+        staging = Path(tmp) / "kernel"
+        shutil.copytree(REPO / "kernel", staging,
+                        ignore=shutil.ignore_patterns("*.o", "*.ko", "*.cmd", "*.mod*"))
+        build_modules(root, staging, ["core", "test"], out_dir=plan_dir, strict=True)
+
+
+def prepare_plan(config: OverheadConfig, root: BuildRoot, plan_dir: Path, *, guest_work: str,
+                 blob: Callable[[int], bytes] = aurora_blob,
+                 build: Callable[[BuildRoot, Path], None] = build_plan_modules) -> Path:
+    """Blob, modules and plan.json for one measurement, in plan_dir; returns the plan's path."""
+    plan_dir.mkdir(parents=True, exist_ok=True)
+    (plan_dir / BLOB).write_bytes(blob(config.seed))
+    build(root, plan_dir)
+    for module in ("liteflow.ko", "lf_test.ko"):
+        if not (plan_dir / module).is_file():
+            raise OverheadError("build modules", f"{module} missing from {plan_dir}")
+    plan = {
+        "core_module": "liteflow.ko",
+        "test_module": "lf_test.ko",
+        "input_size": UNITS[0],
+        "output_size": UNITS[-1],
+        "blob": BLOB,
+        "snapshot_id": secrets.randbits(62) | 1,
+        "kernel_iterations": config.kernel_iterations,
+        "upcall_iterations": config.upcall_iterations,
+        "warmup_iterations": config.warmup_iterations,
+        "timeout_ms": config.timeout_ms,
+        "agent_build_dir": f"{guest_work}/agent",
+    }
+    path = plan_dir / "plan.json"
+    path.write_text(json.dumps(plan, indent=1))
+    return path
+
+
+def pack(plan_dir: Path, archive: Path) -> None:
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(plan_dir.iterdir()):
+            if path.suffix in (".ko", ".blob", ".json"):
+                tar.add(path, arcname=path.name)
+
+
+def summarize(report: dict, config: OverheadConfig) -> dict:
+    """The numbers the experiment records, from the guest's report."""
+    kernel = report.get("kernel") or {}
+    upcall = report.get("upcall") or {}
+    kernel_ns = kernel.get("ns_per_query")
+    upcall_ns = upcall.get("ns_per_query")
+    ratio = upcall_ns / kernel_ns if kernel_ns and upcall_ns is not None else None
+    return {
+        "kernel_ns_per_query": kernel_ns,
+        "user_round_trip_ns_per_query": upcall_ns,
+        "ratio": ratio,
+        "kernel_iterations": kernel.get("iterations", config.kernel_iterations),
+        "upcall_iterations": upcall.get("iterations", config.upcall_iterations),
+        "errors": upcall.get("errors"),
+        "timeouts": upcall.get("timeouts"),
+        "stale_answers": upcall.get("stale_answers"),
+        "macs_per_query": kernel.get("macs"),
+        "checks": report.get("checks", []),
+        "passed": all(check["ok"] for check in report.get("checks", [])),
+        "agent_build_s": report.get("timings_s", {}).get("agent_build"),
+        "config": asdict(config),
+    }
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def measure_round_trip(handle: VmHandle, config: OverheadConfig = OverheadConfig(), *,
+                       plan_dir: Path | None = None, log_dir: Path | None = None) -> dict:
+    """Kernel ns/query vs user-space round-trip ns/query on the running VM `handle`.
+
+    Returns summarize()'s dict (plus "kernel_release" and "accelerator"). Raises OverheadError
+    naming the step when the guest cannot run it; a run whose checks failed still returns, with
+    "passed": False and the failed checks. `log_dir` receives the guest's stderr and dmesg.
+    """
+    from vm.guest import GuestError
+
+    step = "build modules and plan"
+    root = ensure_build_root(resolve_kernel(handle.image.kernel_name))
+    if root.kernel_release != handle.kernel_release:
+        raise OverheadError(step, f"build root has kernel {root.kernel_release}, the VM runs "
+                                  f"{handle.kernel_release}; run invoke clean-cache and provision again")
+    run_id = secrets.token_hex(4)
+    work = f"{GUEST_WORK}/{run_id}"
+    scale = handle.timeout_factor
+    with tempfile.TemporaryDirectory(prefix="liteflow-overhead-plan-") as tmp:
+        plan_dir = Path(plan_dir or Path(tmp) / "plan")
+        prepare_plan(config, root, plan_dir, guest_work=work)
+        archive = Path(tmp) / "plan.tar.gz"
+        pack(plan_dir, archive)
+        try:
+            with handle.guest() as guest:
+                step = "copy the plan into the guest"
+                guest.run(f"mkdir -p {work}", timeout=30 * scale, step=step)
+                guest.put(archive, f"{work}/plan.tar.gz", step=step)
+                guest.run(f"tar -xzf {work}/plan.tar.gz -C {work}", timeout=60 * scale, step=step)
+                step = "run the overhead measurement in the guest"
+                command = (f"cd {GUEST_SHARE} && PYTHONDONTWRITEBYTECODE=1 {GUEST_PYTHON} -m "
+                           f"testbed.overhead_guest {shlex.quote(work + '/plan.json')}")
+                budget = 600 + (config.upcall_iterations + config.warmup_iterations) * config.timeout_ms / 1000
+                result = guest.run(command, timeout=budget * scale, step=step, check=False)
+                guest.run(f"rm -rf {work}", timeout=60 * scale, step="clean the guest's work dir", check=False)
+        except GuestError as exc:
+            raise OverheadError(step, str(exc)) from exc
+    try:
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError) as exc:
+        raise OverheadError(step, f"no report from the guest (exit {result.exited}): "
+                                  f"{result.stderr.strip()[-2000:]}") from exc
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "overhead_guest.stderr").write_text(result.stderr)
+        (log_dir / "overhead_dmesg.txt").write_text("\n".join(report.get("dmesg_new", [])) + "\n")
+    summary = summarize(report, config)
+    summary.update(kernel_release=handle.kernel_release, accelerator=handle.accel)
+    return summary
