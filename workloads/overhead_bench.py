@@ -17,22 +17,19 @@ from __future__ import annotations
 
 import json
 import secrets
-import shlex
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from testbed.guestrun import GUEST_WORK, GuestDriverError, copy_plan, run_driver
 from vm.buildroot import BuildRoot, build_modules, ensure_build_root
+from vm.guest import GuestError
 from vm.kernels import resolve_kernel
 from vm.qemu import VmHandle
 
 REPO = Path(__file__).resolve().parent.parent
-GUEST_SHARE = "/opt/liteflow"          # the read-only 9p share of this checkout
-GUEST_PYTHON = "/opt/liteflow-venv/bin/python"
-GUEST_WORK = "/root/lf_overhead"
 UNITS = (30, 32, 16, 1)                # Aurora (PCC-RL): 30 -> 32 -> 16 -> 1
 ACTIVATIONS = ("tanh", "tanh", "linear")
 BLOB = "snapshot.blob"
@@ -108,13 +105,6 @@ def prepare_plan(config: OverheadConfig, root: BuildRoot, plan_dir: Path, *, gue
     return path
 
 
-def pack(plan_dir: Path, archive: Path) -> None:
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in sorted(plan_dir.iterdir()):
-            if path.suffix in (".ko", ".blob", ".json"):
-                tar.add(path, arcname=path.name)
-
-
 def summarize(report: dict, config: OverheadConfig) -> dict:
     """The numbers the experiment records, from the guest's report."""
     kernel = report.get("kernel") or {}
@@ -150,43 +140,31 @@ def measure_round_trip(handle: VmHandle, config: OverheadConfig = OverheadConfig
     naming the step when the guest cannot run it; a run whose checks failed still returns, with
     "passed": False and the failed checks. `log_dir` receives the guest's stderr and dmesg.
     """
-    from vm.guest import GuestError
-
     step = "build modules and plan"
     root = ensure_build_root(resolve_kernel(handle.image.kernel_name))
     if root.kernel_release != handle.kernel_release:
         raise OverheadError(step, f"build root has kernel {root.kernel_release}, the VM runs "
                                   f"{handle.kernel_release}; run invoke clean-cache and provision again")
-    run_id = secrets.token_hex(4)
+    run_id = f"overhead-{secrets.token_hex(4)}"
     work = f"{GUEST_WORK}/{run_id}"
     scale = handle.timeout_factor
     with tempfile.TemporaryDirectory(prefix="liteflow-overhead-plan-") as tmp:
         plan_dir = Path(plan_dir or Path(tmp) / "plan")
         prepare_plan(config, root, plan_dir, guest_work=work)
-        archive = Path(tmp) / "plan.tar.gz"
-        pack(plan_dir, archive)
         try:
             with handle.guest() as guest:
                 step = "copy the plan into the guest"
-                guest.run(f"mkdir -p {work}", timeout=30 * scale, step=step)
-                guest.put(archive, f"{work}/plan.tar.gz", step=step)
-                guest.run(f"tar -xzf {work}/plan.tar.gz -C {work}", timeout=60 * scale, step=step)
+                copy_plan(guest, plan_dir, run_id, timeout_s=120 * scale, step=step)
                 step = "run the overhead measurement in the guest"
-                command = (f"cd {GUEST_SHARE} && PYTHONDONTWRITEBYTECODE=1 {GUEST_PYTHON} -m "
-                           f"testbed.overhead_guest {shlex.quote(work + '/plan.json')}")
                 budget = 600 + (config.upcall_iterations + config.warmup_iterations) * config.timeout_ms / 1000
-                result = guest.run(command, timeout=budget * scale, step=step, check=False)
+                driven = run_driver(guest, "testbed.overhead_guest", work, timeout_s=budget * scale, step=step)
                 guest.run(f"rm -rf {work}", timeout=60 * scale, step="clean the guest's work dir", check=False)
-        except GuestError as exc:
+        except (GuestError, GuestDriverError) as exc:
             raise OverheadError(step, str(exc)) from exc
-    try:
-        report = json.loads(result.stdout.strip().splitlines()[-1])
-    except (json.JSONDecodeError, IndexError) as exc:
-        raise OverheadError(step, f"no report from the guest (exit {result.exited}): "
-                                  f"{result.stderr.strip()[-2000:]}") from exc
+    report = driven.report
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        (log_dir / "overhead_guest.stderr").write_text(result.stderr)
+        (log_dir / "overhead_guest.stderr").write_text(driven.stderr)
         (log_dir / "overhead_dmesg.txt").write_text("\n".join(report.get("dmesg_new", [])) + "\n")
     summary = summarize(report, config)
     summary.update(kernel_release=handle.kernel_release, accelerator=handle.accel)
