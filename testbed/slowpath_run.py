@@ -52,7 +52,7 @@ class SlowpathConfig:
     band_floor: float = 0.01
     sample_every: int = 256
     warmup_rounds: int = 2
-    held_out: int = 1024
+    held_out_count: int = 1024
     recover_timeout_s: float = 300.0
     startup_timeout_s: float = 900.0
     stop_timeout_s: float = 120.0
@@ -80,20 +80,33 @@ def prepare_plan(config: SlowpathConfig, plan_dir: Path) -> Path:
     validate_candidate(Candidate(initial_id, snap.spec, blob, snap.tflite), INPUT_ENCODING, INPUT_SIZE, 1,
                        calib, StepTimer())
     (plan_dir / "initial.blob").write_bytes(blob)
-    held_out = np.random.default_rng(2).integers(-128, 128, (config.held_out, INPUT_SIZE)).astype(np.int8)
+    held_out = np.random.default_rng(2).integers(-128, 128, (config.held_out_count, INPUT_SIZE)).astype(np.int8)
     np.save(plan_dir / "held_out.npy", held_out)
     plan = {"initial_blob": "initial.blob", "initial_model": "initial.keras", "initial_id": initial_id,
             "held_out": "held_out.npy", **{k: v for k, v in asdict(config).items()
                                            if k not in ("kernel", "accel", "vm_name", "keep_vm")}}
+    _pylib(plan_dir / "pylib")
     path = plan_dir / "plan.json"
     path.write_text(json.dumps(plan, indent=1))
     return path
 
 
+def _pylib(dest: Path) -> None:
+    """Pure-Python packages the toolchain needs that the guest venv lacks (jinja2 for codegen)."""
+    import shutil
+
+    import jinja2
+    import markupsafe
+
+    for package in (jinja2, markupsafe):
+        src = Path(package.__file__).parent
+        shutil.copytree(src, dest / src.name, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+
+
 def _pack(plan_dir: Path, archive: Path) -> None:
     with tarfile.open(archive, "w:gz") as tar:
         for path in sorted(plan_dir.iterdir()):
-            if path.suffix in (".ko", ".npy", ".blob", ".json", ".keras", ".symvers"):
+            if path.suffix in (".ko", ".npy", ".blob", ".json", ".keras", ".symvers") or path.name == "pylib":
                 tar.add(path, arcname=path.name)
 
 
@@ -126,7 +139,7 @@ def run_slowpath(config: SlowpathConfig = SlowpathConfig()) -> dict:
             archive.unlink()
             guest.run(f"tar -xzf {work}/plan.tar.gz -C {work}", timeout=60 * scale, step="unpack the plan")
             guest.run(SCRUB, timeout=120 * scale, step="clear LiteFlow modules left by an earlier run")
-            command = (f"cd {GUEST_SHARE} && PYTHONDONTWRITEBYTECODE=1 {GUEST_PYTHON} -m testbed.slowpath_guest "
+            command = (f"cd {GUEST_SHARE} && PYTHONPATH={work}/pylib PYTHONDONTWRITEBYTECODE=1 {GUEST_PYTHON} -m testbed.slowpath_guest "
                        f"{shlex.quote(work + '/plan.json')}")
             result = guest.run(command, timeout=3600 * scale, step="run the slow path in the guest", check=False)
             (plan_dir / "guest.stderr").write_text(result.stderr)

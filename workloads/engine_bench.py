@@ -2,9 +2,9 @@
 
 The user-space build of the engine is compiled with the kernel's code-generation constraints (no
 SIMD, no floating-point registers), so it times the arithmetic the kernel runs; timing happens
-inside C (clock_gettime around a loop) so Python's call overhead is not in the figure. Each
-network is timed several times and the median is reported with the spread, because the machines
-are shared and noisy. The in-kernel figure comes from the core's BENCH command in the guest.
+inside C (the thread's CPU time around a loop) so neither Python's call overhead nor other
+processes holding the CPU are in the figure. Each network is timed several times and the median
+is reported with the spread, because the machines are shared and noisy. The in-kernel figure comes from the core's BENCH command in the guest.
 """
 
 from __future__ import annotations

@@ -227,7 +227,7 @@ class Engine:
         return out
 
     def bench(self, x: np.ndarray, iterations: int = 100_000) -> float:
-        """Mean ns per inference of one input vector, timed inside C (clock_gettime)."""
+        """Mean ns per inference of one input vector: thread CPU time measured inside C."""
         row = np.ascontiguousarray(np.asarray(x, np.int8).reshape(-1)[: self.input_size])
         ns = self._lib.lf_engine_bench(ctypes.byref(self._spec), _i8p(row), iterations)
         if not ns:

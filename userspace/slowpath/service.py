@@ -1,0 +1,784 @@
+"""The slow-path service: collect samples, adapt, evaluate, and update the kernel's snapshot.
+
+One round of the loop (LiteFlow, SIGCOMM 2022, section 4):
+
+1. take every sample batch queued since the last round (a reader thread fills a bounded queue
+   from the netlink multicast group; batches arriving while the queue is full are dropped and
+   counted, so memory stays bounded however fast the kernel samples) and call `adapter.adapt`;
+2. evaluate: the adapter's stability metric must stay within a band over a window of rounds
+   (correctness); the fidelity loss L = mean |f'(x) - f(x)| is computed between the kernel's
+   active snapshot, run by the kernel's own arithmetic (EVALUATE) on the latest inputs, and the
+   adapter's NN on the same inputs (necessity);
+3. when stable and L > threshold: freeze, quantize, validate, then switch the kernel to the new
+   snapshot, either "hot" (weight blob over LOAD_MODEL) or "module" (C source + Kbuild, make
+   against the running kernel's headers with the core's Module.symvers, insmod, rmmod the module
+   that became standby). A candidate that fails any step is rejected with the reason and the
+   active snapshot stays; after the switch the kernel's outputs are checked against the user-space
+   engine, and a mismatch rolls back to the last good snapshot.
+
+Every decision is one JSON line (see `DecisionLog`). The switch itself is one atomic command in
+the core (LOAD_MODEL, or lf_register_model in the module's init), so a service killed at any
+point leaves the kernel on its last good snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .interface import Adapter, Batch, Encoding
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_INCLUDE_DIR = REPO_ROOT / "kernel" / "include"
+
+
+class Rejected(RuntimeError):
+    """A candidate snapshot failed a step; `step` names it."""
+
+    def __init__(self, step: str, reason: str):
+        super().__init__(f"{step}: {reason}")
+        self.step = step
+        self.reason = reason
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+@dataclass
+class ServiceConfig:
+    app: str
+    update: str = "hot"                 # "hot" | "module"
+    threshold: float = 0.05             # fidelity loss (output units) above which we update
+    window: int = 3                     # rounds the stability metric must stay in the band
+    band: float = 0.25                  # relative band: (max - min) <= band * max(|mean|, band_floor)
+    band_floor: float = 1e-3
+    sample_every: int = 64              # SET_SAMPLING: every Nth query per CPU
+    sample_batch: int = 128             # pairs per SAMPLES message
+    queue_batches: int = 64             # bound of the sample queue (batches)
+    fidelity_samples: int = 512         # latest inputs kept for the fidelity loss and calibration
+    min_round_samples: int = 1          # a round waits for at least this many new samples
+    round_wait_s: float = 5.0           # ... or this long
+    validate_samples: int = 512
+    work_dir: Path = Path(tempfile.gettempdir()) / "liteflow-slowpath"
+    include_dir: Path = DEFAULT_INCLUDE_DIR
+    symvers: Path | None = None         # the core's Module.symvers (module updates)
+    kernel_build_dir: Path | None = None  # default /lib/modules/$(uname -r)/build
+    active_blob: Path | None = None     # blob of the snapshot active at start (its quantization)
+    duration_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.update not in ("hot", "module"):
+            raise ValueError(f"update must be 'hot' or 'module', not {self.update!r}")
+        if self.window < 1:
+            raise ValueError("window must be >= 1")
+        self.work_dir = Path(self.work_dir)
+
+
+# ------------------------------------------------------------------------------ decision logic
+
+
+class Stability:
+    """The stability metric is 'stable' once its last `window` values lie within a band.
+
+    Band: max - min <= band * max(|mean|, floor). A NaN/inf value is never stable.
+    """
+
+    def __init__(self, window: int, band: float, floor: float = 1e-3):
+        self.window, self.band, self.floor = window, band, floor
+        self.values: deque[float] = deque(maxlen=window)
+
+    def push(self, value: float) -> bool:
+        self.values.append(float(value))
+        return self.stable
+
+    def reset(self) -> None:
+        self.values.clear()
+
+    @property
+    def spread(self) -> float:
+        return max(self.values) - min(self.values) if self.values else math.inf
+
+    @property
+    def stable(self) -> bool:
+        if len(self.values) < self.window or not all(math.isfinite(v) for v in self.values):
+            return False
+        mean = sum(self.values) / len(self.values)
+        return self.spread <= self.band * max(abs(mean), self.floor)
+
+
+def decide(stable: bool, fidelity_loss: float | None, threshold: float) -> str:
+    """'wait-unstable' | 'keep' (not worth it) | 'update'."""
+    if not stable:
+        return "wait-unstable"
+    if fidelity_loss is None or not math.isfinite(fidelity_loss) or fidelity_loss <= threshold:
+        return "keep"
+    return "update"
+
+
+def fidelity_loss(kernel_out: np.ndarray, nn_out: np.ndarray) -> float:
+    """mean |f'(x) - f(x)| over samples and outputs (reals)."""
+    return float(np.mean(np.abs(np.asarray(kernel_out, np.float64) - np.asarray(nn_out, np.float64))))
+
+
+# ------------------------------------------------------------------------------ samples
+
+
+class SampleQueue:
+    """A bounded queue of sample batches; a full queue drops (and counts) the new batch."""
+
+    def __init__(self, max_batches: int):
+        self._q: queue.Queue = queue.Queue(maxsize=max_batches)
+        self.max_batches = max_batches
+        self.lock = threading.Lock()
+        self.received_batches = self.received_samples = 0
+        self.dropped_batches = self.dropped_samples = 0
+        self.kernel_dropped_total = 0
+        self.high_water = 0
+
+    def offer(self, batch: Any) -> bool:
+        k = len(batch.inputs)
+        with self.lock:
+            self.received_batches += 1
+            self.received_samples += k
+            self.kernel_dropped_total = max(self.kernel_dropped_total, int(getattr(batch, "dropped_total", 0)))
+        try:
+            self._q.put_nowait((time.time(), batch))
+        except queue.Full:
+            with self.lock:
+                self.dropped_batches += 1
+                self.dropped_samples += k
+            return False
+        with self.lock:
+            self.high_water = max(self.high_water, self._q.qsize())
+        return True
+
+    def drain(self, wait_s: float, min_samples: int = 1) -> list[tuple[float, Any]]:
+        """Everything queued now; waits up to wait_s for at least min_samples."""
+        items: list[tuple[float, Any]] = []
+        deadline = time.monotonic() + wait_s
+        got = 0
+        while True:
+            try:
+                while True:
+                    item = self._q.get_nowait()
+                    items.append(item)
+                    got += len(item[1].inputs)
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if got >= min_samples or remaining <= 0:
+                return items
+            try:
+                item = self._q.get(timeout=min(remaining, 0.2))
+                items.append(item)
+                got += len(item[1].inputs)
+            except queue.Empty:
+                pass
+
+    def qsize(self) -> int:
+        return self._q.qsize()
+
+    def counters(self) -> dict:
+        with self.lock:
+            return {"received_batches": self.received_batches, "received_samples": self.received_samples,
+                    "dropped_batches": self.dropped_batches, "dropped_samples": self.dropped_samples,
+                    "kernel_dropped_total": self.kernel_dropped_total, "queue_high_water": self.high_water,
+                    "queue_bound": self.max_batches}
+
+
+class SampleSource(Protocol):
+    def subscribe_samples(self) -> None: ...
+    def next_sample_batch(self, timeout: float) -> Any: ...
+    def close(self) -> None: ...
+
+
+class SampleReader(threading.Thread):
+    """Moves sample batches of one app from a netlink socket into a SampleQueue."""
+
+    def __init__(self, source: SampleSource | Callable[[], SampleSource], app_id: int, sink: SampleQueue,
+                 on_error: Callable[[str], None]):
+        super().__init__(name="liteflow-samples", daemon=True)
+        self.source, self.app_id, self.sink, self.on_error = source, app_id, sink, on_error
+        self._stop_event = threading.Event()
+        self.subscribed = threading.Event()
+        self.owned = isinstance(source, type) or not hasattr(source, "next_sample_batch")
+
+    def run(self) -> None:
+        # A factory is called here: pyroute2 sockets must be used from the thread that made them.
+        try:
+            if self.owned:
+                self.source = self.source()
+            self.source.subscribe_samples()
+        except Exception as exc:  # noqa: BLE001
+            self.on_error(f"sample socket: {exc}")
+            return
+        finally:
+            self.subscribed.set()
+        try:
+            self._loop()
+        finally:
+            if self.owned:
+                self.source.close()
+
+    def _loop(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                batch = self.source.next_sample_batch(0.2)
+            except OSError as exc:  # e.g. ENOBUFS: the socket overflowed, samples lost in the kernel
+                self.on_error(f"sample socket: {exc}")
+                continue
+            if batch is not None and batch.app_id == self.app_id:
+                self.sink.offer(batch)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+
+# ------------------------------------------------------------------------------ kernel & updates
+
+
+class Kernel(Protocol):
+    """What the service needs from userspace.netlink.LiteFlowNetlink (fakes implement it too)."""
+
+    def app(self, name: str) -> Any: ...
+    def set_sampling(self, app_id: int, every: int, batch: int) -> None: ...
+    def evaluate(self, app_id: int, inputs: np.ndarray) -> tuple[int, np.ndarray]: ...
+    def load_model(self, app_id: int, snapshot_id: int, blob: bytes) -> None: ...
+
+
+@dataclass
+class Candidate:
+    snapshot_id: int
+    spec: Any                       # userspace.snapshot.SnapshotSpec
+    blob: bytes
+    tflite: bytes | None = None
+    frozen: str | None = None
+    module_name: str | None = None
+
+
+def run_command(argv: Sequence[str], timeout: float) -> tuple[int, str]:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+class HotUpdater:
+    """write_blob + LOAD_MODEL: the core parses, validates and switches atomically."""
+
+    kind = "hot"
+
+    def __init__(self, kernel: Kernel, app_id: int):
+        self.kernel, self.app_id = kernel, app_id
+
+    def prepare(self, cand: Candidate, timer: "StepTimer") -> None:
+        pass  # the blob is the artifact
+
+    def switch(self, cand: Candidate, timer: "StepTimer") -> None:
+        with timer.step("load"):
+            try:
+                self.kernel.load_model(self.app_id, cand.snapshot_id, cand.blob)
+            except OSError as exc:
+                raise Rejected("load", f"LOAD_MODEL refused: {exc}") from exc
+
+
+class ModuleUpdater:
+    """generate C + Kbuild, make against the running kernel, insmod app_id=, rmmod the standby."""
+
+    kind = "module"
+
+    def __init__(self, kernel: Kernel, app: str, app_id: int, config: ServiceConfig,
+                 runner: Callable[[Sequence[str], float], tuple[int, str]] = run_command):
+        self.kernel, self.app, self.app_id, self.config, self.runner = kernel, app, app_id, config, runner
+        build = config.kernel_build_dir or Path(f"/lib/modules/{os.uname().release}/build")
+        self.build_dir = Path(build)
+
+    def prepare(self, cand: Candidate, timer: "StepTimer") -> None:
+        from userspace.snapshot import SnapshotError, generate_module
+
+        modules = self.config.work_dir / "modules"
+        with timer.step("generate"):
+            try:
+                folder = generate_module(cand.spec, modules, app=self.app, snapshot_id=cand.snapshot_id,
+                                         include_dir=self.config.include_dir,
+                                         source="the slow path's adapted NN",
+                                         extra_symbols=self.config.symvers)
+            except (SnapshotError, OSError) as exc:
+                raise Rejected("generate", str(exc)) from exc
+        cand.module_name = folder.name
+        with timer.step("build"):
+            if self.config.symvers is None or not Path(self.config.symvers).exists():
+                raise Rejected("build", f"the core's Module.symvers is missing ({self.config.symvers})")
+            try:
+                code, out = self.runner(["make", "-s", "-C", str(self.build_dir), f"M={folder}", "modules"], 900)
+            except Exception as exc:  # noqa: BLE001 - make missing, killed, timed out
+                raise Rejected("build", f"{type(exc).__name__}: {exc}") from exc
+            ko = folder / f"{folder.name}.ko"
+            if code != 0 or not ko.exists():
+                raise Rejected("build", f"make exited {code}: {out[-1500:]}")
+        cand.module_path = ko  # type: ignore[attr-defined]
+
+    def switch(self, cand: Candidate, timer: "StepTimer") -> None:
+        with timer.step("load"):
+            code, out = self.runner(["insmod", str(cand.module_path), f"app_id={self.app_id}"], 120)  # type: ignore[attr-defined]
+            if code != 0:
+                raise Rejected("load", f"insmod exited {code}: {out[-800:]}")
+
+
+def remove_standby_module(kernel: Kernel, app: str, runner=run_command) -> str | None:
+    """rmmod the snapshot module sitting in the standby slot (after a switch, or left by a kill)."""
+    stats = kernel.app(app)
+    origin = getattr(stats, "standby_origin", "") or ""
+    if not origin.startswith("lf_snap_"):
+        return None
+    code, out = runner(["rmmod", origin], 120)
+    if code != 0:
+        raise RuntimeError(f"rmmod {origin} exited {code}: {out[-400:]}")
+    return origin
+
+
+# ------------------------------------------------------------------------------ candidates
+
+
+def calibration_data(recent_inputs: np.ndarray, encoding: Encoding, input_size: int) -> np.ndarray:
+    """Reals for the quantizer: recent inputs plus the int8 extremes, pinning the input encoding.
+
+    TFLite calibrates the input scale from min/max; rows at q=-128 and q=127 make it exactly
+    (127 - (-128)) * scale / 255 = scale, with zero point `encoding.zero_point` when it is 0.
+    """
+    rows = [encoding.to_real(np.full((1, input_size), -128)), encoding.to_real(np.full((1, input_size), 127))]
+    if len(recent_inputs):
+        rows.append(encoding.to_real(recent_inputs))
+    else:
+        rng = np.random.default_rng(0)
+        rows.append(encoding.to_real(rng.integers(-128, 128, (256, input_size))))
+    return np.concatenate(rows).astype(np.float32)
+
+
+def make_candidate(model: Any, recent_inputs: np.ndarray, encoding: Encoding, input_size: int,
+                   timer: "StepTimer") -> Candidate:
+    """Quantize what snapshot_model() returned (or take a ready SnapshotSpec)."""
+    from userspace.snapshot import SnapshotSpec, build_snapshot, write_blob
+
+    with timer.step("quantize"):
+        try:
+            if isinstance(model, SnapshotSpec):
+                spec, tflite = model, None
+            else:
+                snap = build_snapshot(model, data=calibration_data(recent_inputs, encoding, input_size))
+                spec, tflite = snap.spec, snap.tflite
+            blob = write_blob(spec)
+        except Exception as exc:  # noqa: BLE001 - any toolchain failure rejects the candidate
+            raise Rejected("quantize", f"{type(exc).__name__}: {exc}") from exc
+    return Candidate(snapshot_id=secrets.randbits(62) | 1, spec=spec, blob=blob, tflite=tflite)
+
+
+def validate_candidate(cand: Candidate, encoding: Encoding, input_size: int, output_size: int,
+                       inputs: np.ndarray, timer: "StepTimer") -> np.ndarray:
+    """Checks before any switch; returns the user-space engine's outputs on `inputs`.
+
+    Sizes, the app's input encoding, the blob parsed by the kernel's engine code in user space,
+    and the engine bit-exact against the TFLite interpreter (or the numpy reference when the
+    adapter gave a spec directly).
+    """
+    from userspace.snapshot import Engine, EngineError, reference_infer
+    from userspace.snapshot.verify import tflite_infer
+
+    with timer.step("validate"):
+        spec = cand.spec
+        if (spec.input_size, spec.output_size) != (input_size, output_size):
+            raise Rejected("validate", f"snapshot is {spec.input_size}x{spec.output_size}, "
+                                       f"app is {input_size}x{output_size}")
+        iq = Encoding.of(spec.input_quant)
+        if iq.zero_point != encoding.zero_point or not math.isclose(iq.scale, encoding.scale, rel_tol=1e-4):
+            raise Rejected("validate", f"input quantization (scale {iq.scale:.6g}, zero point {iq.zero_point}) "
+                                       f"differs from the app's encoding ({encoding.scale:.6g}, {encoding.zero_point})")
+        try:
+            engine = Engine.from_blob(cand.blob)
+            ours = engine.infer(inputs)
+        except EngineError as exc:
+            raise Rejected("validate", f"the engine refuses the blob: {exc}") from exc
+        want = tflite_infer(cand.tflite, inputs) if cand.tflite is not None else reference_infer(spec, inputs)
+        bad = int(np.count_nonzero((np.asarray(ours) != np.asarray(want)).any(axis=1)))
+        if bad:
+            raise Rejected("validate", f"engine differs from {'TFLite' if cand.tflite else 'the reference'} "
+                                       f"on {bad}/{len(inputs)} inputs")
+    return ours
+
+
+# ------------------------------------------------------------------------------ logging
+
+
+class StepTimer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    class _Step:
+        def __init__(self, timer: "StepTimer", name: str):
+            self.timer, self.name = timer, name
+
+        def __enter__(self):
+            self.t0 = time.monotonic()
+
+        def __exit__(self, *exc):
+            self.timer.seconds[self.name] = round(self.timer.seconds.get(self.name, 0.0)
+                                                  + time.monotonic() - self.t0, 4)
+            return False
+
+    def step(self, name: str) -> "StepTimer._Step":
+        return StepTimer._Step(self, name)
+
+
+class DecisionLog:
+    """One JSON object per line: `event` plus what it is about, `t` (unix time) on every line."""
+
+    def __init__(self, path: Path | None, echo=sys.stderr):
+        self.path = Path(path) if path else None
+        self.echo = echo
+        self._fh = open(self.path, "a", buffering=1) if self.path else None  # noqa: SIM115
+        self.lines: deque[dict] = deque(maxlen=1000)  # the latest, for tests and summaries
+
+    def write(self, event: str, **fields: Any) -> dict:
+        entry = {"t": round(time.time(), 3), "event": event, **fields}
+        line = json.dumps(entry, default=_json_default)
+        self.lines.append(json.loads(line))
+        if self._fh:
+            self._fh.write(line + "\n")
+            self._fh.flush()
+        if self.echo:
+            print(line, file=self.echo, flush=True)
+        return entry
+
+    def close(self) -> None:
+        if self._fh:
+            self._fh.close()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def _round(x: float | None, digits: int = 6) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), digits)
+
+
+# ------------------------------------------------------------------------------ the service
+
+
+@dataclass
+class ActiveSnapshot:
+    snapshot_id: int
+    output_encoding: Encoding
+    blob: bytes | None = None       # for rollback (None when started from an unknown snapshot)
+    origin: str = ""
+
+
+@dataclass
+class Counters:
+    rounds: int = 0
+    updates: int = 0
+    rejected: int = 0
+    adapter_errors: int = 0
+    rollbacks: int = 0
+    sample_socket_errors: int = 0
+    reject_reasons: list = field(default_factory=list)
+
+
+class Service:
+    """The slow path of one app. `run()` loops; `round()` is one iteration (tests drive it)."""
+
+    def __init__(self, kernel: Kernel, adapter: Adapter, config: ServiceConfig, log: DecisionLog,
+                 sample_source: SampleSource | None = None, updater: Any | None = None,
+                 runner: Callable[[Sequence[str], float], tuple[int, str]] = run_command):
+        self.kernel, self.adapter, self.config, self.log = kernel, adapter, config, log
+        self.runner = runner
+        stats = kernel.app(config.app)
+        self.app_id, self.input_size, self.output_size = stats.app_id, stats.input_size, stats.output_size
+        self.encoding: Encoding = adapter.input_encoding
+        self.queue = SampleQueue(config.queue_batches)
+        self.source = sample_source
+        self.reader: SampleReader | None = None
+        self.recent = np.zeros((0, self.input_size), np.int8)   # bounded: fidelity_samples rows
+        self.stability = Stability(config.window, config.band, config.band_floor)
+        self.counters = Counters()
+        self.updater = updater or (HotUpdater(kernel, self.app_id) if config.update == "hot"
+                                   else ModuleUpdater(kernel, config.app, self.app_id, config, runner))
+        self.frozen_dir = config.work_dir / "frozen"
+        self.frozen_dir.mkdir(parents=True, exist_ok=True)
+        self.active = self._initial_active(stats)
+        self._stopping = threading.Event()
+
+    # -- start/stop ---------------------------------------------------------------------------
+
+    def _initial_active(self, stats: Any) -> ActiveSnapshot:
+        """The active snapshot's output quantization: from --active-blob, else the adapter's NN."""
+        if self.config.active_blob:
+            from userspace.snapshot import read_blob
+
+            blob = Path(self.config.active_blob).read_bytes()
+            spec = read_blob(blob)
+            return ActiveSnapshot(stats.active_id, Encoding.of(spec.output_quant), blob, stats.active_origin)
+        # Assume the active snapshot was made from the adapter's initial NN (same output scale).
+        timer = StepTimer()
+        try:
+            frozen = self.adapter.freeze(self.frozen_dir)
+            cand = make_candidate(self.adapter.snapshot_model(frozen), self.recent, self.encoding,
+                                  self.input_size, timer)
+            enc = Encoding.of(cand.spec.output_quant)
+        except Exception as exc:  # noqa: BLE001
+            self.log.write("warning", message=f"cannot derive the active snapshot's output scale: {exc}; "
+                                              "using 1/128")
+            enc = Encoding(1.0 / 128.0, 0)
+        return ActiveSnapshot(stats.active_id, enc, None, stats.active_origin)
+
+    def start(self) -> None:
+        self.log.write("start", app=self.config.app, app_id=self.app_id, update=self.config.update,
+                       threshold=self.config.threshold, window=self.config.window, band=self.config.band,
+                       active_id=self.active.snapshot_id, input_encoding=vars(self.encoding),
+                       output_encoding=vars(self.active.output_encoding), pid=os.getpid())
+        try:
+            removed = remove_standby_module(self.kernel, self.config.app, self.runner)
+            if removed:
+                self.log.write("cleanup", removed_standby_module=removed)
+        except Exception as exc:  # noqa: BLE001
+            self.log.write("warning", message=f"standby cleanup: {exc}")
+        if self.source is not None:
+            self.reader = SampleReader(self.source, self.app_id, self.queue, self._sample_error)
+            self.reader.start()
+            self.reader.subscribed.wait(30)
+        self.kernel.set_sampling(self.app_id, self.config.sample_every, self.config.sample_batch)
+
+    def _sample_error(self, message: str) -> None:
+        self.counters.sample_socket_errors += 1
+        if self.counters.sample_socket_errors <= 5:
+            self.log.write("warning", message=message)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def close(self) -> None:
+        try:
+            self.kernel.set_sampling(self.app_id, 0, self.config.sample_batch)
+        except Exception as exc:  # noqa: BLE001
+            self.log.write("warning", message=f"turning sampling off: {exc}")
+        if self.reader is not None:
+            self.reader.stop()
+        try:
+            self.adapter.close()
+        except Exception:  # noqa: BLE001
+            self.log.write("adapter-error", where="close", traceback=traceback.format_exc())
+        self.log.write("stop", **vars(self.counters), samples=self.queue.counters(),
+                       active_id=self.active.snapshot_id)
+
+    def run(self, duration_s: float | None = None) -> Counters:
+        self.start()
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            while not self._stopping.is_set() and (deadline is None or time.monotonic() < deadline):
+                self.round()
+        finally:
+            self.close()
+        return self.counters
+
+    # -- one round ------------------------------------------------------------------------------
+
+    def round(self) -> dict:
+        c = self.counters
+        c.rounds += 1
+        timer = StepTimer()
+        with timer.step("collect"):
+            items = self.queue.drain(self.config.round_wait_s, self.config.min_round_samples)
+        entry: dict[str, Any] = {"round": c.rounds, "threshold": self.config.threshold}
+        if not items:
+            return self.log.write("round", **entry, action="idle", samples=0, steps_s=timer.seconds,
+                                  sample_counters=self.queue.counters())
+        inputs = np.concatenate([b.inputs for _, b in items]).astype(np.int8)
+        outputs = np.concatenate([b.outputs for _, b in items]).astype(np.int8)
+        ids = np.concatenate([np.full(len(b.inputs), b.snapshot_id, np.uint64) for _, b in items])
+        self.recent = np.concatenate([self.recent, inputs])[-self.config.fidelity_samples:]
+        batch = Batch(inputs, outputs, self.encoding, self.active.output_encoding, ids, items[-1][0])
+        entry["samples"] = len(inputs)
+
+        with timer.step("adapt"):
+            ok = self._call("adapt", self.adapter.adapt, batch)
+        metric = None
+        if ok:
+            with timer.step("evaluate"):
+                ok, metric = self._call_value("evaluate", self.adapter.evaluate)
+        if not ok:
+            self.stability.reset()
+            return self.log.write("round", **entry, action="adapter-error", active_id=self.active.snapshot_id,
+                                  steps_s=timer.seconds, sample_counters=self.queue.counters())
+        stable = self.stability.push(float(metric))
+        loss = None
+        with timer.step("fidelity"):
+            try:
+                loss = self.fidelity()
+            except _AdapterFailed:
+                stable = False
+            except OSError as exc:
+                self.log.write("warning", message=f"EVALUATE failed: {exc}")
+        action = decide(stable, loss, self.config.threshold)
+        entry.update(stability_metric=_round(float(metric)), stability_spread=_round(self.stability.spread),
+                     stable=stable, fidelity_loss=_round(loss), active_id=self.active.snapshot_id)
+        if action == "update":
+            result = self.update()
+            entry.update(result)
+            action = "update" if result["result"] == "switched" else "update-rejected"
+        return self.log.write("round", **entry, action=action, steps_s=timer.seconds,
+                              sample_counters=self.queue.counters())
+
+    def fidelity(self) -> float:
+        """L on the latest inputs: kernel arithmetic (EVALUATE) vs the adapter's NN."""
+        x = self.recent
+        _, kernel_q = self.kernel.evaluate(self.app_id, x)
+        kernel_real = self.active.output_encoding.to_real(kernel_q)
+        ok, nn = self._call_value("predict", self.adapter.predict, self.encoding.to_real(x))
+        if not ok:
+            raise _AdapterFailed()
+        return fidelity_loss(kernel_real, np.asarray(nn).reshape(kernel_real.shape))
+
+    # -- update ---------------------------------------------------------------------------------
+
+    def update(self) -> dict:
+        """Freeze, quantize, validate, switch, check; any failure keeps the active snapshot."""
+        timer = StepTimer()
+        previous = self.active
+        cand: Candidate | None = None
+        try:
+            with timer.step("freeze"):
+                ok, frozen = self._call_value("freeze", self.adapter.freeze, self.frozen_dir)
+                if not ok:
+                    raise Rejected("freeze", "the adapter raised (traceback logged)")
+                ok, model = self._call_value("snapshot_model", self.adapter.snapshot_model, frozen)
+                if not ok:
+                    raise Rejected("freeze", "snapshot_model raised (traceback logged)")
+            cand = make_candidate(model, self.recent, self.encoding, self.input_size, timer)
+            cand.frozen = str(frozen)
+            check_inputs = self._validation_inputs()
+            expected = validate_candidate(cand, self.encoding, self.input_size, self.output_size,
+                                          check_inputs, timer)
+            self.updater.prepare(cand, timer)
+            self.updater.switch(cand, timer)
+            with timer.step("verify"):
+                problem = self._check_kernel(cand, check_inputs, expected)
+            if problem:
+                self._rollback(previous, problem, timer)
+                raise Rejected("verify", problem)
+            self.active = ActiveSnapshot(cand.snapshot_id, Encoding.of(cand.spec.output_quant), cand.blob,
+                                         cand.module_name or "hot")
+            self.counters.updates += 1
+            self._save_blob(cand)
+            with timer.step("cleanup"):
+                try:
+                    removed = remove_standby_module(self.kernel, self.config.app, self.runner)
+                except Exception as exc:  # noqa: BLE001 - the switch stands; report the leftover
+                    removed = f"failed: {exc}"
+            return {"result": "switched", "update": self.updater.kind, "new_id": cand.snapshot_id,
+                    "previous_id": previous.snapshot_id, "frozen": cand.frozen, "removed_standby": removed,
+                    "output_encoding": vars(self.active.output_encoding),
+                    "update_steps_s": timer.seconds}
+        except Rejected as exc:
+            self.counters.rejected += 1
+            self.counters.reject_reasons.append(str(exc))
+            del self.counters.reject_reasons[:-20]
+            return {"result": "rejected", "update": self.updater.kind, "rejected_step": exc.step,
+                    "reason": exc.reason, "candidate_id": cand.snapshot_id if cand else None,
+                    "active_id": self.active.snapshot_id, "update_steps_s": timer.seconds}
+
+    def _save_blob(self, cand: Candidate) -> None:
+        """Keep the blob of every snapshot that went live (work_dir/snapshots/<id>.blob)."""
+        try:
+            folder = self.config.work_dir / "snapshots"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{cand.snapshot_id:016x}.blob").write_bytes(cand.blob)
+        except OSError as exc:
+            self.log.write("warning", message=f"saving the blob: {exc}")
+
+    def _validation_inputs(self) -> np.ndarray:
+        rng = np.random.default_rng()
+        n = max(self.config.validate_samples - len(self.recent), 2)
+        rand = rng.integers(-128, 128, (n, self.input_size)).astype(np.int8)
+        rand[0, :], rand[1, :] = -128, 127
+        return np.concatenate([self.recent, rand])
+
+    def _check_kernel(self, cand: Candidate, inputs: np.ndarray, expected: np.ndarray) -> str | None:
+        try:
+            sid, out = self.kernel.evaluate(self.app_id, inputs)
+        except OSError as exc:
+            return f"EVALUATE after the switch failed: {exc}"
+        if sid != cand.snapshot_id:
+            return f"kernel's active snapshot is {sid:#x}, not the candidate {cand.snapshot_id:#x}"
+        bad = int(np.count_nonzero((np.asarray(out) != expected).any(axis=1)))
+        if bad:
+            return f"kernel outputs differ from the user-space engine on {bad}/{len(inputs)} inputs"
+        return None
+
+    def _rollback(self, previous: ActiveSnapshot, problem: str, timer: StepTimer) -> None:
+        """The new snapshot is active but wrong: hot-load the last good one back."""
+        with timer.step("rollback"):
+            if previous.blob is None:
+                self.log.write("warning", message=f"{problem}; no blob of the previous snapshot to roll back to")
+                return
+            try:
+                self.kernel.load_model(self.app_id, secrets.randbits(62) | 1, previous.blob)
+                sid, _ = self.kernel.evaluate(self.app_id, self._validation_inputs()[:1])
+                self.active = ActiveSnapshot(sid, previous.output_encoding, previous.blob, "hot")
+                self.counters.rollbacks += 1
+                remove_standby_module(self.kernel, self.config.app, self.runner)
+            except Exception as exc:  # noqa: BLE001
+                self.log.write("warning", message=f"rollback failed: {exc}")
+
+    # -- adapter calls ------------------------------------------------------------------------
+
+    def _call(self, where: str, fn: Callable, *args: Any) -> bool:
+        return self._call_value(where, fn, *args)[0]
+
+    def _call_value(self, where: str, fn: Callable, *args: Any) -> tuple[bool, Any]:
+        try:
+            return True, fn(*args)
+        except Exception as exc:  # noqa: BLE001 - a user's bug must not stop the service
+            self.counters.adapter_errors += 1
+            self.log.write("adapter-error", where=where, error=f"{type(exc).__name__}: {exc}",
+                           traceback=traceback.format_exc(), active_id=self.active.snapshot_id
+                           if hasattr(self, "active") else None)
+            return False, None
+
+
+class _AdapterFailed(Exception):
+    pass
+
+
+def load_adapter(spec: str, kwargs: dict | None = None) -> Adapter:
+    """'package.module:Class' -> an instance (kwargs from --adapter-config)."""
+    import importlib
+
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise ValueError(f"--adapter must be module:Class, not {spec!r}")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise TypeError(f"{spec} is not a subclass of userspace.slowpath.Adapter")
+    return cls(**(kwargs or {}))
