@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from userspace.netlink import LiteFlowNetlink
+from userspace.uapi import load_uapi
 
 ENGINE_SOURCE = Path(__file__).resolve().parent.parent / "kernel" / "engine"
 SPEC_SIZE_QUERY = 0  # lf_engine_sizeof(0) == sizeof(struct lf_snapshot_spec)
@@ -58,12 +59,18 @@ def rmmod(name: str) -> None:
 def main(plan_path: Path) -> dict:
     plan = json.loads(plan_path.read_text())
     base = plan_path.parent
-    report: dict = {"networks": {}}
+    report: dict = {"networks": {}, "skipped": {}}
+    blob_limit = load_uapi().limits["BINARY_MAX"]
     with tempfile.TemporaryDirectory() as tmp:
         lib = build_engine(Path(tmp))
         insmod(base / "liteflow.ko")
         try:
             for net in plan["networks"]:
+                size = (base / net["blob"]).stat().st_size
+                if size > blob_limit:
+                    report["skipped"][net["name"]] = (f"blob of {size} bytes exceeds the {blob_limit}-byte "
+                                                      f"netlink attribute limit of a hot load")
+                    continue
                 insmod(base / "lf_test.ko", f"input_size={net['input_size']}", f"output_size={net['output_size']}")
                 try:
                     with LiteFlowNetlink() as nl:

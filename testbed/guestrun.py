@@ -22,7 +22,14 @@ from vm.qemu import VmHandle, down, status, up
 GUEST_SHARE = "/opt/liteflow"          # the read-only 9p share of this checkout
 GUEST_PYTHON = "/opt/liteflow-venv/bin/python"
 GUEST_WORK = "/root/lf_plans"
-PLAN_SUFFIXES = (".ko", ".npy", ".blob", ".json", ".symvers")
+PLAN_SUFFIXES = (".ko", ".npy", ".blob", ".json", ".symvers", ".keras")
+# Remove every LiteFlow module a crashed or failed run left in the guest (app first: its exit
+# unpins the active snapshot), and fail if any is still there.
+SCRUB = (
+    "for m in lf_test $(awk '/^lf_snap_/ {print $1}' /proc/modules) liteflow; do "
+    "grep -q \"^$m \" /proc/modules && rmmod $m; done; "
+    "! grep -qE '^(liteflow|lf_test|lf_snap_)' /proc/modules"
+)
 
 
 class GuestDriverError(RuntimeError):
@@ -71,15 +78,15 @@ def run_driver(guest: Guest, driver: str, work: str, timeout_s: float, step: str
     return DriverResult(report, result.exited, result.stderr)
 
 
-def vm_for(image: Image, accel: str = "auto") -> tuple[VmHandle, bool]:
+def vm_for(image: Image, accel: str = "auto", name: str = "default") -> tuple[VmHandle, bool]:
     """Reuse the running VM if it runs this image, else boot one; True when we booted it.
 
     A VM of another image (or a dead one's leftovers) is stopped first: measurements never run
     on a guest other than the one the run's metadata names.
     """
-    current = status()
+    current = status(name)
     if current.state == "running" and current.handle and Path(current.handle.image_path) == image.path:
         return current.handle, False
     if current.state in ("running", "dead"):
         down(current.handle)
-    return up(image, accel=accel), True
+    return up(image, accel=accel, name=name), True

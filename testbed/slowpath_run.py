@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import shlex
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,20 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from testbed.guestrun import GUEST_WORK, SCRUB, GuestDriverError, copy_plan, run_driver, vm_for
 from testbed.results import REPO_ROOT
 from vm.buildroot import build_modules, ensure_build_root
 from vm.image import provision
 from vm.kernels import resolve_kernel
-from vm.qemu import VmHandle, down, status, up
-
-GUEST_SHARE = "/opt/liteflow"
-GUEST_PYTHON = "/opt/liteflow-venv/bin/python"
-GUEST_WORK = "/root/lf_slowpath"
-SCRUB = (
-    "for m in lf_test $(awk '/^lf_snap_/ {print $1}' /proc/modules) liteflow; do "
-    "grep -q \"^$m \" /proc/modules && rmmod $m; done; "
-    "! grep -qE '^(liteflow|lf_test|lf_snap_)' /proc/modules"
-)
+from vm.qemu import VmHandle, down
 
 
 @dataclass
@@ -85,29 +75,9 @@ def prepare_plan(config: SlowpathConfig, plan_dir: Path) -> Path:
     plan = {"initial_blob": "initial.blob", "initial_model": "initial.keras", "initial_id": initial_id,
             "held_out": "held_out.npy", **{k: v for k, v in asdict(config).items()
                                            if k not in ("kernel", "accel", "vm_name", "keep_vm")}}
-    _pylib(plan_dir / "pylib")
     path = plan_dir / "plan.json"
     path.write_text(json.dumps(plan, indent=1))
     return path
-
-
-def _pylib(dest: Path) -> None:
-    """Pure-Python packages the toolchain needs that the guest venv lacks (jinja2 for codegen)."""
-    import shutil
-
-    import jinja2
-    import markupsafe
-
-    for package in (jinja2, markupsafe):
-        src = Path(package.__file__).parent
-        shutil.copytree(src, dest / src.name, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
-
-
-def _pack(plan_dir: Path, archive: Path) -> None:
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in sorted(plan_dir.iterdir()):
-            if path.suffix in (".ko", ".npy", ".blob", ".json", ".keras", ".symvers") or path.name == "pylib":
-                tar.add(path, arcname=path.name)
 
 
 def run_slowpath(config: SlowpathConfig = SlowpathConfig()) -> dict:
@@ -122,32 +92,19 @@ def run_slowpath(config: SlowpathConfig = SlowpathConfig()) -> dict:
     handle: VmHandle | None = None
     booted = False
     try:
-        current = status(config.vm_name)
-        if current.state == "running" and Path(current.handle.image_path) == image.path:
-            handle = current.handle
-        else:
-            if current.state in ("running", "dead"):
-                down(current.handle)
-            handle, booted = up(image, accel=config.accel, name=config.vm_name), True
+        handle, booted = vm_for(image, config.accel, name=config.vm_name)
         scale = handle.timeout_factor
         work = f"{GUEST_WORK}/{run_id}"
         with handle.guest() as guest:
-            archive = plan_dir.parent / f"{run_id}.tar.gz"
-            _pack(plan_dir, archive)
-            guest.run(f"mkdir -p {work}", timeout=30 * scale, step="mkdir")
-            guest.put(archive, f"{work}/plan.tar.gz", step="copy the plan")
-            archive.unlink()
-            guest.run(f"tar -xzf {work}/plan.tar.gz -C {work}", timeout=60 * scale, step="unpack the plan")
+            copy_plan(guest, plan_dir, run_id, timeout_s=120 * scale, step="copy the plan")
             guest.run(SCRUB, timeout=120 * scale, step="clear LiteFlow modules left by an earlier run")
-            command = (f"cd {GUEST_SHARE} && PYTHONPATH={work}/pylib PYTHONDONTWRITEBYTECODE=1 {GUEST_PYTHON} -m testbed.slowpath_guest "
-                       f"{shlex.quote(work + '/plan.json')}")
-            result = guest.run(command, timeout=3600 * scale, step="run the slow path in the guest", check=False)
-            (plan_dir / "guest.stderr").write_text(result.stderr)
             try:
-                report = json.loads(result.stdout.strip().splitlines()[-1])
-            except (json.JSONDecodeError, IndexError):
-                report = {"ok": False, "error": f"no report from the guest (exit {result.exited}): "
-                                                f"{result.stderr.strip()[-2000:]}"}
+                driven = run_driver(guest, "testbed.slowpath_guest", work, timeout_s=3600 * scale,
+                                    step="run the slow path in the guest")
+                report = driven.report
+                (plan_dir / "guest.stderr").write_text(driven.stderr)
+            except GuestDriverError as exc:
+                report = {"ok": False, "error": str(exc)}
             got = guest.run(f"cat {work}/service.jsonl", timeout=60 * scale, step="fetch the log", check=False)
             (plan_dir / "service.jsonl").write_text(got.stdout)
             guest.run(f"rm -rf {work}", timeout=60 * scale, step="clean up", check=False)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from common.system import tool_version
-from testbed.guestrun import GuestDriverError, copy_plan, run_driver, vm_for
+from testbed.guestrun import SCRUB, GuestDriverError, copy_plan, run_driver, vm_for
 from testbed.results import REPO_ROOT, Run, new_run
 from vm.buildroot import BuildRoot, build_modules, ensure_build_root
 from vm.guest import GuestError
@@ -203,13 +203,6 @@ def _build_plan_modules(root: BuildRoot, plan_dir: Path, specs: list, modules: l
 
 
 # ---------------------------------------------------------------------------- run
-
-
-SCRUB = (
-    "for m in lf_test $(awk '/^lf_snap_/ {print $1}' /proc/modules) liteflow; do "
-    "grep -q \"^$m \" /proc/modules && rmmod $m; done; "
-    "! grep -qE '^(liteflow|lf_test|lf_snap_)' /proc/modules"
-)
 
 
 def run_smoke(config: SmokeConfig = SmokeConfig()) -> SmokeOutcome:

@@ -156,7 +156,15 @@ class LiteFlowNetlink:
         return snapshot_id, np.concatenate(outputs)
 
     def load_model(self, app_id: int, snapshot_id: int, blob: bytes) -> None:
-        """Hot update: the kernel parses and validates `blob`, installs it in standby and switches."""
+        """Hot update: the kernel parses and validates `blob`, installs it in standby and switches.
+
+        A netlink attribute carries at most LF_NL_BINARY_MAX bytes; a larger snapshot is refused
+        here (E2BIG) and must be installed as a compiled snapshot module instead.
+        """
+        limit = self._uapi.limits["BINARY_MAX"]
+        if len(blob) > limit:
+            raise LiteFlowNetlinkError(errno.E2BIG, f"LOAD_MODEL: blob of {len(blob)} bytes exceeds the "
+                                                    f"{limit}-byte netlink attribute limit; load it as a module")
         self._request("LOAD_MODEL", {"APP_ID": app_id, "SNAPSHOT_ID": snapshot_id, "BLOB": blob})
 
     def unload_model(self, app_id: int, snapshot_id: int) -> None:

@@ -63,6 +63,9 @@ INITRD_MODULES: tuple[str, ...] = (
 GUEST_VENV = "/opt/liteflow-venv"
 TENSORFLOW_REQ = "tensorflow-cpu==2.21.0"
 PYROUTE2_REQ = "pyroute2==0.9.7"
+# The slow path generates snapshot modules in the guest (as LiteFlow does): the toolchain's C
+# templates need Jinja2.
+TOOLCHAIN_REQS = ["jinja2==3.1.6", "markupsafe==3.0.3"]
 WHEEL_PLATFORMS: tuple[str, ...] = (
     "manylinux_2_17_x86_64", "manylinux_2_27_x86_64", "manylinux_2_28_x86_64",
     "manylinux2014_x86_64", "any",
@@ -223,7 +226,7 @@ def ensure_wheels(python: str, progress: _Progress | None = None) -> WheelSet:
     TensorFlow is dropped (and the reason recorded) when no wheel exists for that python.
     """
     progress = progress or _Progress(True)
-    wanted = [TENSORFLOW_REQ, PYROUTE2_REQ]
+    wanted = [TENSORFLOW_REQ, PYROUTE2_REQ, *TOOLCHAIN_REQS]
     key = content_key({"python": python, "requirements": wanted, "platforms": list(WHEEL_PLATFORMS)})
     root = cache_dir("wheels")
     final = root / key
@@ -246,7 +249,7 @@ def ensure_wheels(python: str, progress: _Progress | None = None) -> WheelSet:
                             skipped[TENSORFLOW_REQ] = tail[-1] if tail else "no wheel"
                             for f in tmp.iterdir():
                                 f.unlink()
-                            _pip_download(python, [PYROUTE2_REQ], tmp)
+                            _pip_download(python, [PYROUTE2_REQ, *TOOLCHAIN_REQS], tmp)
                     reqs = [r for r in wanted if r not in skipped]
                     (tmp / "wheels.json").write_text(json.dumps(
                         {"python": python, "requirements": reqs, "skipped": skipped}, indent=1))

@@ -73,6 +73,9 @@ def time_in_guest(run: Run, networks: list[dict[str, Any]], blobs: dict[str, byt
         finally:
             if booted:
                 down(handle)
+    for name, reason in driven.report.get("skipped", {}).items():
+        run.record(f"kernel/{name}", {"skipped": reason})
+        print(f"  {name:10s} in-kernel: skipped ({reason})")
     for name, figures in driven.report["networks"].items():
         figures["kernel_over_userspace"] = figures["kernel_ns_per_query"] / figures["guest_userspace_ns_per_inference"]
         figures["accelerator"] = handle.accel
