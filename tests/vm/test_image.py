@@ -102,7 +102,7 @@ def test_wheels_skip_tensorflow_when_no_wheel(monkeypatch):
 
     monkeypatch.setattr(img, "_pip_download", fake_download)
     ws = img.ensure_wheels("3.9")
-    assert ws.requirements == [img.PYROUTE2_REQ]
+    assert ws.requirements == [img.PYROUTE2_REQ, *img.TOOLCHAIN_REQS]
     assert "No matching distribution" in ws.skipped[img.TENSORFLOW_REQ]
     assert ws.files == ["pyroute2-0.9.7-py3-none-any.whl"]
     again = img.ensure_wheels("3.9")  # cached: no second download
