@@ -234,7 +234,7 @@ def clean_cache(c, kind=""):
         print(f"removed {removed}")
 
 
-EXPERIMENTS = ("engine",)
+EXPERIMENTS = ("engine", "overhead")
 
 
 def _experiment_task(name: str):

@@ -52,8 +52,47 @@ def engine_figure(run_path: Path) -> list[Path]:
     return [out]
 
 
+def overhead_figure(run_path: Path) -> list[Path]:
+    """Left: kernel query vs user-space round trip (log). Right: update latency by step, both ways."""
+    metadata, results = load_run(run_path)
+    if "round_trip" not in results:
+        return []
+    trip = results["round_trip"]
+    panels = 2 if "update_latency" in results else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    left = axes[0][0]
+    values = [trip["kernel_ns_per_query"], trip["user_round_trip_ns_per_query"]]
+    left.bar(["LiteFlow\n(in kernel)", "user-space\nround trip"], values, color=["tab:green", "tab:red"])
+    left.set_yscale("log")
+    left.set_ylabel("ns per query (log)")
+    left.set_title(f"per-query cost: user space is {trip['ratio']:.0f}x the kernel", fontsize=9)
+    if panels == 2:
+        right = axes[0][1]
+        updates = results["update_latency"]
+        kinds = ["hot", "module"]
+        steps = sorted({step for kind in kinds for step in updates[kind]["median_steps_ms"]})
+        bottoms = [0.0, 0.0]
+        for step in steps:
+            heights = [updates[kind]["median_steps_ms"].get(step, 0.0) for kind in kinds]
+            right.bar(["hot weight load", "generate + make\n+ insmod"], heights, bottom=bottoms, label=step)
+            bottoms = [b + h for b, h in zip(bottoms, heights)]
+        right.set_yscale("log")
+        right.set_ylabel("ms per update, median (log)")
+        right.set_title("snapshot update latency by step", fontsize=9)
+        right.legend(fontsize=8)
+    fig.suptitle(f"LiteFlow overhead, run {metadata['run_id']} ({metadata.get('kernel_release')}, "
+                 f"{metadata.get('accelerator')})", fontsize=9)
+    fig.tight_layout()
+    out = run_path / "figures" / "overhead.png"
+    out.parent.mkdir(exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return [out]
+
+
 FIGURES: dict[str, Callable[[Path], list[Path]]] = {
     "engine": engine_figure,
+    "overhead": overhead_figure,
 }
 
 

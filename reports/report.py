@@ -58,12 +58,34 @@ def _engine_section(metadata: dict, results: dict) -> list[str]:
     return lines
 
 
+def _overhead_section(metadata: dict, results: dict) -> list[str]:
+    lines = []
+    trip = results.get("round_trip")
+    if trip:
+        lines += [f"- kernel: {trip['kernel_ns_per_query']:.0f} ns/query; user-space deployment round trip: "
+                  f"{trip['user_round_trip_ns_per_query']:.0f} ns/query; ratio **{trip['ratio']:.0f}x** "
+                  f"({trip['upcall_iterations']} round trips, {trip['errors']} errors)"]
+    updates = results.get("update_latency")
+    if updates:
+        for kind, label in (("hot", "hot weight load"), ("module", "generate + make + insmod")):
+            steps = ", ".join(f"{k} {v:.1f} ms" for k, v in updates[kind]["median_steps_ms"].items())
+            lines.append(f"- update by {label}: median {updates[kind]['median_total_ms']:.1f} ms ({steps})")
+    service = results.get("service")
+    if service and service.get("service_cpu"):
+        cpu = service["service_cpu"]
+        lines.append(f"- slow-path service while adapting: {cpu['cores']:.2f} cores ({cpu['cpu_s']} s CPU over "
+                     f"{cpu['wall_s']} s); kernel recovered in {service.get('time_to_recover_s')} s through "
+                     f"{service.get('updates')} update(s), {service.get('failed_queries')} failed queries")
+    return lines
+
+
 def _smoke_section(metadata: dict, results: dict) -> list[str]:
     return ["```", results.get("summary", "(no summary)"), "```"]
 
 
 SECTIONS: dict[str, tuple[str, Callable[[dict, dict], list[str]]]] = {
     "engine": ("Engine: cost of one snapshot inference", _engine_section),
+    "overhead": ("Overhead: per-query cost, update latency, slow-path CPU", _overhead_section),
     "smoke": ("Smoke: the core in a real kernel, snapshots swapped under load", _smoke_section),
 }
 

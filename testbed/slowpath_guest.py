@@ -42,6 +42,12 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return done
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc, in seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def read_stress() -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", (DEBUGFS / "stress").read_text())}
 
@@ -135,6 +141,7 @@ def run(plan_path: Path) -> dict:
             report["step"] = "switch the target to B and wait for the kernel to follow"
             control.write_text("B")
             t_switch = time.monotonic()
+            cpu_at_switch = cpu_seconds(proc.pid)
             recovered_at = None
             while time.monotonic() - t_switch < plan["recover_timeout_s"]:
                 for l in read_log(log_path):
@@ -153,6 +160,10 @@ def run(plan_path: Path) -> dict:
             report["final_error"] = {n: error_on(nl, app_id, held_out, encodings, n)[1] for n in "AB"}
 
             report["step"] = "stop the service"
+            adapting_wall_s = time.monotonic() - t_switch
+            adapting_cpu_s = cpu_seconds(proc.pid) - cpu_at_switch
+            report["service_cpu"] = {"cpu_s": round(adapting_cpu_s, 2), "wall_s": round(adapting_wall_s, 2),
+                                     "cores": round(adapting_cpu_s / adapting_wall_s, 3)}
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=plan["stop_timeout_s"])

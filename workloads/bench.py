@@ -11,6 +11,7 @@ from workloads.experiment import ExperimentError
 # experiment name -> module whose run() drives it (the experiment's data file has the same name)
 DRIVERS: dict[str, str] = {
     "engine": "workloads.engine_bench",
+    "overhead": "workloads.overhead_bench",
 }
 
 

@@ -23,11 +23,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from common.system import tool_version
 from testbed.guestrun import GUEST_WORK, GuestDriverError, copy_plan, run_driver
 from vm.buildroot import BuildRoot, build_modules, ensure_build_root
 from vm.guest import GuestError
 from vm.kernels import resolve_kernel
 from vm.qemu import VmHandle
+from workloads.experiment import Field, experiment_path, load_experiment
 
 REPO = Path(__file__).resolve().parent.parent
 UNITS = (30, 32, 16, 1)                # Aurora (PCC-RL): 30 -> 32 -> 16 -> 1
@@ -169,3 +171,108 @@ def measure_round_trip(handle: VmHandle, config: OverheadConfig = OverheadConfig
     summary = summarize(report, config)
     summary.update(kernel_release=handle.kernel_release, accelerator=handle.accel)
     return summary
+
+
+# ---------------------------------------------------------------------------- the experiment
+
+SCHEMA = {
+    "description": Field(str),
+    "kernel": Field(str),
+    "kernel_iterations": Field(int),
+    "upcall_iterations": Field(int),
+    "upcall_warmup": Field(int),
+    "update_repetitions": Field(int),
+    "service": Field(bool),
+}
+UPDATE_MODELS = 3  # distinct snapshots the update-latency run cycles through
+
+
+def measure_update_latency(handle: VmHandle, repetitions: int, log_dir: Path) -> dict:
+    """Hot load vs generate + make + insmod, each step timed by the slow path's own updaters."""
+    root = ensure_build_root(resolve_kernel(handle.image.kernel_name))
+    scale = handle.timeout_factor
+    name = f"update-latency-{secrets.token_hex(4)}"
+    with tempfile.TemporaryDirectory(prefix="liteflow-update-") as tmp:
+        plan_dir = Path(tmp)
+        build_plan_modules(root, plan_dir)
+        blobs = []
+        for seed in range(UPDATE_MODELS):
+            (plan_dir / f"model{seed}.blob").write_bytes(aurora_blob(seed))
+            blobs.append(f"model{seed}.blob")
+        (plan_dir / "plan.json").write_text(json.dumps({"blobs": blobs, "repetitions": repetitions}))
+        with handle.guest() as guest:
+            step = "copy the update-latency plan into the guest"
+            work = copy_plan(guest, plan_dir, name, timeout_s=120 * scale, step=step)
+            driven = run_driver(guest, "testbed.update_latency_guest", work, timeout_s=1800 * scale,
+                                step="time snapshot updates in the guest")
+            guest.run(f"rm -rf {work}", timeout=60 * scale, step="clean the guest's work dir", check=False)
+    (log_dir / "update_latency_guest.stderr").write_text(driven.stderr)
+    return summarize_updates(driven.report)
+
+
+def summarize_updates(report: dict) -> dict:
+    """Median total and median per step for each way, plus the raw repetitions."""
+    import statistics
+
+    summary: dict = {"raw": report}
+    for kind in ("hot", "module"):
+        runs = report[kind]
+        steps = sorted({step for r in runs for step in r["steps_s"]})
+        summary[kind] = {
+            "repetitions": len(runs),
+            "median_total_ms": 1000 * statistics.median(r["total_s"] for r in runs),
+            "median_steps_ms": {s: 1000 * statistics.median(r["steps_s"].get(s, 0.0) for r in runs) for s in steps},
+        }
+    module_steps = summary["module"]["median_steps_ms"]
+    summary["module"]["dominant_step"] = max(module_steps, key=module_steps.get) if module_steps else None
+    return summary
+
+
+def run(experiment_file: Path | None = None):
+    """The overhead experiment: round trip, update latency, slow-path CPU; recorded as each finishes."""
+    from testbed.guestrun import vm_for
+    from testbed.results import new_run
+    from vm.image import provision
+    from vm.qemu import down
+
+    path = experiment_file or experiment_path("overhead")
+    config = load_experiment(path, SCHEMA)
+    image = provision(config["kernel"])
+    run = new_run("overhead", experiment_file=path, kernel=config["kernel"])
+    handle, booted = vm_for(image)
+    try:
+        run.update_metadata(accelerator=handle.accel, kernel_release=handle.kernel_release,
+                            image_manifest_sha256=image.manifest_sha256,
+                            qemu=tool_version(["qemu-system-x86_64", "--version"]))
+        round_trip = measure_round_trip(handle, OverheadConfig(
+            kernel_iterations=config["kernel_iterations"], upcall_iterations=config["upcall_iterations"],
+            warmup_iterations=config["upcall_warmup"]), log_dir=run.logs)
+        run.record("round_trip", round_trip)
+        print(f"  kernel {round_trip['kernel_ns_per_query']:.0f} ns/query, user-space round trip "
+              f"{round_trip['user_round_trip_ns_per_query']:.0f} ns/query: ratio {round_trip['ratio']:.0f}x")
+        updates = measure_update_latency(handle, config["update_repetitions"], run.logs)
+        run.record("update_latency", updates)
+        print(f"  update: hot load {updates['hot']['median_total_ms']:.1f} ms, compiled module "
+              f"{updates['module']['median_total_ms']:.0f} ms (dominated by {updates['module']['dominant_step']})")
+    except BaseException:
+        run.finish("failed")
+        raise
+    finally:
+        if booted:
+            down(handle)
+    try:
+        if config["service"]:
+            from testbed.slowpath_run import SlowpathConfig, run_slowpath
+
+            report = run_slowpath(SlowpathConfig(kernel=config["kernel"]))
+            run.record("service", {k: report.get(k) for k in (
+                "ok", "error", "service_cpu", "time_to_recover_s", "updates", "failed_queries",
+                "update_steps_s", "service_startup_s", "rejected", "accelerator")})
+            cpu = report.get("service_cpu") or {}
+            print(f"  slow-path service while adapting: {cpu.get('cores', float('nan')):.2f} cores, "
+                  f"recovered in {report.get('time_to_recover_s')} s")
+    except BaseException:
+        run.finish("failed")
+        raise
+    run.finish()
+    return run

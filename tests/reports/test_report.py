@@ -30,3 +30,22 @@ def test_latest_complete_run_wins(tmp_path, monkeypatch):
     make_engine_run(kernel=False)
     newer = make_engine_run(kernel=False)
     assert latest_runs(tmp_path)["engine"] == newer.path
+
+
+def test_overhead_figure_and_section_from_results_alone(tmp_path, monkeypatch):
+    from workloads.overhead_bench import summarize_updates
+
+    monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
+    run = results.new_run("overhead", accelerator="tcg", kernel_release="6.1.0-56-amd64")
+    run.record("round_trip", {"kernel_ns_per_query": 10_000.0, "user_round_trip_ns_per_query": 3_000_000.0,
+                              "ratio": 300.0, "upcall_iterations": 500, "errors": 0})
+    raw = {"hot": [{"total_s": 0.1, "steps_s": {"load": 0.1}}, {"total_s": 0.3, "steps_s": {"load": 0.3}}],
+           "module": [{"total_s": 9.0, "steps_s": {"generate": 1.0, "build": 7.5, "load": 0.5}}]}
+    updates = summarize_updates(raw)
+    assert updates["hot"]["median_total_ms"] == 200.0 and updates["module"]["dominant_step"] == "build"
+    run.record("update_latency", updates)
+    run.finish()
+    text = build_report().read_text()
+    assert "ratio **300x**" in text
+    assert "update by hot weight load: median 200.0 ms" in text
+    assert (run.path / "figures" / "overhead.png").stat().st_size > 0

@@ -1,0 +1,87 @@
+"""Guest half of the overhead experiment's update latency: both ways LiteFlow swaps a snapshot.
+
+With the core and lf_test loaded and a snapshot active, each repetition installs a new snapshot
+the way the slow path does it, with the service's own updaters and step timer:
+
+- hot: the weight blob sent with LOAD_MODEL (the core parses, validates and switches);
+- module: C generated from the spec (Jinja2 templates), built with make against the running
+  kernel's headers, insmod (whose init registers the snapshot and switches), after which the
+  module left in standby is removed (timed apart: it is not on the update's critical path).
+
+After every switch the kernel's active snapshot id is checked, so a timing is only kept for an
+update that really happened.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from userspace.netlink import LiteFlowNetlink
+from userspace.slowpath.service import (Candidate, HotUpdater, ModuleUpdater, ServiceConfig, StepTimer,
+                                        remove_standby_module)
+from userspace.snapshot import read_blob
+
+INCLUDE_DIR = Path(__file__).resolve().parent.parent / "kernel" / "include"
+APP = "lf_test"
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, text=True)
+
+
+def one_update(nl: LiteFlowNetlink, updater, app_id: int, cand: Candidate) -> dict:
+    timer = StepTimer()
+    started = time.monotonic()
+    updater.prepare(cand, timer)
+    updater.switch(cand, timer)
+    total = time.monotonic() - started
+    active = nl.app(APP).active_id
+    if active != cand.snapshot_id:
+        raise RuntimeError(f"{updater.kind} update of {cand.snapshot_id:#x} left {active:#x} active")
+    return {"total_s": round(total, 4), "steps_s": timer.seconds}
+
+
+def main(plan_path: Path) -> dict:
+    plan = json.loads(plan_path.read_text())
+    base = plan_path.parent
+    blobs = [(base / name).read_bytes() for name in plan["blobs"]]
+    report: dict = {"hot": [], "module": [], "standby_rmmod_s": []}
+    sh("insmod", str(base / "liteflow.ko"))
+    try:
+        sh("insmod", str(base / "lf_test.ko"), "input_size=30", "output_size=1")
+        with LiteFlowNetlink() as nl, tempfile.TemporaryDirectory() as work:
+            app_id = nl.app(APP).app_id
+            nl.load_model(app_id, 1, blobs[0])
+            config = ServiceConfig(app=APP, work_dir=Path(work),
+                                   include_dir=INCLUDE_DIR, symvers=base / "core.Module.symvers")
+            updaters = {"hot": HotUpdater(nl, app_id), "module": ModuleUpdater(nl, APP, app_id, config)}
+            snapshot_id = 1
+            for repetition in range(plan["repetitions"]):
+                for kind, updater in updaters.items():
+                    snapshot_id += 1
+                    blob = blobs[snapshot_id % len(blobs)]
+                    cand = Candidate(snapshot_id=snapshot_id, spec=read_blob(blob), blob=blob)
+                    report[kind].append(one_update(nl, updater, app_id, cand))
+                    if kind == "module":
+                        continue
+                    # the hot load displaced a module into standby: remove it, timed apart
+                    t0 = time.monotonic()
+                    if remove_standby_module(nl, APP):
+                        report["standby_rmmod_s"].append(round(time.monotonic() - t0, 4))
+    finally:
+        for name in ("lf_test",):
+            subprocess.run(["rmmod", name], capture_output=True)
+        for line in Path("/proc/modules").read_text().splitlines():
+            if line.startswith("lf_snap_"):
+                subprocess.run(["rmmod", line.split()[0]], capture_output=True)
+        subprocess.run(["rmmod", "liteflow"], capture_output=True)
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(Path(sys.argv[1]))))
