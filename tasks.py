@@ -225,6 +225,32 @@ def smoke(c, kernel="debian-6.1", accel="auto", keep_vm=False):
         raise Exit(code=1)
 
 
+@task(help={
+    "app": "LiteFlow app to serve (e.g. lf_test)",
+    "adapter": "your Adapter subclass as module:Class, importable in the guest (see docs/adapters.md)",
+    "update": "hot (weight blob over netlink) or module (generate + build + insmod in the guest)",
+    "threshold": "fidelity loss above which the snapshot is updated",
+    "duration": "stop after this many seconds (default: until Ctrl-C)",
+    "adapter_config": "JSON file (guest path) with keyword arguments for the adapter",
+})
+def liteflow_serve(c, app, adapter, update="hot", threshold=None, duration=None, adapter_config=None):
+    """Run LiteFlow's slow-path service in the running guest (load the modules first: invoke load)."""
+    import shlex
+
+    from testbed.guestrun import GUEST_PYTHON, GUEST_SHARE
+    from testbed.modules import GUEST_CORE_SYMVERS
+
+    argv = [GUEST_PYTHON, "-m", "userspace.slowpath.serve", "--app", app, "--adapter", adapter,
+            "--update", update, "--symvers", GUEST_CORE_SYMVERS]
+    for flag, value in (("--threshold", threshold), ("--duration", duration), ("--adapter-config", adapter_config)):
+        if value is not None:
+            argv += [flag, str(value)]
+    command = f"cd {GUEST_SHARE} && PYTHONDONTWRITEBYTECODE=1 TF_CPP_MIN_LOG_LEVEL=2 {shlex.join(argv)}"
+    ssh = _running_vm().ssh_argv(command)
+    ssh.insert(1, "-t")  # a terminal, so Ctrl-C reaches the service
+    os.execvp("ssh", ssh)
+
+
 @task(help={"kind": "buildroots, engine, ... (default: everything)"})
 def clean_cache(c, kind=""):
     """Remove cached build roots, engine builds and images from the user's cache directory."""
@@ -267,6 +293,9 @@ snapshot = Collection("snapshot")
 snapshot.add_task(snapshot_verify, name="verify")
 snapshot.add_task(snapshot_example, name="example")
 
+liteflow = Collection("liteflow")
+liteflow.add_task(liteflow_serve, name="serve")
+
 vm = Collection("vm")
 vm.add_task(vm_up, name="up")
 vm.add_task(vm_down, name="down")
@@ -276,4 +305,5 @@ vm.add_task(vm_ssh, name="ssh")
 ns = Collection(build, test, bench, report, clean_cache, provision, load, unload, smoke,
                 *(_experiment_task(name) for name in EXPERIMENTS))
 ns.add_collection(vm)
+ns.add_collection(liteflow)
 ns.add_collection(snapshot)

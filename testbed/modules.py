@@ -17,6 +17,7 @@ from vm.matrix import build_matrix
 from vm.qemu import VmHandle
 
 GUEST_MODULE_DIR = "/root/lf_modules"
+GUEST_CORE_SYMVERS = f"{GUEST_MODULE_DIR}/core.Module.symvers"  # snapshot modules built in the guest link to it
 LOAD_ORDER = ("liteflow", "lf_test")  # then snapshot modules (lf_snap_*)
 LITEFLOW_MODULE = re.compile(r"^(liteflow|lf_test|lf_snap_\w+)$")
 
@@ -69,6 +70,9 @@ def load(handle: VmHandle, built: dict[str, Path], names: list[str]) -> list[Loa
             result = guest.run(f"insmod {remote}{params}", timeout=120, step=f"insmod {name}", check=False)
             if result.exited != 0:
                 raise ModuleError(f"insmod {name} failed: {result.stderr.strip()}")
+            symvers = built[name].parent / "core.Module.symvers"
+            if name == "liteflow" and symvers.is_file():
+                guest.put(symvers, GUEST_CORE_SYMVERS, step="copy the core's Module.symvers")
     return loaded_modules(handle)
 
 
