@@ -38,7 +38,7 @@ class SlowpathConfig:
     update: str = "hot"
     bound: float = 0.1              # mean |kernel - target B| on held-out inputs (output range +-0.8)
     threshold: float = 0.05         # the service's fidelity-loss threshold
-    window: int = 3
+    window: int = 2                 # rounds in the band before an update (each round ~30 s under TCG)
     band_floor: float = 0.01
     sample_every: int = 256
     warmup_rounds: int = 2
