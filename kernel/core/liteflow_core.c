@@ -22,11 +22,13 @@
  * Two slots per app.  A new snapshot goes to standby and is switched
  * active with rcu_assign_pointer(); the previous active becomes standby
  * (a rollback target: LF_CMD_SWAP).  The whole inference runs inside one
- * rcu_read_lock() section, so after synchronize_rcu() no CPU still runs
- * the previous active snapshot.  A snapshot module is pinned with
- * try_module_get() for as long as it is active, and released with
- * module_put() only after that grace period; a hot-loaded snapshot is owned
- * by the core and freed with call_rcu() once it leaves both slots.
+ * rcu_read_lock() section.  A snapshot module is pinned with
+ * try_module_get() for as long as it is active, so it cannot be removed
+ * while it serves; once it is standby it may go, and its exit
+ * (lf_unregister_model) waits for a grace period before the module's
+ * memory is freed.  A hot-loaded snapshot is owned by the core and freed
+ * with call_rcu() once it leaves both slots.  So an update never waits for
+ * a grace period: it costs the parse, the checks and a pointer store.
  *
  * Fast path.  lf_query_model() takes no lock, never sleeps, never logs,
  * uses no floating point; the engine keeps its scratch on the stack.
@@ -189,7 +191,12 @@ static int lf_activate_locked(struct lf_app *app, struct lf_model *model)
 	app->standby = old;
 	app->swaps++;
 
-	synchronize_rcu();
+	/*
+	 * No grace period on the update path: a query may still be running on
+	 * @old, but a module's snapshot memory only goes away through
+	 * lf_unregister_model(), which waits for one, and core-owned snapshots
+	 * are freed by call_rcu().  Unpinning now lets the module be removed.
+	 */
 	if (old && old->owner)
 		module_put(old->owner);
 	if (displaced)
@@ -249,6 +256,13 @@ int lf_unregister_model(struct lf_model *model)
 	else
 		app->standby = NULL;
 	mutex_unlock(&lf_mutex);
+	/*
+	 * The caller, a snapshot module's exit, frees the snapshot with the
+	 * module: first let every query that may still run on it finish, in
+	 * whichever slot (or none) it was.
+	 */
+	if (err != -EBUSY)
+		synchronize_rcu();
 	return err;
 }
 EXPORT_SYMBOL_GPL(lf_unregister_model);
