@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import select
 import signal
 import subprocess
@@ -24,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from testbed.guest_tools import DriverAbort, dmesg_lines, kernel_trouble, loaded_modules, sh
 from userspace.netlink import LiteFlowNetlink, LiteFlowNetlinkError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,11 +32,6 @@ APP_NAME = "lf_test"
 AGENT_READY_TIMEOUT_S = 60.0     # TCG: exec + blob + family resolve take well under a second
 AGENT_STOP_TIMEOUT_S = 30.0
 AGENT_BUILD_TIMEOUT_S = 600.0
-KERNEL_TROUBLE = re.compile(
-    r"WARNING:|BUG:|Oops|scheduling while atomic|lockdep|possible circular locking|"
-    r"inconsistent lock state|rcu: INFO|general protection fault|kernel NULL pointer|Call Trace|"
-    r"hung_task|blocked for more than",
-)
 
 
 @dataclass
@@ -52,25 +47,6 @@ class Report:
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
         self.checks.append({"name": name, "ok": bool(ok), "detail": detail})
         return bool(ok)
-
-
-class OverheadAbort(RuntimeError):
-    """A step failed in a way that makes the following steps meaningless."""
-
-
-def sh(*argv: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    if check and done.returncode != 0:
-        raise OverheadAbort(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
-    return done
-
-
-def dmesg_lines() -> list[str]:
-    return sh("dmesg").stdout.splitlines()
-
-
-def loaded_modules() -> set[str]:
-    return {line.split()[0] for line in Path("/proc/modules").read_text().splitlines()}
 
 
 # ---------------------------------------------------------------------------- the agent
@@ -98,7 +74,7 @@ def start_agent(binary: Path, app_id: int, blob: Path) -> subprocess.Popen:
         if not line:  # EOF: it exited
             break
     stop_agent(proc)
-    raise OverheadAbort(f"agent did not become ready (exit {proc.returncode}): {proc.stderr.read().strip()}")
+    raise DriverAbort(f"agent did not become ready (exit {proc.returncode}): {proc.stderr.read().strip()}")
 
 
 def stop_agent(proc: subprocess.Popen) -> dict:
@@ -167,7 +143,7 @@ def run(plan_path: Path) -> Report:
             report.check("agent stopped by SIGTERM exits 0", report.agent["exit"] == 0, report.agent["stderr"])
             report.check("the kernel forgot the agent when its socket closed",
                          _upcall_errno(nl, app_id) == errno.ENOTCONN)
-    except (OverheadAbort, LiteFlowNetlinkError, OSError, subprocess.SubprocessError) as exc:
+    except (DriverAbort, LiteFlowNetlinkError, OSError, subprocess.SubprocessError) as exc:
         report.check(f"step '{report.step}' completed", False, str(exc))
     finally:
         if agent is not None:
@@ -177,7 +153,7 @@ def run(plan_path: Path) -> Report:
         report.timings_s["total"] = round(time.monotonic() - started, 3)
         new = dmesg_lines()[dmesg_before:]
         report.dmesg_new = new
-        trouble = [line for line in new if KERNEL_TROUBLE.search(line)]
+        trouble = kernel_trouble(new)
         report.check("dmesg clean (no WARNING/BUG/Oops/hung task)", not trouble, "\n".join(trouble[:20]))
     return report
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import secrets
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -95,7 +95,7 @@ def _models(config: SmokeConfig) -> list[Any]:
 
 def prepare_plan(config: SmokeConfig, root: BuildRoot, plan_dir: Path) -> Path:
     """Models, expected outputs, blobs and modules for one smoke, written into plan_dir."""
-    from userspace.snapshot import Engine, generate_module, module_name, write_blob
+    from userspace.snapshot import Engine, module_name, write_blob
 
     specs = _models(config)
     rng = np.random.default_rng(2022)

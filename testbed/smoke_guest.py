@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -26,16 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from testbed.guest_tools import (DriverAbort, dmesg_lines, kernel_trouble, loaded_modules, read_stress, sh,
+                                 write_debugfs)
 from userspace.netlink import LiteFlowNetlink, LiteFlowNetlinkError
 
-DEBUGFS = Path("/sys/kernel/debug/liteflow_test")
 APP_NAME = "lf_test"
-# dmesg lines that mean the kernel is unhappy, whatever the module under test claims.
-KERNEL_TROUBLE = re.compile(
-    r"WARNING:|BUG:|Oops|scheduling while atomic|lockdep|possible circular locking|"
-    r"possible recursive locking|inconsistent lock state|rcu_sched self-detected stall|"
-    r"rcu: INFO|general protection fault|kernel NULL pointer|Call Trace",
-)
 UNPRIVILEGED_PROBE = """
 import errno, sys
 from userspace.netlink import LiteFlowNetlink, LiteFlowNetlinkError
@@ -71,34 +65,6 @@ class Report:
         return bool(ok)
 
 
-class SmokeAbort(RuntimeError):
-    """A step failed in a way that makes the following steps meaningless."""
-
-
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(argv, capture_output=True, text=True)
-    if check and done.returncode != 0:
-        raise SmokeAbort(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
-    return done
-
-
-def dmesg_lines() -> list[str]:
-    return sh("dmesg").stdout.splitlines()
-
-
-def loaded_modules() -> set[str]:
-    return {line.split()[0] for line in Path("/proc/modules").read_text().splitlines()}
-
-
-def read_stress() -> dict[str, int]:
-    text = (DEBUGFS / "stress").read_text()
-    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", text)}
-
-
-def write_debugfs(name: str, value: str) -> None:
-    (DEBUGFS / name).write_text(value)
-
-
 def run(plan_path: Path) -> Report:
     plan = json.loads(plan_path.read_text())
     base = plan_path.parent
@@ -126,7 +92,7 @@ def run(plan_path: Path) -> Report:
                          f"swaps={final.swaps}, expected {len(plan['swaps']) + 1} (first install included)")
             report.step = "unprivileged netlink"
             _check_unprivileged(report)
-    except (SmokeAbort, LiteFlowNetlinkError, OSError) as exc:
+    except (DriverAbort, LiteFlowNetlinkError, OSError) as exc:
         report.check(f"step '{report.step}' completed", False, str(exc))
     finally:
         report.step = "unload everything"
@@ -134,7 +100,7 @@ def run(plan_path: Path) -> Report:
         report.timings_s["total"] = round(time.monotonic() - started, 3)
         new = dmesg_lines()[dmesg_before:]
         report.dmesg_new = new
-        trouble = [line for line in new if KERNEL_TROUBLE.search(line)]
+        trouble = kernel_trouble(new)
         report.check("dmesg clean (no WARNING/BUG/Oops/atomic sleep/lockdep)", not trouble, "\n".join(trouble[:20]))
     return report
 

@@ -28,7 +28,6 @@ import math
 import os
 import queue
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile

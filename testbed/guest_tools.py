@@ -1,0 +1,53 @@
+"""What every guest-side driver needs: commands that fail loudly, lf_test's debugfs, dmesg checks.
+
+Imported only inside the guest (the drivers run from the read-only share with the guest's venv),
+so it uses nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+LF_TEST_DEBUGFS = Path("/sys/kernel/debug/liteflow_test")
+# dmesg lines that mean the kernel is unhappy, whatever the module under test claims.
+KERNEL_TROUBLE = re.compile(
+    r"WARNING:|BUG:|Oops|scheduling while atomic|lockdep|possible circular locking|"
+    r"possible recursive locking|inconsistent lock state|rcu_sched self-detected stall|"
+    r"rcu: INFO|general protection fault|kernel NULL pointer|Call Trace",
+)
+
+
+class DriverAbort(RuntimeError):
+    """A step failed in a way that makes the following steps meaningless."""
+
+
+def sh(*argv: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a command; with `check`, a non-zero exit raises DriverAbort with its output."""
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise DriverAbort(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    return done
+
+
+def dmesg_lines() -> list[str]:
+    return sh("dmesg").stdout.splitlines()
+
+
+def kernel_trouble(lines: list[str]) -> list[str]:
+    return [line for line in lines if KERNEL_TROUBLE.search(line)]
+
+
+def loaded_modules() -> set[str]:
+    return {line.split()[0] for line in Path("/proc/modules").read_text().splitlines()}
+
+
+def read_stress() -> dict[str, int]:
+    """lf_test's stress counters: running, queries, errors."""
+    text = (LF_TEST_DEBUGFS / "stress").read_text()
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", text)}
+
+
+def write_debugfs(name: str, value: str) -> None:
+    (LF_TEST_DEBUGFS / name).write_text(value)
