@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from testbed.guest_tools import sh
 from userspace.netlink import LiteFlowNetlink
 from userspace.uapi import load_uapi
 
@@ -48,14 +49,6 @@ def userspace_ns(lib: ctypes.CDLL, blob: bytes, input_size: int, iterations: int
     return total / iterations
 
 
-def insmod(path: Path, *params: str) -> None:
-    subprocess.run(["insmod", str(path), *params], check=True, capture_output=True, text=True)
-
-
-def rmmod(name: str) -> None:
-    subprocess.run(["rmmod", name], check=False, capture_output=True, text=True)
-
-
 def main(plan_path: Path) -> dict:
     plan = json.loads(plan_path.read_text())
     base = plan_path.parent
@@ -63,7 +56,7 @@ def main(plan_path: Path) -> dict:
     blob_limit = load_uapi().limits["BINARY_MAX"]
     with tempfile.TemporaryDirectory() as tmp:
         lib = build_engine(Path(tmp))
-        insmod(base / "liteflow.ko")
+        sh("insmod", str(base / "liteflow.ko"))
         try:
             for net in plan["networks"]:
                 size = (base / net["blob"]).stat().st_size
@@ -71,7 +64,7 @@ def main(plan_path: Path) -> dict:
                     report["skipped"][net["name"]] = (f"blob of {size} bytes exceeds the {blob_limit}-byte "
                                                       f"netlink attribute limit of a hot load")
                     continue
-                insmod(base / "lf_test.ko", f"input_size={net['input_size']}", f"output_size={net['output_size']}")
+                sh("insmod", str(base / "lf_test.ko"), f"input_size={net['input_size']}", f"output_size={net['output_size']}")
                 try:
                     with LiteFlowNetlink() as nl:
                         app = nl.app("lf_test")
@@ -87,9 +80,9 @@ def main(plan_path: Path) -> dict:
                         "guest_userspace_iterations": net["userspace_iterations"],
                     }
                 finally:
-                    rmmod("lf_test")
+                    sh("rmmod", "lf_test", check=False)
         finally:
-            rmmod("liteflow")
+            sh("rmmod", "liteflow", check=False)
     return report
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,31 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
+from testbed.guest_tools import dmesg_lines, kernel_trouble, read_stress, sh, write_debugfs
 from userspace.netlink import LiteFlowNetlink
 from userspace.slowpath.examples.target_tracking import INPUT_ENCODING, target
 from userspace.slowpath.interface import Encoding
 
-DEBUGFS = Path("/sys/kernel/debug/liteflow_test")
 APP = "lf_test"
-KERNEL_TROUBLE = re.compile(r"WARNING:|BUG:|Oops|scheduling while atomic|lockdep|general protection fault|"
-                            r"kernel NULL pointer|Call Trace")
-
-
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(argv, capture_output=True, text=True)
-    if check and done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
-    return done
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (from /proc, in seconds)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def read_stress() -> dict[str, int]:
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", (DEBUGFS / "stress").read_text())}
 
 
 def read_log(path: Path) -> list[dict]:
@@ -82,7 +68,7 @@ def run(plan_path: Path) -> dict:
     control = base / "target"
     report: dict = {"ok": False, "step": "start", "timeline": []}
     held_out = np.load(base / plan["held_out"])
-    dmesg_before = len(sh("dmesg").stdout.splitlines())
+    dmesg_before = len(dmesg_lines())
     proc = None
     started = time.monotonic()
     try:
@@ -100,7 +86,7 @@ def run(plan_path: Path) -> dict:
             report["initial_error"] = {n: error_on(nl, app_id, held_out, encodings, n)[1] for n in "AB"}
 
             report["step"] = "start stress"
-            (DEBUGFS / "stress").write_text(str(10**12))
+            write_debugfs("stress", str(10**12))
 
             report["step"] = "start the service"
             control.write_text("A")
@@ -174,7 +160,7 @@ def run(plan_path: Path) -> dict:
             proc = None
 
             report["step"] = "stop stress and read counters"
-            (DEBUGFS / "stress").write_text("0")
+            write_debugfs("stress", "0")
             report["stress"] = read_stress()
             stats = nl.app(APP)
             report["core"] = {"queries": stats.queries, "errors": stats.errors, "swaps": stats.swaps,
@@ -201,7 +187,7 @@ def run(plan_path: Path) -> dict:
             proc.kill()
             proc.wait()
         try:
-            (DEBUGFS / "stress").write_text("0")
+            write_debugfs("stress", "0")
         except OSError:
             pass
         report["service_stderr_tail"] = (base / "service.stderr").read_text()[-3000:] \
@@ -210,8 +196,8 @@ def run(plan_path: Path) -> dict:
         for name in ["lf_test", *[m for m in mods if m.startswith("lf_snap_")], "liteflow"]:
             if name in mods:
                 sh("rmmod", name, check=False)
-        new = sh("dmesg").stdout.splitlines()[dmesg_before:]
-        report["dmesg_trouble"] = [l for l in new if KERNEL_TROUBLE.search(l)][:20]
+        new = dmesg_lines()[dmesg_before:]
+        report["dmesg_trouble"] = kernel_trouble(new)[:20]
         if report["dmesg_trouble"]:
             report["ok"] = False
         report["total_s"] = round(time.monotonic() - started, 1)

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from testbed.guest_tools import sh
 from userspace.netlink import LiteFlowNetlink
 from userspace.slowpath.service import (Candidate, HotUpdater, ModuleUpdater, ServiceConfig, StepTimer,
                                         remove_standby_module)
@@ -28,10 +29,6 @@ from userspace.snapshot import read_blob
 
 INCLUDE_DIR = Path(__file__).resolve().parent.parent / "kernel" / "include"
 APP = "lf_test"
-
-
-def sh(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, text=True)
 
 
 def one_update(nl: LiteFlowNetlink, updater, app_id: int, cand: Candidate) -> dict:
