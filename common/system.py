@@ -14,7 +14,8 @@ class MissingToolError(RuntimeError):
 
 
 def ensure_tools(tools: dict[str, str]) -> list[str]:
-    """Make sure every command in `tools` (command -> Debian package) exists; returns packages installed.
+    """Make sure every command in `tools` (command, or absolute path of a file such as a header,
+    -> Debian package) exists; returns the packages installed.
 
     Installing needs root and apt; without them we stop with the exact command instead of failing
     later in the middle of a long job.
@@ -35,6 +36,8 @@ def ensure_tools(tools: dict[str, str]) -> list[str]:
 
 
 def _have(command: str) -> bool:
+    if os.path.isabs(command):
+        return os.path.exists(command)
     if shutil.which(command):
         return True
     # sbin tools (debootstrap, mkfs.ext4) are not on a non-root PATH.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from common.system import ensure_tools
 
-# command -> Debian package providing it
+# command (or a file the build needs) -> Debian package providing it
 HOST_TOOLS: dict[str, str] = {
     "debootstrap": "debootstrap",
     "gcc": "gcc",
@@ -14,6 +14,9 @@ HOST_TOOLS: dict[str, str] = {
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-img": "qemu-utils",
     "ssh": "openssh-client",
+    # the user-space deployment's C agent is also built on the host, by its tests
+    "/usr/include/libnl3/netlink/netlink.h": "libnl-3-dev",
+    "/usr/include/libnl3/netlink/genl/genl.h": "libnl-genl-3-dev",
 }
 
 
