@@ -64,6 +64,7 @@ def overhead_figure(run_path: Path) -> list[Path]:
     values = [trip["kernel_ns_per_query"], trip["user_round_trip_ns_per_query"]]
     left.bar(["LiteFlow\n(in kernel)", "user-space\nround trip"], values, color=["tab:green", "tab:red"])
     left.set_yscale("log")
+    left.set_ylim(bottom=min(values) / 10)  # a log axis cut just under a bar hides its height
     left.set_ylabel("ns per query (log)")
     left.set_title(f"per-query cost: user space is {trip['ratio']:.0f}x the kernel", fontsize=9)
     if panels == 2:
@@ -77,6 +78,7 @@ def overhead_figure(run_path: Path) -> list[Path]:
             right.bar(["hot weight load", "generate + make\n+ insmod"], heights, bottom=bottoms, label=step)
             bottoms = [b + h for b, h in zip(bottoms, heights)]
         right.set_yscale("log")
+        right.set_ylim(bottom=min(bottoms) / 10)
         right.set_ylabel("ms per update, median (log)")
         right.set_title("snapshot update latency by step", fontsize=9)
         right.legend(fontsize=8)
