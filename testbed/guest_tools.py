@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 LF_TEST_DEBUGFS = Path("/sys/kernel/debug/liteflow_test")
@@ -17,6 +18,24 @@ KERNEL_TROUBLE = re.compile(
     r"possible recursive locking|inconsistent lock state|rcu_sched self-detected stall|"
     r"rcu: INFO|general protection fault|kernel NULL pointer|Call Trace",
 )
+
+
+@dataclass
+class CheckedReport:
+    """What every driver reports: named checks, the step it reached, timings, new dmesg lines."""
+
+    checks: list[dict] = field(default_factory=list)
+    timings_s: dict = field(default_factory=dict)
+    dmesg_new: list[str] = field(default_factory=list)
+    step: str = "start"
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append({"name": name, "ok": bool(ok), "detail": detail})
+        return bool(ok)
+
+    @property
+    def passed(self) -> bool:
+        return all(check["ok"] for check in self.checks)
 
 
 class DriverAbort(RuntimeError):

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from testbed.guest_tools import DriverAbort, dmesg_lines, kernel_trouble, loaded_modules, sh
+from testbed.guest_tools import CheckedReport, DriverAbort, dmesg_lines, kernel_trouble, loaded_modules, sh
 from userspace.netlink import LiteFlowNetlink, LiteFlowNetlinkError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,18 +35,10 @@ AGENT_BUILD_TIMEOUT_S = 600.0
 
 
 @dataclass
-class Report:
+class Report(CheckedReport):
     kernel: dict = field(default_factory=dict)      # LF_CMD_BENCH
     upcall: dict = field(default_factory=dict)      # LF_CMD_UPCALL_BENCH
     agent: dict = field(default_factory=dict)
-    checks: list[dict] = field(default_factory=list)
-    timings_s: dict = field(default_factory=dict)
-    dmesg_new: list[str] = field(default_factory=list)
-    step: str = "start"
-
-    def check(self, name: str, ok: bool, detail: str = "") -> bool:
-        self.checks.append({"name": name, "ok": bool(ok), "detail": detail})
-        return bool(ok)
 
 
 # ---------------------------------------------------------------------------- the agent
@@ -183,7 +175,7 @@ def main(argv: list[str]) -> int:
         return 2
     report = run(Path(argv[1]))
     print(json.dumps(asdict(report)))
-    return 0 if all(check["ok"] for check in report.checks) else 1
+    return 0 if report.passed else 1
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed.guest_tools import (DriverAbort, dmesg_lines, kernel_trouble, loaded_modules, read_stress, sh,
+from testbed.guest_tools import (CheckedReport, DriverAbort, dmesg_lines, kernel_trouble, loaded_modules, read_stress, sh,
                                  write_debugfs)
 from userspace.netlink import LiteFlowNetlink, LiteFlowNetlinkError
 
@@ -44,25 +44,10 @@ with LiteFlowNetlink() as nl:
 
 
 @dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str = ""
-
-
-@dataclass
-class Report:
-    checks: list[Check] = field(default_factory=list)
+class Report(CheckedReport):
     swaps: list[dict] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     stress: dict = field(default_factory=dict)
-    timings_s: dict = field(default_factory=dict)
-    dmesg_new: list[str] = field(default_factory=list)
-    step: str = "start"
-
-    def check(self, name: str, ok: bool, detail: str = "") -> bool:
-        self.checks.append(Check(name, bool(ok), detail))
-        return bool(ok)
 
 
 def run(plan_path: Path) -> Report:
@@ -230,7 +215,7 @@ def main(argv: list[str]) -> int:
         return 2
     report = run(Path(argv[1]))
     print(json.dumps(asdict(report)))
-    return 0 if all(check.ok for check in report.checks) else 1
+    return 0 if report.passed else 1
 
 
 if __name__ == "__main__":

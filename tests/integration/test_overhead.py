@@ -11,12 +11,15 @@ import os
 
 import pytest
 
-pytestmark = [pytest.mark.vm, pytest.mark.tensorflow, pytest.mark.kernelbuild]
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.tensorflow,
+    pytest.mark.kernelbuild,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (qemu, chroot builds, image cache)"),
+]
 
 
 def test_round_trip_costs_more_than_kernel_inference_and_never_fails(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("needs root (qemu, chroot builds, image cache)")
     from vm import qemu
     from vm.image import provision
     from workloads.overhead_bench import OverheadConfig, measure_round_trip

@@ -9,13 +9,14 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.vm
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (qemu, image cache)"),
+]
 
 
 @pytest.fixture(scope="module")
 def image():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (qemu, image cache)")
     from vm.image import provision
 
     return provision("debian-6.1", quiet=True)
