@@ -34,7 +34,10 @@ from vm.image import SHARE_TAG, Image, load_image
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MEMORY_MB = 3072
 DEFAULT_CPUS = 2
-KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1"
+# loglevel=4 as a stock Debian install (its "quiet"): info messages reach dmesg but not the
+# emulated serial port, where every printk would otherwise be written out byte by byte inside
+# the caller's syscall -- timing each hot update through the console, not LiteFlow.
+KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 loglevel=4 net.ifnames=0 panic=-1"
 # Measured under TCG: SSH answers ~55–65 s after qemu starts. Scaled by timeout_factor(accel).
 BOOT_TIMEOUT_S = 240.0
 POWEROFF_TIMEOUT_S = 60.0

@@ -325,11 +325,18 @@ unlock:
 
 /* ---- LOAD_MODEL / UNLOAD_MODEL / SWAP ------------------------------------- */
 
+/*
+ * The reply is allocated before the update so that, once the snapshot is
+ * switched, nothing can fail and tell the client otherwise.
+ */
 static int lf_nl_load_model(struct sk_buff *skb, struct genl_info *info)
 {
 	const struct nlattr *blob = info->attrs[LF_ATTR_BLOB];
+	u64 snapshot_id, started_ns, kernel_ns;
+	struct sk_buff *msg;
 	struct lf_app *app;
-	u64 snapshot_id;
+	u32 app_id = 0;
+	void *hdr;
 	int err;
 
 	err = lf_nl_require(info, LF_ATTR_APP_ID, "liteflow: APP_ID required") ?:
@@ -343,17 +350,44 @@ static int lf_nl_load_model(struct sk_buff *skb, struct genl_info *info)
 		NL_SET_ERR_MSG(info->extack, "liteflow: snapshot id 0 is reserved");
 		return -EINVAL;
 	}
+	msg = genlmsg_new(nla_total_size(sizeof(u32)) +
+			  2 * nla_total_size_64bit(sizeof(u64)), GFP_KERNEL);
+	if (!msg)
+		return -ENOMEM;
+	hdr = genlmsg_put_reply(msg, info, &lf_genl_family, 0,
+				LF_CMD_LOAD_MODEL);
+	if (!hdr) {
+		nlmsg_free(msg);
+		return -EMSGSIZE;
+	}
 
+	started_ns = ktime_get_ns();
 	mutex_lock(&lf_mutex);
 	app = lf_nl_app_locked(info);
 	err = app ? lf_hot_load_locked(app, snapshot_id, nla_data(blob),
 				       nla_len(blob), info->extack)
 		  : -ENOENT;
 	if (!err)
-		pr_info("snapshot %llu hot-loaded for app %s (id %u)\n",
-			(unsigned long long)snapshot_id, app->name, app->id);
+		app_id = app->id;
 	mutex_unlock(&lf_mutex);
-	return err;
+	if (err) {
+		nlmsg_free(msg);
+		return err;
+	}
+	kernel_ns = ktime_get_ns() - started_ns;
+	/* logged after the timing: a slow console is not the update's cost */
+	pr_info("snapshot %llu hot-loaded for app id %u in %llu ns\n",
+		(unsigned long long)snapshot_id, app_id,
+		(unsigned long long)kernel_ns);
+
+	/* sized above, so these cannot run out of room */
+	nla_put_u32(msg, LF_ATTR_APP_ID, app_id);
+	lf_put_u64(msg, LF_ATTR_SNAPSHOT_ID, snapshot_id);
+	lf_put_u64(msg, LF_ATTR_TOTAL_NS, kernel_ns);
+	genlmsg_end(msg, hdr);
+	/* a lost reply leaves the ACK saying what happened: the switch */
+	genlmsg_reply(msg, info);
+	return 0;
 }
 
 static int lf_nl_unload_model(struct sk_buff *skb, struct genl_info *info)

@@ -58,10 +58,13 @@ enum lf_cmd {
 	 */
 	LF_CMD_EVALUATE,
 	/*
-	 * LOAD_MODEL(APP_ID, SNAPSHOT_ID != 0, BLOB): parse and validate a
-	 * weight blob (lf_engine.h), install it in standby and switch it
-	 * active (hot update).  -EINVAL malformed or size mismatch, -EBADMSG
-	 * bad crc, -E2BIG over the limits.  CAP_NET_ADMIN.
+	 * LOAD_MODEL(APP_ID, SNAPSHOT_ID != 0, BLOB) -> APP_ID, SNAPSHOT_ID,
+	 * TOTAL_NS: parse and validate a weight blob (lf_engine.h), install
+	 * it in standby and switch it active (hot update).  TOTAL_NS is the
+	 * time the kernel spent on it, update lock wait included, so a client
+	 * can tell its own share of an update from the kernel's.  -EINVAL
+	 * malformed or size mismatch, -EBADMSG bad crc, -E2BIG over the
+	 * limits.  CAP_NET_ADMIN.
 	 */
 	LF_CMD_LOAD_MODEL,
 	/*

@@ -42,7 +42,7 @@ def test_qemu_argv_tcg(fake_image, tmp_path):
     line = " ".join(argv)
     assert "-accel tcg -cpu max" in line and "-smp 2 -m 3072" in line
     assert f"-kernel {fake_image.kernel} -initrd {fake_image.initrd}" in line
-    assert argv[argv.index("-append") + 1] == "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1"
+    assert argv[argv.index("-append") + 1] == "root=/dev/vda rw console=ttyS0 loglevel=4 net.ifnames=0 panic=-1"
     assert f"file={rd / 'overlay.qcow2'},if=virtio,format=qcow2" in argv
     assert "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22" in argv
     assert "local,path=/repo,mount_tag=liteflow,security_model=none,readonly=on" in argv
