@@ -10,7 +10,6 @@ so callers can tell EPERM (unprivileged) from EINVAL (bad blob) from ENOENT (no 
 from __future__ import annotations
 
 import errno
-import os
 import select
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
+from userspace.genl_request import GenlRequester, GenlRequestError
 from userspace.uapi import load_uapi
 
 
@@ -95,14 +95,20 @@ class LiteFlowNetlink:
     def __init__(self) -> None:
         self._uapi = load_uapi()
         self._msg = _message_class()
+        # pyroute2's socket resolves the family and carries the sample multicasts; requests go
+        # on a socket of their own (genl_request says why), so replies and samples never mix.
         self._sock = GenericNetlinkSocket()
         try:
             self._sock.bind(self._uapi.family, self._msg)
+            self._requests = GenlRequester(self._sock.prid, self._msg)
         except NetlinkError as exc:
             self._sock.close()
             raise LiteFlowNetlinkError(
                 exc.code, f"generic netlink family {self._uapi.family!r} not found: is liteflow.ko loaded?"
             ) from exc
+        except OSError:
+            self._sock.close()
+            raise
 
     def __enter__(self) -> "LiteFlowNetlink":
         return self
@@ -111,6 +117,7 @@ class LiteFlowNetlink:
         self.close()
 
     def close(self) -> None:
+        self._requests.close()
         self._sock.close()
 
     # -- requests -----------------------------------------------------------------------------
@@ -122,9 +129,9 @@ class LiteFlowNetlink:
         msg["attrs"] = [(f"LF_ATTR_{key}", value) for key, value in attrs.items()]
         flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
         try:
-            replies = self._sock.nlm_request(msg, msg_type=self._sock.prid, msg_flags=flags)
-        except NetlinkError as exc:
-            raise LiteFlowNetlinkError(exc.code, f"{command}: {os.strerror(exc.code)}") from exc
+            replies = self._requests.request(msg, flags)
+        except GenlRequestError as exc:
+            raise LiteFlowNetlinkError(exc.errno, f"{command}: {exc.strerror}") from exc
         return [r for r in replies if r.get("cmd") == self._uapi.commands[command]]
 
     def list_apps(self) -> list[AppStats]:
@@ -155,17 +162,20 @@ class LiteFlowNetlink:
             outputs.append(raw.reshape(count, -1))
         return snapshot_id, np.concatenate(outputs)
 
-    def load_model(self, app_id: int, snapshot_id: int, blob: bytes) -> None:
+    def load_model(self, app_id: int, snapshot_id: int, blob: bytes) -> int | None:
         """Hot update: the kernel parses and validates `blob`, installs it in standby and switches.
 
-        A netlink attribute carries at most LF_NL_BINARY_MAX bytes; a larger snapshot is refused
-        here (E2BIG) and must be installed as a compiled snapshot module instead.
+        Returns the nanoseconds the kernel spent on it by its own clock (None if its reply was
+        lost: the ACK alone says the switch happened). A netlink attribute carries at most
+        LF_NL_BINARY_MAX bytes; a larger snapshot is refused here (E2BIG) and must be installed
+        as a compiled snapshot module instead.
         """
         limit = self._uapi.limits["BINARY_MAX"]
         if len(blob) > limit:
             raise LiteFlowNetlinkError(errno.E2BIG, f"LOAD_MODEL: blob of {len(blob)} bytes exceeds the "
                                                     f"{limit}-byte netlink attribute limit; load it as a module")
-        self._request("LOAD_MODEL", {"APP_ID": app_id, "SNAPSHOT_ID": snapshot_id, "BLOB": blob})
+        replies = self._request("LOAD_MODEL", {"APP_ID": app_id, "SNAPSHOT_ID": snapshot_id, "BLOB": blob})
+        return replies[0].get_attr("LF_ATTR_TOTAL_NS") if replies else None
 
     def unload_model(self, app_id: int, snapshot_id: int) -> None:
         self._request("UNLOAD_MODEL", {"APP_ID": app_id, "SNAPSHOT_ID": snapshot_id})
