@@ -68,8 +68,12 @@ def _overhead_section(metadata: dict, results: dict) -> list[str]:
     updates = results.get("update_latency")
     if updates:
         for kind, label in (("hot", "hot weight load"), ("module", "generate + make + insmod")):
-            steps = ", ".join(f"{k} {v:.1f} ms" for k, v in updates[kind]["median_steps_ms"].items())
-            lines.append(f"- update by {label}: median {updates[kind]['median_total_ms']:.1f} ms ({steps})")
+            figures = updates[kind]
+            steps = ", ".join(f"{k} {v:.1f} ms" for k, v in figures["median_steps_ms"].items())
+            spread = (f", min {figures['min_total_ms']:.1f} / p90 {figures['p90_total_ms']:.1f} ms"
+                      if "p90_total_ms" in figures else "")
+            lines.append(f"- update by {label}: median {figures['median_total_ms']:.1f} ms over "
+                         f"{figures['repetitions']}{spread} (median steps: {steps})")
     service = results.get("service")
     if service and service.get("service_cpu"):
         cpu = service["service_cpu"]

@@ -39,7 +39,8 @@ def test_overhead_figure_and_section_from_results_alone(tmp_path, monkeypatch):
     run = results.new_run("overhead", accelerator="tcg", kernel_release="6.1.0-56-amd64")
     run.record("round_trip", {"kernel_ns_per_query": 10_000.0, "user_round_trip_ns_per_query": 3_000_000.0,
                               "ratio": 300.0, "upcall_iterations": 500, "errors": 0})
-    raw = {"hot": [{"total_s": 0.1, "steps_s": {"load": 0.1}}, {"total_s": 0.3, "steps_s": {"load": 0.3}}],
+    raw = {"hot": [{"total_s": 0.1, "steps_s": {"load_client": 0.09, "load_kernel": 0.01}},
+                   {"total_s": 0.3, "steps_s": {"load_client": 0.29, "load_kernel": 0.01}}],
            "module": [{"total_s": 9.0, "steps_s": {"generate": 1.0, "build": 7.5, "load": 0.5}}]}
     updates = summarize_updates(raw)
     assert updates["hot"]["median_total_ms"] == 200.0 and updates["module"]["dominant_step"] == "build"
@@ -47,5 +48,6 @@ def test_overhead_figure_and_section_from_results_alone(tmp_path, monkeypatch):
     run.finish()
     text = build_report().read_text()
     assert "ratio **300x**" in text
-    assert "update by hot weight load: median 200.0 ms" in text
+    assert "update by hot weight load: median 200.0 ms over 2, min 100.0 / p90 300.0 ms" in text
+    assert "load_kernel 10.0 ms" in text
     assert (run.path / "figures" / "overhead.png").stat().st_size > 0

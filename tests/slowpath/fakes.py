@@ -80,14 +80,16 @@ class FakeKernel:
             out = (out.astype(np.int16) + 1).clip(-128, 127).astype(np.int8)
         return sid, out
 
-    def load_model(self, app_id: int, snapshot_id: int, blob: bytes) -> None:
+    def load_model(self, app_id: int, snapshot_id: int, blob: bytes) -> int:
         if self.fail_load_errno:
             raise LiteFlowNetlinkError(self.fail_load_errno, "LOAD_MODEL: fake refusal")
+        started = time.monotonic_ns()
         try:
             engine = Engine.from_blob(blob)
         except EngineError as exc:
             raise LiteFlowNetlinkError(errno.EINVAL, str(exc)) from exc
         self._switch(snapshot_id, engine, "hot")
+        return time.monotonic_ns() - started
 
     def _switch(self, snapshot_id: int, engine, origin: str) -> None:
         with self.lock:  # the core's atomic switch

@@ -21,7 +21,7 @@ from fakes import (FakeKernel, ListSource, SpecAdapter, sample_batch,  # noqa: E
 from userspace.slowpath.interface import Encoding  # noqa: E402
 from userspace.slowpath.service import (DecisionLog, ModuleUpdater, SampleQueue, Service,  # noqa: E402
                                         ServiceConfig, Stability, decide, load_adapter)
-from userspace.snapshot import Engine, write_blob  # noqa: E402
+from userspace.snapshot import Engine, read_blob, write_blob  # noqa: E402
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_stable_and_above_threshold_updates_hot(tmp_path, initial, candidate):
     assert second["result"] == "switched" and kernel.active[0] == second["new_id"]
     for key in ("stability_metric", "fidelity_loss", "threshold", "update_steps_s", "steps_s"):
         assert key in second
-    assert set(second["update_steps_s"]) >= {"freeze", "quantize", "validate", "load", "verify"}
+    assert set(second["update_steps_s"]) >= {"freeze", "quantize", "validate", "load_kernel", "load_client", "verify"}
     # the kernel now computes exactly the candidate
     x = np.random.default_rng(0).integers(-128, 128, (64, 30)).astype(np.int8)
     assert np.array_equal(kernel.evaluate(3, x)[1], Engine.from_blob(write_blob(candidate)).infer(x))
@@ -379,3 +379,45 @@ def test_interface_imports_no_ml_framework():
             "bad = [m for m in ('tensorflow', 'keras', 'torch') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0
+
+
+# ---------------------------------------------------------------------------- restart
+
+
+def test_a_restarted_service_finds_the_active_snapshot_it_saved(tmp_path, initial, candidate):
+    """After an update the --active-blob on the command line is stale; the restarted service
+    must use the blob it saved for the kernel's active id, not the stale one."""
+    kernel = fake_kernel(initial)
+    svc = make_service(tmp_path, kernel, SpecAdapter(candidate))
+    svc.start()
+    rounds_until_samples(svc)
+    entry = rounds_until_samples(svc)
+    assert entry["result"] == "switched"
+    svc.close()
+
+    again = make_service(tmp_path, kernel, SpecAdapter(candidate))   # same stale --active-blob
+    assert again.active.snapshot_id == entry["new_id"]
+    assert again.active.blob == write_blob(candidate)
+    assert again.active.output_encoding == Encoding.of(read_blob(write_blob(candidate)).output_quant)
+    chosen = [l for l in log_lines(tmp_path) if l["event"] == "active"][-1]
+    assert chosen["blob"].endswith(f"{entry['new_id']:016x}.blob")
+
+
+def test_a_stale_active_blob_is_refused_with_a_warning(tmp_path, initial, candidate):
+    kernel = fake_kernel(initial)
+    config_blob = tmp_path / "stale.blob"
+    config_blob.write_bytes(write_blob(candidate))     # not what the kernel runs
+    svc = make_service(tmp_path, kernel, SpecAdapter(candidate))
+    svc.config.active_blob = config_blob
+    active = svc._initial_active(kernel.app("lf_test"))
+    assert active.blob is None                          # no rollback to a snapshot it cannot trust
+    warnings = [l["message"] for l in log_lines(tmp_path) if l["event"] == "warning"]
+    assert any("stale.blob" in w and "differ from the kernel" in w for w in warnings), warnings
+
+
+def test_a_missing_active_blob_is_an_error(tmp_path, initial, candidate):
+    kernel = fake_kernel(initial)
+    svc = make_service(tmp_path, kernel, SpecAdapter(candidate))
+    svc.config.active_blob = tmp_path / "nowhere.blob"
+    with pytest.raises(FileNotFoundError, match="nowhere.blob"):
+        svc._initial_active(kernel.app("lf_test"))

@@ -260,7 +260,7 @@ class Kernel(Protocol):
     def app(self, name: str) -> Any: ...
     def set_sampling(self, app_id: int, every: int, batch: int) -> None: ...
     def evaluate(self, app_id: int, inputs: np.ndarray) -> tuple[int, np.ndarray]: ...
-    def load_model(self, app_id: int, snapshot_id: int, blob: bytes) -> None: ...
+    def load_model(self, app_id: int, snapshot_id: int, blob: bytes) -> int | None: ...
 
 
 @dataclass
@@ -279,7 +279,11 @@ def run_command(argv: Sequence[str], timeout: float) -> tuple[int, str]:
 
 
 class HotUpdater:
-    """write_blob + LOAD_MODEL: the core parses, validates and switches atomically."""
+    """write_blob + LOAD_MODEL: the core parses, validates and switches atomically.
+
+    The load is split into the kernel's share (its own clock, from the reply) and the client's
+    (message encoding, the syscalls, reply parsing), because they call for different fixes.
+    """
 
     kind = "hot"
 
@@ -292,9 +296,11 @@ class HotUpdater:
     def switch(self, cand: Candidate, timer: "StepTimer") -> None:
         with timer.step("load"):
             try:
-                self.kernel.load_model(self.app_id, cand.snapshot_id, cand.blob)
+                kernel_ns = self.kernel.load_model(self.app_id, cand.snapshot_id, cand.blob)
             except OSError as exc:
                 raise Rejected("load", f"LOAD_MODEL refused: {exc}") from exc
+        if kernel_ns is not None:
+            timer.split("load", {"load_kernel": kernel_ns / 1e9}, rest="load_client")
 
 
 class ModuleUpdater:
@@ -437,11 +443,19 @@ class StepTimer:
 
         def __exit__(self, *exc):
             self.timer.seconds[self.name] = round(self.timer.seconds.get(self.name, 0.0)
-                                                  + time.monotonic() - self.t0, 4)
+                                                  + time.monotonic() - self.t0, 6)
             return False
 
     def step(self, name: str) -> "StepTimer._Step":
         return StepTimer._Step(self, name)
+
+    def split(self, name: str, parts: dict[str, float], rest: str) -> None:
+        """Replace step `name` by `parts` measured elsewhere and `rest`, the remainder, so the
+        steps still add up to the time taken."""
+        whole = self.seconds.pop(name)
+        for part, seconds in parts.items():
+            self.seconds[part] = round(min(seconds, whole), 6)
+        self.seconds[rest] = round(max(whole - sum(self.seconds[p] for p in parts), 0.0), 6)
 
 
 class DecisionLog:
@@ -532,14 +546,29 @@ class Service:
     # -- start/stop ---------------------------------------------------------------------------
 
     def _initial_active(self, stats: Any) -> ActiveSnapshot:
-        """The active snapshot's output quantization: from --active-blob, else the adapter's NN."""
-        if self.config.active_blob:
-            from userspace.snapshot import read_blob
+        """What the kernel's active snapshot is, so fidelity and rollback use the right one.
 
-            blob = Path(self.config.active_blob).read_bytes()
-            spec = read_blob(blob)
-            return ActiveSnapshot(stats.active_id, Encoding.of(spec.output_quant), blob, stats.active_origin)
-        # Assume the active snapshot was made from the adapter's initial NN (same output scale).
+        First the blob this service saved when it made that snapshot live (a restart after the
+        service died), then --active-blob; each is used only if the kernel computes exactly what
+        it describes, because a stale blob would make every fidelity figure wrong. Failing both,
+        the output scale is derived from the adapter's NN and no rollback blob is known.
+        """
+        sources = [(self._saved_blob_path(stats.active_id), False)]
+        if self.config.active_blob:
+            sources.append((Path(self.config.active_blob), True))
+        for path, given in sources:
+            if not given and not path.exists():
+                continue
+            blob = path.read_bytes()   # a missing --active-blob is the user's error: raise
+            problem = self._differs_from_kernel(blob)
+            if problem is None:
+                from userspace.snapshot import read_blob
+
+                self.log.write("active", snapshot_id=stats.active_id, blob=str(path))
+                return ActiveSnapshot(stats.active_id, Encoding.of(read_blob(blob).output_quant), blob,
+                                      stats.active_origin)
+            self.log.write("warning", message=f"{path} is not the kernel's active snapshot "
+                                              f"{stats.active_id:#x}: {problem}")
         timer = StepTimer()
         try:
             frozen = self.adapter.freeze(self.frozen_dir)
@@ -551,6 +580,23 @@ class Service:
                                               "using 1/128")
             enc = Encoding(1.0 / 128.0, 0)
         return ActiveSnapshot(stats.active_id, enc, None, stats.active_origin)
+
+    def _differs_from_kernel(self, blob: bytes) -> str | None:
+        """None when the kernel's active snapshot computes what `blob` does on random inputs."""
+        from userspace.snapshot import Engine, EngineError
+
+        x = np.random.default_rng().integers(-128, 128, (64, self.input_size)).astype(np.int8)
+        try:
+            ours = Engine.from_blob(blob).infer(x)
+        except EngineError as exc:
+            return f"the engine refuses it: {exc}"
+        _, kernel_out = self.kernel.evaluate(self.app_id, x)
+        if ours.shape != kernel_out.shape or not np.array_equal(ours, kernel_out):
+            return "its outputs differ from the kernel's"
+        return None
+
+    def _saved_blob_path(self, snapshot_id: int) -> Path:
+        return self.config.work_dir / "snapshots" / f"{snapshot_id:016x}.blob"
 
     def start(self) -> None:
         self.log.write("start", app=self.config.app, app_id=self.app_id, update=self.config.update,
@@ -666,6 +712,8 @@ class Service:
         timer = StepTimer()
         previous = self.active
         cand: Candidate | None = None
+        # marks where a crash would leave things: the kernel still serves `previous`
+        self.log.write("update-begin", active_id=previous.snapshot_id, update=self.updater.kind)
         try:
             with timer.step("freeze"):
                 ok, frozen = self._call_value("freeze", self.adapter.freeze, self.frozen_dir)
@@ -710,9 +758,11 @@ class Service:
     def _save_blob(self, cand: Candidate) -> None:
         """Keep the blob of every snapshot that went live (work_dir/snapshots/<id>.blob)."""
         try:
-            folder = self.config.work_dir / "snapshots"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{cand.snapshot_id:016x}.blob").write_bytes(cand.blob)
+            path = self._saved_blob_path(cand.snapshot_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial")
+            partial.write_bytes(cand.blob)
+            partial.replace(path)   # a service killed mid-write leaves no truncated blob behind
         except OSError as exc:
             self.log.write("warning", message=f"saving the blob: {exc}")
 
