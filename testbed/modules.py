@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from vm.buildroot import BuildRoot, build_modules
 from vm.matrix import build_matrix
 from vm.qemu import VmHandle
+
+KERNEL_SOURCE = Path(__file__).resolve().parent.parent / "kernel"
 
 GUEST_MODULE_DIR = "/root/lf_modules"
 GUEST_CORE_SYMVERS = f"{GUEST_MODULE_DIR}/core.Module.symvers"  # snapshot modules built in the guest link to it
@@ -31,6 +37,43 @@ class LoadedModule:
     name: str
     size: int
     used_by: str
+
+
+@dataclass(frozen=True)
+class SnapshotModule:
+    """A snapshot to ship as a compiled module: its spec, the app it registers with, its id."""
+
+    spec: Any            # userspace.snapshot.SnapshotSpec
+    app: str
+    snapshot_id: int
+    source: str          # where the NN came from, for the generated file's opening comment
+
+
+def build_with_snapshots(root: BuildRoot, out_dir: Path, snapshots: list[SnapshotModule]) -> None:
+    """Core, lf_test and every snapshot module given, compiled in the guest kernel's root in one
+    pass per folder (a make per snapshot would cost minutes under a chroot); .ko files land in
+    out_dir, named by codegen.module_name."""
+    from userspace.snapshot import generate_module, module_name
+
+    with tempfile.TemporaryDirectory(prefix="liteflow-modules-") as tmp:
+        staging = Path(tmp) / "kernel"
+        shutil.copytree(KERNEL_SOURCE, staging, ignore=shutil.ignore_patterns("*.o", "*.ko", "*.cmd", "*.mod*"))
+        folders = ["core", "test"]
+        if snapshots:
+            folder = staging / "snapshots"
+            folder.mkdir()
+            generated = Path(tmp) / "generated"
+            names = []
+            for snap in snapshots:
+                name = module_name(snap.app, snap.snapshot_id)
+                made = generate_module(snap.spec, generated, app=snap.app, snapshot_id=snap.snapshot_id,
+                                       include_dir="unused", source=snap.source)
+                shutil.copy(made / f"{name}.c", folder)
+                names.append(name)
+            (folder / "Kbuild").write_text("".join(f"obj-m += {name}.o\n" for name in names)
+                                           + "ccflags-y += -I$(src)/../include\n")
+            folders.append("snapshots")
+        build_modules(root, staging, folders, out_dir=out_dir, strict=True)
 
 
 def _order(names: list[str]) -> list[str]:

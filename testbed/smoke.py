@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,9 @@ import numpy as np
 
 from common.system import tool_version
 from testbed.guestrun import SCRUB, GuestDriverError, copy_plan, run_driver, vm_for
+from testbed.modules import SnapshotModule, build_with_snapshots
 from testbed.results import REPO_ROOT, Run, new_run
-from vm.buildroot import BuildRoot, build_modules, ensure_build_root
+from vm.buildroot import BuildRoot, ensure_build_root
 from vm.guest import GuestError
 from vm.image import provision
 from vm.kernels import resolve_kernel
@@ -132,7 +131,8 @@ def prepare_plan(config: SmokeConfig, root: BuildRoot, plan_dir: Path) -> Path:
     first["module"] = f"{first['name']}.ko"
 
     modules = [first] + [s for s in swaps if s["kind"] == "module"]
-    _build_plan_modules(root, plan_dir, specs, modules)
+    build_with_snapshots(root, plan_dir, [SnapshotModule(specs[m["model"]], APP, m["snapshot_id"],
+                                                         f"smoke model {m['model']}") for m in modules])
     plan = {
         "core_module": "liteflow.ko",
         "test_module": "lf_test.ko",
@@ -178,28 +178,6 @@ def _unique_ids(count: int) -> list[int]:
     while len(ids) < count:
         ids.add(secrets.randbits(62) | 1)
     return sorted(ids)
-
-
-def _build_plan_modules(root: BuildRoot, plan_dir: Path, specs: list, modules: list[dict]) -> None:
-    """Core, lf_test and every snapshot module of the plan, compiled in one pass per folder."""
-    from userspace.snapshot import generate_module
-
-    with tempfile.TemporaryDirectory(prefix="liteflow-smoke-") as tmp:
-        staging = Path(tmp) / "kernel"
-        shutil.copytree(REPO_ROOT / "kernel", staging,
-                        ignore=shutil.ignore_patterns("*.o", "*.ko", "*.cmd", "*.mod*"))
-        snapshots = staging / "snapshots"
-        generated = Path(tmp) / "generated"
-        for module in modules:
-            folder = generate_module(specs[module["model"]], generated, app=APP,
-                                     snapshot_id=module["snapshot_id"], include_dir="unused",
-                                     source=f"smoke model {module['model']}")
-            snapshots.mkdir(exist_ok=True)
-            shutil.copy(folder / f"{module['name']}.c", snapshots)
-        (snapshots / "Kbuild").write_text(
-            "".join(f"obj-m += {m['name']}.o\n" for m in modules) + "ccflags-y += -I$(src)/../include\n"
-        )
-        build_modules(root, staging, ["core", "test", "snapshots"], out_dir=plan_dir, strict=True)
 
 
 # ---------------------------------------------------------------------------- run
