@@ -1,4 +1,4 @@
-"""Client of the LiteFlow core's generic netlink family (pyroute2).
+"""Client of the LiteFlow core's generic netlink family (plain sockets, pyroute2 message classes).
 
 The slow path and the test harness talk to the kernel only through this class: stats, sampling,
 evaluation of the active snapshot with the kernel's own arithmetic, hot weight loads and the
@@ -10,7 +10,6 @@ so callers can tell EPERM (unprivileged) from EINVAL (bad blob) from ENOENT (no 
 from __future__ import annotations
 
 import errno
-import select
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,10 +17,8 @@ from functools import cache
 
 import numpy as np
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, genlmsg
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.generic import GenericNetlinkSocket
 
-from userspace.genl_request import GenlRequester, GenlRequestError
+from userspace.genl import GenlRequester, GenlRequestError, GenlSubscriber, resolve_family
 from userspace.uapi import load_uapi
 
 
@@ -90,25 +87,22 @@ class SampleBatch:
 
 
 class LiteFlowNetlink:
-    """One generic netlink socket bound to the `liteflow` family; use as a context manager."""
+    """The `liteflow` family's client: a request socket, and a samples socket once subscribed;
+    use as a context manager."""
 
     def __init__(self) -> None:
         self._uapi = load_uapi()
         self._msg = _message_class()
-        # pyroute2's socket resolves the family and carries the sample multicasts; requests go
-        # on a socket of their own (genl_request says why), so replies and samples never mix.
-        self._sock = GenericNetlinkSocket()
         try:
-            self._sock.bind(self._uapi.family, self._msg)
-            self._requests = GenlRequester(self._sock.prid, self._msg)
-        except NetlinkError as exc:
-            self._sock.close()
+            family_id, self._groups = resolve_family(self._uapi.family)
+        except GenlRequestError as exc:
+            if exc.errno != errno.ENOENT:
+                raise LiteFlowNetlinkError(exc.errno, f"looking up {self._uapi.family!r}: {exc.strerror}") from exc
             raise LiteFlowNetlinkError(
-                exc.code, f"generic netlink family {self._uapi.family!r} not found: is liteflow.ko loaded?"
+                errno.ENOENT, f"generic netlink family {self._uapi.family!r} not found: is liteflow.ko loaded?"
             ) from exc
-        except OSError:
-            self._sock.close()
-            raise
+        self._requests = GenlRequester(family_id, self._msg)
+        self._samples: GenlSubscriber | None = None
 
     def __enter__(self) -> "LiteFlowNetlink":
         return self
@@ -118,7 +112,8 @@ class LiteFlowNetlink:
 
     def close(self) -> None:
         self._requests.close()
-        self._sock.close()
+        if self._samples is not None:
+            self._samples.close()
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -215,31 +210,38 @@ class LiteFlowNetlink:
     # -- samples ------------------------------------------------------------------------------
 
     def subscribe_samples(self) -> None:
-        self._sock.add_membership(self._uapi.samples_group)
+        """Join the samples multicast group, on a socket of its own so that requests and
+        sample batches never wait behind each other."""
+        if self._samples is None:
+            self._samples = GenlSubscriber(self._groups[self._uapi.samples_group], self._msg)
 
     def fileno(self) -> int:
-        """The socket's descriptor, so a service can wait on samples with select/poll."""
-        return self._sock.fileno()
+        """The samples socket's descriptor, so a service can wait on samples with select/poll."""
+        return self._subscribed().fileno()
 
     def sample_batches(self) -> Iterator[SampleBatch]:
         """Yield sample batches multicast by the kernel, blocking (call subscribe_samples first)."""
         while True:
-            yield from self._read_batches()
+            yield from self._read_batches(None)
 
     def next_sample_batch(self, timeout: float) -> SampleBatch | None:
-        """The next sample batch, or None if none arrives within `timeout` seconds."""
+        """The next sample batch, or None if none arrives within `timeout` seconds. An overflow
+        of the socket (the kernel dropped batches) raises ENOBUFS once; reading goes on after."""
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([self], [], [], remaining)
-            if ready:
-                for batch in self._read_batches():
-                    return batch
+            for batch in self._read_batches(remaining):
+                return batch
         return None
 
-    def _read_batches(self) -> list[SampleBatch]:
+    def _subscribed(self) -> GenlSubscriber:
+        if self._samples is None:
+            raise LiteFlowNetlinkError(errno.ENOTCONN, "not subscribed to samples: call subscribe_samples()")
+        return self._samples
+
+    def _read_batches(self, timeout: float | None) -> list[SampleBatch]:
         samples_cmd = self._uapi.commands["SAMPLES"]
         batches = []
-        for msg in self._sock.get():
+        for msg in self._subscribed().receive(timeout):
             if msg.get("cmd") != samples_cmd:
                 continue
             count = msg.get_attr("LF_ATTR_COUNT")

@@ -220,7 +220,7 @@ class SampleReader(threading.Thread):
         self.owned = isinstance(source, type) or not hasattr(source, "next_sample_batch")
 
     def run(self) -> None:
-        # A factory is called here: pyroute2 sockets must be used from the thread that made them.
+        # A factory is called here, so the socket belongs to the thread that reads it.
         try:
             if self.owned:
                 self.source = self.source()
