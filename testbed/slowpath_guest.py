@@ -9,7 +9,11 @@ lf_test's stress threads (random int8 queries on every vCPU), start the slow-pat
 (`python -m userspace.slowpath.serve`, the example adapter `TargetTracking`) and wait until it has
 run a few rounds on target A; then switch the target to B and measure, with EVALUATE on the
 held-out inputs (the kernel's own arithmetic), the kernel's active snapshot's error on target B
-until it falls below the bound. Prints one JSON report on stdout (last line).
+until it falls below the bound. With `kill_mid_update`, the target then goes back to A and the
+service is SIGKILLed a moment after it logs the start of an update: the kernel must go on serving
+the last good snapshot (same id, same outputs as its blob, no failed query), and a restarted
+service must pick up from it and make the kernel follow A. Prints one JSON report on stdout
+(last line).
 """
 
 from __future__ import annotations
@@ -59,6 +63,68 @@ def error_on(nl: LiteFlowNetlink, app_id: int, held_out: np.ndarray, encodings: 
     return sid, float(np.mean(np.abs(enc.to_real(out) - target(name, INPUT_ENCODING.to_real(held_out)))))
 
 
+def start_service(argv: list[str], base: Path) -> subprocess.Popen:
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(base / "service.stderr", "a"),
+                            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+def follow_target(nl: LiteFlowNetlink, app_id: int, held_out: np.ndarray, encodings: dict[int, Encoding],
+                  name: str, bound: float, log_path: Path, proc: subprocess.Popen, timeout_s: float,
+                  timeline: list) -> float | None:
+    """Seconds until the kernel's active snapshot's error on target `name` is under the bound
+    (None on timeout), recording the way there in `timeline`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        for line in read_log(log_path):
+            if line.get("result") == "switched":
+                encodings[line["new_id"]] = Encoding(**line["output_encoding"])
+        sid, err = error_on(nl, app_id, held_out, encodings, name)
+        t = round(time.monotonic() - started, 1)
+        timeline.append({"t": t, "active_id": sid, f"error_{name}": None if err is None else round(err, 4)})
+        if err is not None and err < bound:
+            return t
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited ({proc.returncode})")
+        time.sleep(2)
+    return None
+
+
+def kill_mid_update(nl: LiteFlowNetlink, app_id: int, held_out: np.ndarray, blobs: dict[int, bytes],
+                    log_path: Path, proc: subprocess.Popen, plan: dict) -> dict:
+    """SIGKILL the service a moment after it starts an update; the kernel must go on serving the
+    snapshot that was active, exactly, with no failed query."""
+    from userspace.snapshot import Engine
+
+    started_unix = time.time()
+    deadline = time.monotonic() + plan["recover_timeout_s"]
+    begin = None
+    while begin is None:
+        begun = [l for l in read_log(log_path) if l["event"] == "update-begin" and l["t"] >= started_unix]
+        begin = begun[0] if begun else None
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited ({proc.returncode}) before an update began")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the service began no update after the target changed back")
+        time.sleep(0.5)
+    time.sleep(plan["kill_delay_s"])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_unix = time.time()
+    finished = [l for l in read_log(log_path) if l.get("result") in ("switched", "rejected")
+                and l["t"] >= begin["t"]]
+    stress_before = read_stress()
+    time.sleep(2)
+    stress_after = read_stress()
+    sid, out = nl.evaluate(app_id, held_out)
+    expected = blobs.get(begin["active_id"])
+    serving_last_good = (sid == begin["active_id"] and expected is not None
+                         and np.array_equal(out, Engine.from_blob(expected).infer(held_out)))
+    return {"update_began_active_id": begin["active_id"], "seconds_into_update": round(killed_unix - begin["t"], 1),
+            "mid_update": not finished, "active_after_kill": sid, "serving_last_good": bool(serving_last_good),
+            "queries_after_kill": stress_after["queries"] - stress_before["queries"],
+            "stress_errors": stress_after["errors"]}
+
+
 def run(plan_path: Path) -> dict:
     plan = json.loads(plan_path.read_text())
     base = plan_path.parent
@@ -102,8 +168,7 @@ def run(plan_path: Path) -> dict:
                     "--symvers", str(base / "core.Module.symvers"), "--round-wait", "2",
                     "--sample-every", str(plan["sample_every"]), "--sample-batch", "128"]
             t_service = time.monotonic()
-            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(base / "service.stderr", "w"),
-                                    env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+            proc = start_service(argv, base)
             report["service_pid"] = proc.pid
 
             report["step"] = "service warm-up on target A"
@@ -128,28 +193,29 @@ def run(plan_path: Path) -> dict:
             control.write_text("B")
             t_switch = time.monotonic()
             cpu_at_switch = cpu_seconds(proc.pid)
-            recovered_at = None
-            while time.monotonic() - t_switch < plan["recover_timeout_s"]:
-                for l in read_log(log_path):
-                    if l.get("result") == "switched":
-                        encodings[l["new_id"]] = Encoding(**l["output_encoding"])
-                sid, err = error_on(nl, app_id, held_out, encodings, "B")
-                t = round(time.monotonic() - t_switch, 1)
-                report["timeline"].append({"t": t, "active_id": sid, "error_B": None if err is None else round(err, 4)})
-                if err is not None and err < plan["bound"]:
-                    recovered_at = t
-                    break
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the service exited ({proc.returncode})")
-                time.sleep(2)
+            recovered_at = follow_target(nl, app_id, held_out, encodings, "B", plan["bound"], log_path, proc,
+                                         plan["recover_timeout_s"], report["timeline"])
             report["time_to_recover_s"] = recovered_at
             report["final_error"] = {n: error_on(nl, app_id, held_out, encodings, n)[1] for n in "AB"}
 
-            report["step"] = "stop the service"
             adapting_wall_s = time.monotonic() - t_switch
             adapting_cpu_s = cpu_seconds(proc.pid) - cpu_at_switch
             report["service_cpu"] = {"cpu_s": round(adapting_cpu_s, 2), "wall_s": round(adapting_wall_s, 2),
                                      "cores": round(adapting_cpu_s / adapting_wall_s, 3)}
+
+            if plan["kill_mid_update"] and recovered_at is not None:
+                report["step"] = "target back to A; SIGKILL the service mid-update"
+                control.write_text("A")
+                blobs = {plan["initial_id"]: blob, **saved_blobs(work)}
+                report["kill"] = kill_mid_update(nl, app_id, held_out, blobs, log_path, proc, plan)
+                proc = None
+                report["step"] = "restart the service; the kernel follows target A"
+                proc = start_service(argv, base)
+                report["kill"]["time_to_recover_after_restart_s"] = follow_target(
+                    nl, app_id, held_out, encodings, "A", plan["bound"], log_path, proc,
+                    plan["startup_timeout_s"] + plan["recover_timeout_s"], report.setdefault("kill_timeline", []))
+
+            report["step"] = "stop the service"
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=plan["stop_timeout_s"])
@@ -178,7 +244,8 @@ def run(plan_path: Path) -> dict:
                                                    "fidelity_loss", "action", "steps_s")}
                             for l in lines if l["event"] == "round"][-60:]
         report["failed_queries"] = report["stress"]["errors"] + report["core"]["errors"]
-        report["ok"] = (recovered_at is not None and report["updates"] >= 1 and report["failed_queries"] == 0)
+        report["ok"] = (recovered_at is not None and report["updates"] >= 1 and report["failed_queries"] == 0
+                        and (not plan["kill_mid_update"] or kill_survived(report.get("kill"))))
         report["step"] = "done"
     except Exception as exc:  # noqa: BLE001 - reported, then cleaned up
         report["error"] = f"{type(exc).__name__}: {exc}"
@@ -202,6 +269,16 @@ def run(plan_path: Path) -> dict:
             report["ok"] = False
         report["total_s"] = round(time.monotonic() - started, 1)
     return report
+
+
+def saved_blobs(work: Path) -> dict[int, bytes]:
+    """The blobs the service saved of every snapshot it made live, by snapshot id."""
+    return {int(path.stem, 16): path.read_bytes() for path in (work / "snapshots").glob("*.blob")}
+
+
+def kill_survived(kill: dict | None) -> bool:
+    return bool(kill and kill["mid_update"] and kill["serving_last_good"] and kill["stress_errors"] == 0
+                and kill["queries_after_kill"] > 0 and kill.get("time_to_recover_after_restart_s") is not None)
 
 
 def main(argv: list[str]) -> int:

@@ -46,6 +46,8 @@ class SlowpathConfig:
     startup_timeout_s: float = 900.0
     stop_timeout_s: float = 120.0
     keep_vm: bool = False
+    kill_mid_update: bool = False   # then SIGKILL the service during an update and restart it
+    kill_delay_s: float = 2.0       # after "update-begin": inside quantize, which takes ~20 s under TCG
     adapter: dict = field(default_factory=lambda: {"buffer": 2048, "epochs": 3, "batch_size": 256,
                                                    "learning_rate": 0.01})
 
@@ -123,16 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernel", default=SlowpathConfig.kernel)
     p.add_argument("--accel", default="auto")
     p.add_argument("--keep-vm", action="store_true")
+    p.add_argument("--kill-mid-update", action="store_true",
+                   help="then SIGKILL the service during an update, check the kernel, restart it")
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
     report = run_slowpath(SlowpathConfig(kernel=args.kernel, accel=args.accel, update=args.update,
-                                         bound=args.bound, keep_vm=args.keep_vm))
+                                         bound=args.bound, keep_vm=args.keep_vm,
+                                         kill_mid_update=args.kill_mid_update))
     text = json.dumps(report, indent=1)
     if args.json:
         args.json.write_text(text)
     summary = {k: report.get(k) for k in ("ok", "error", "accelerator", "update", "time_to_recover_s", "updates",
                                           "failed_queries", "initial_error", "final_error", "bound",
-                                          "service_startup_s", "rejected", "plan_dir")}
+                                          "service_startup_s", "rejected", "kill", "plan_dir")}
     print(json.dumps(summary, indent=1))
     return 0 if report.get("ok") else 1
 
