@@ -50,7 +50,8 @@ def build(c, kernel="debian-6.1", strict=True):
 
 @task(help={"test_args": "extra arguments passed to pytest", "unit": "only the fast unit tests (no kernel builds, no VM)"})
 def test(c, test_args="", unit=False):
-    """Install what the tests need (apt), then run the whole test suite: unit, build matrix, snapshot exactness."""
+    """Install what the tests need (apt), then run the whole suite: unit tests, snapshot exactness, the build
+    matrix, and the VM integration tests (smoke, overhead, slow path); --unit runs the first two only."""
     from vm.hosttools import ensure_host_tools
 
     ensure_host_tools()
