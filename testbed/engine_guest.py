@@ -53,7 +53,7 @@ def install(nl: LiteFlowNetlink, app_id: int, net: dict, base: Path) -> None:
     """Hot-load the blob, or insmod the compiled snapshot when the blob is over netlink's limit
     (its init registers it with lf_test and switches to it)."""
     if "module" in net:
-        sh("insmod", str(base / net["module"]))
+        sh("insmod", str(base / net["module"]), f"app_id={app_id}")
     else:
         nl.load_model(app_id, net["snapshot_id"], (base / net["blob"]).read_bytes())
 
