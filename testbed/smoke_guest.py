@@ -93,6 +93,11 @@ def run(plan_path: Path) -> Report:
 def _swap_loop(nl: LiteFlowNetlink, app_id: int, plan: dict, base: Path, inputs: np.ndarray,
                expected: dict[int, np.ndarray], report: Report, loaded: list[str]) -> None:
     first = plan["first_snapshot"]
+    report.step = "refuse a snapshot module inserted without app_id"
+    refused = sh("insmod", str(base / first["module"]), check=False)
+    report.check("snapshot module without app_id= refused with a message saying so",
+                 refused.returncode != 0 and any("app_id=N is required" in line for line in dmesg_lines()[-5:]),
+                 refused.stderr.strip())
     report.step = "install the first snapshot module"
     sh("insmod", str(base / first["module"]), f"app_id={app_id}")
     loaded.append(first["name"])
