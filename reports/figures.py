@@ -26,7 +26,7 @@ def engine_figure(run_path: Path) -> list[Path]:
     host = [results[f"userspace/{n}"]["ns_per_inference"] for n in names]
     series = [("user space, host (median)", host)]
     kernel = [results.get(f"kernel/{n}", {}) for n in names]
-    if any("kernel_ns_per_query" in k for k in kernel):  # a skipped network plots as a gap
+    if any("kernel_ns_per_query" in k for k in kernel):  # a network without a kernel figure plots as a gap
         series.append(("user space, guest", [k.get("guest_userspace_ns_per_inference", 0) for k in kernel]))
         series.append(("in kernel, guest (BENCH)", [k.get("kernel_ns_per_query", 0) for k in kernel]))
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -44,12 +44,16 @@ def engine_figure(run_path: Path) -> list[Path]:
         title += f"\nguest: {guest.get('kernel_release')} under {guest.get('accelerator')}"
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
+    return [_save(fig, run_path, "engine_ns_per_inference.png")]
+
+
+def _save(fig, run_path: Path, name: str) -> Path:
     fig.tight_layout()
-    out = run_path / "figures" / "engine_ns_per_inference.png"
+    out = run_path / "figures" / name
     out.parent.mkdir(exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)
-    return [out]
+    return out
 
 
 def overhead_figure(run_path: Path) -> list[Path]:
@@ -84,12 +88,7 @@ def overhead_figure(run_path: Path) -> list[Path]:
         right.legend(fontsize=8)
     fig.suptitle(f"LiteFlow overhead, run {metadata['run_id']} ({metadata.get('kernel_release')}, "
                  f"{metadata.get('accelerator')})", fontsize=9)
-    fig.tight_layout()
-    out = run_path / "figures" / "overhead.png"
-    out.parent.mkdir(exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return [out]
+    return [_save(fig, run_path, "overhead.png")]
 
 
 FIGURES: dict[str, Callable[[Path], list[Path]]] = {

@@ -51,8 +51,6 @@ def _engine_section(metadata: dict, results: dict) -> list[str]:
         kernel = results.get(f"kernel/{name}", {})
         cells = [f"{kernel[k]:.0f}" if k in kernel else "-" for k in ("kernel_ns_per_query", "guest_userspace_ns_per_inference")]
         ratio = f"{kernel['kernel_over_userspace']:.2f}" if "kernel_over_userspace" in kernel else "-"
-        if "skipped" in kernel:
-            ratio = f"skipped: {kernel['skipped']}"
         lines.append(f"| {name} | {host['macs']:,} | {host['ns_per_inference']:.0f} | {host['ns_per_mac']:.3f} | "
                      f"{cells[0]} | {cells[1]} | {ratio} |")
     return lines

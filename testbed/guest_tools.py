@@ -62,6 +62,19 @@ def loaded_modules() -> set[str]:
     return {line.split()[0] for line in Path("/proc/modules").read_text().splitlines()}
 
 
+def unload_liteflow() -> list[str]:
+    """Remove every LiteFlow module: the app first (its exit unpins the active snapshot), then the
+    snapshot modules, then the core. Returns rmmod's complaint for each one that stayed."""
+    loaded = loaded_modules()
+    failures = []
+    for name in ["lf_test", *sorted(m for m in loaded if m.startswith("lf_snap_")), "liteflow"]:
+        if name in loaded:
+            done = sh("rmmod", name, check=False)
+            if done.returncode != 0:
+                failures.append(f"rmmod {name}: {done.stderr.strip()}")
+    return failures
+
+
 def read_stress() -> dict[str, int]:
     """lf_test's stress counters: running, queries, errors."""
     text = (LF_TEST_DEBUGFS / "stress").read_text()

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from testbed.guest_tools import CheckedReport, DriverAbort, dmesg_lines, kernel_trouble, loaded_modules, sh
+from testbed.guest_tools import CheckedReport, DriverAbort, dmesg_lines, kernel_trouble, sh, unload_liteflow
 from userspace.netlink import LiteFlowNetlink, LiteFlowNetlinkError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,12 +160,7 @@ def _upcall_errno(nl: LiteFlowNetlink, app_id: int) -> int:
 
 
 def _unload(report: Report) -> None:
-    failures = []
-    for name in ("lf_test", "liteflow"):
-        if name in loaded_modules():
-            done = sh("rmmod", name, check=False)
-            if done.returncode != 0:
-                failures.append(f"rmmod {name}: {done.stderr.strip()}")
+    failures = unload_liteflow()
     report.check("everything unloads cleanly", not failures, "; ".join(failures))
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed.guest_tools import dmesg_lines, kernel_trouble, read_stress, sh, write_debugfs
+from testbed.guest_tools import dmesg_lines, kernel_trouble, read_stress, sh, unload_liteflow, write_debugfs
 from userspace.netlink import LiteFlowNetlink
 from userspace.slowpath.examples.target_tracking import INPUT_ENCODING, target
 from userspace.slowpath.interface import Encoding
@@ -259,10 +259,7 @@ def run(plan_path: Path) -> dict:
             pass
         report["service_stderr_tail"] = (base / "service.stderr").read_text()[-3000:] \
             if (base / "service.stderr").exists() else ""
-        mods = [l.split()[0] for l in Path("/proc/modules").read_text().splitlines()]
-        for name in ["lf_test", *[m for m in mods if m.startswith("lf_snap_")], "liteflow"]:
-            if name in mods:
-                sh("rmmod", name, check=False)
+        unload_liteflow()
         new = dmesg_lines()[dmesg_before:]
         report["dmesg_trouble"] = kernel_trouble(new)[:20]
         if report["dmesg_trouble"]:

@@ -56,7 +56,7 @@ def prepare_plan(config: SlowpathConfig, plan_dir: Path) -> Path:
     """Modules, the initial NN (target A) and its snapshot, held-out inputs, plan.json."""
     from userspace.slowpath.examples.target_tracking import INPUT_ENCODING, INPUT_SIZE, train_initial
     from userspace.slowpath.service import calibration_data, validate_candidate, Candidate, StepTimer
-    from userspace.snapshot import build_snapshot, write_blob
+    from userspace.snapshot import build_snapshot, new_snapshot_id, write_blob
 
     root = ensure_build_root(resolve_kernel(config.kernel))
     build_modules(root, REPO_ROOT / "kernel", ["core", "test"], out_dir=plan_dir, strict=True)
@@ -66,7 +66,7 @@ def prepare_plan(config: SlowpathConfig, plan_dir: Path) -> Path:
     calib = rng.integers(-128, 128, (512, INPUT_SIZE)).astype(np.int8)
     snap = build_snapshot(model, data=calibration_data(calib, INPUT_ENCODING, INPUT_SIZE))
     blob = write_blob(snap.spec)
-    initial_id = secrets.randbits(62) | 1
+    initial_id = new_snapshot_id()
     # the same checks the service applies to its candidates
     validate_candidate(Candidate(initial_id, snap.spec, blob, snap.tflite), INPUT_ENCODING, INPUT_SIZE, 1,
                        calib, StepTimer())

@@ -10,7 +10,6 @@ stops answering the error says where, and the VM is stopped by its pid.
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -173,10 +172,12 @@ def _bad_blobs(plan_dir: Path, good: bytes) -> list[dict]:
 
 
 def _unique_ids(count: int) -> list[int]:
-    """Snapshot ids unique across runs (module names carry them, so no run reuses another's)."""
+    """Distinct snapshot ids for one run."""
+    from userspace.snapshot import new_snapshot_id
+
     ids: set[int] = set()
     while len(ids) < count:
-        ids.add(secrets.randbits(62) | 1)
+        ids.add(new_snapshot_id())
     return sorted(ids)
 
 

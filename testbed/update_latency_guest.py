@@ -17,13 +17,12 @@ update that really happened.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from testbed.guest_tools import sh
+from testbed.guest_tools import sh, unload_liteflow
 from userspace.netlink import LiteFlowNetlink
 from userspace.slowpath.service import (Candidate, HotUpdater, ModuleUpdater, ServiceConfig, StepTimer,
                                         remove_standby_module)
@@ -80,12 +79,7 @@ def main(plan_path: Path) -> dict:
             while len(report["hot"]) < plan["hot_updates"]:
                 update("hot")
     finally:
-        for name in ("lf_test",):
-            subprocess.run(["rmmod", name], capture_output=True)
-        for line in Path("/proc/modules").read_text().splitlines():
-            if line.startswith("lf_snap_"):
-                subprocess.run(["rmmod", line.split()[0]], capture_output=True)
-        subprocess.run(["rmmod", "liteflow"], capture_output=True)
+        unload_liteflow()
     return report
 
 

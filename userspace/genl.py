@@ -7,8 +7,8 @@ TCG guest that became 7-55 ms of client time around a hot update the kernel fini
 busy quantizing), it delivered nothing more. So pyroute2's message classes still encode and
 decode every message, and only the sockets live here.
 
-Request sockets ask for extended and capped acks: a refusal carries the kernel's own reason
-(NL_SET_ERR_MSG) and does not echo a 64 KB blob back.
+Request sockets ask for extended acks, so a refusal carries the kernel's own reason
+(NL_SET_ERR_MSG), decoded by pyroute2's nlmsgerr.
 """
 
 from __future__ import annotations
@@ -20,24 +20,15 @@ import struct
 import threading
 from typing import Any
 
-NETLINK_GENERIC = 16
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10
-NETLINK_EXT_ACK = 11
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_CAPPED = 0x100
-NLM_F_ACK_TLVS = 0x200
-NLMSGERR_ATTR_MSG = 1
-NETLINK_ADD_MEMBERSHIP = 1
-SO_RCVBUFFORCE = 33
-GENL_ID_CTRL = 16
-CTRL_CMD_GETFAMILY = 3
-SUBSCRIBER_BUFFER_BYTES = 8 * 1024 * 1024  # rides out seconds of a busy reader at LiteFlow's sample rates
+from pyroute2.netlink import (NETLINK_ADD_MEMBERSHIP, NETLINK_EXT_ACK, NETLINK_GENERIC, NLMSG_DONE, NLMSG_ERROR,
+                              SOL_NETLINK, nlmsgerr)
+from pyroute2.netlink.generic import CTRL_CMD_GETFAMILY, GENL_ID_CTRL
 
-NLMSG_HEADER = struct.Struct("=IHHII")   # length, type, flags, sequence, port id
-NLMSGERR_SIZE = 4 + NLMSG_HEADER.size    # error code + the request's header (capped: no payload)
-RECEIVE_BUFFER = 256 * 1024              # > the largest LiteFlow reply (64 KB attributes)
+SO_RCVBUFFORCE = 33
+NLMSG_HEADER = struct.Struct("=IHHII")      # length, type, flags, sequence, port id
+ERROR_CODE = struct.Struct("=i")            # first field of NLMSG_ERROR and NLMSG_DONE
+SUBSCRIBER_BUFFER_BYTES = 8 * 1024 * 1024  # rides out seconds of a busy reader at LiteFlow's sample rates
+RECEIVE_BUFFER = 256 * 1024                # > the largest LiteFlow reply, or a refused 64 KB request echoed
 
 
 class GenlRequestError(OSError):
@@ -48,41 +39,33 @@ class GenlRequestError(OSError):
         self.reason = reason
 
 
-def _align(length: int) -> int:
-    return (length + 3) & ~3
-
-
-def _extack_message(data: memoryview, offset: int, length: int, flags: int) -> str | None:
-    if not flags & NLM_F_ACK_TLVS:
-        return None
-    at = offset + NLMSG_HEADER.size + NLMSGERR_SIZE
-    if not flags & NLM_F_CAPPED:
-        (request_length,) = struct.unpack_from("=I", data, offset + NLMSG_HEADER.size + 4)
-        at += _align(request_length) - NLMSG_HEADER.size
-    end = offset + length
-    while at + 4 <= end:
-        tlv_length, tlv_type = struct.unpack_from("=HH", data, at)
-        if tlv_length < 4:
-            break
-        if tlv_type == NLMSGERR_ATTR_MSG:
-            return bytes(data[at + 4 : at + tlv_length]).split(b"\0", 1)[0].decode(errors="replace")
-        at += _align(tlv_length)
-    return None
-
-
 def _plain_socket() -> socket.socket:
     return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
 
 
+def _receive(sock: socket.socket, buffer: bytearray) -> memoryview:
+    """One datagram, refused rather than silently truncated when it does not fit."""
+    received = sock.recv_into(buffer, len(buffer), socket.MSG_TRUNC)
+    if received > len(buffer):
+        raise GenlRequestError(errno.EMSGSIZE, f"a {received}-byte datagram does not fit the receive buffer")
+    return memoryview(buffer)[:received]
+
+
 def _messages(data: memoryview):
-    """(offset, length, type, flags, sequence) of each netlink message in one datagram."""
+    """(type, sequence number, bytes) of each netlink message in one datagram."""
     offset = 0
     while offset + NLMSG_HEADER.size <= len(data):
-        length, kind, flags, seq, _ = NLMSG_HEADER.unpack_from(data, offset)
+        length, kind, _, sequence, _ = NLMSG_HEADER.unpack_from(data, offset)
         if length < NLMSG_HEADER.size or offset + length > len(data):
             raise GenlRequestError(errno.EPROTO, "malformed netlink message from the kernel")
-        yield offset, length, kind, flags, seq
-        offset += _align(length)
+        yield kind, sequence, bytes(data[offset : offset + length])
+        offset += (length + 3) & ~3
+
+
+def _decoded(message_class: type, raw: bytes) -> Any:
+    message = message_class(raw)
+    message.decode()
+    return message
 
 
 class GenlRequester:
@@ -97,7 +80,6 @@ class GenlRequester:
         self._sock = _plain_socket()
         try:
             self._sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-            self._sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
             self._sock.bind((0, 0))
         except OSError:
             self._sock.close()
@@ -122,29 +104,21 @@ class GenlRequester:
             msg.encode()
             self._sock.send(msg.data)
             replies: list[Any] = []
-            while True:
-                received = self._sock.recv_into(self._buffer, len(self._buffer), socket.MSG_TRUNC)
-                if received > len(self._buffer):
-                    raise GenlRequestError(errno.EMSGSIZE,
-                                           f"a {received}-byte reply does not fit the receive buffer")
-                if self._collect(memoryview(self._buffer)[:received], sequence, replies):
-                    return replies
+            while not self._collect(_receive(self._sock, self._buffer), sequence, replies):
+                pass
+            return replies
 
     def _collect(self, data: memoryview, sequence: int, replies: list[Any]) -> bool:
         """Decode one datagram's messages into `replies`; True when the request is complete."""
-        for offset, length, kind, flags, seq in _messages(data):
+        for kind, seq, raw in _messages(data):
             if seq != sequence:
                 continue
             if kind in (NLMSG_ERROR, NLMSG_DONE):
-                (code,) = struct.unpack_from("=i", data, offset + NLMSG_HEADER.size) \
-                    if length >= NLMSG_HEADER.size + 4 else (0,)
-                if code < 0:
-                    raise GenlRequestError(-code, _extack_message(data, offset, length, flags)
-                                           if kind == NLMSG_ERROR else None)
+                (code,) = ERROR_CODE.unpack_from(raw, NLMSG_HEADER.size) if len(raw) > NLMSG_HEADER.size else (0,)
+                if code < 0:   # only a refusal is worth pyroute2's (slow) decoding
+                    raise GenlRequestError(-code, _decoded(nlmsgerr, raw).get_attr("NLMSGERR_ATTR_MSG"))
                 return True
-            reply = self.message_class(bytes(data[offset : offset + length]))
-            reply.decode()
-            replies.append(reply)
+            replies.append(_decoded(self.message_class, raw))
         return False
 
 
@@ -199,17 +173,8 @@ class GenlSubscriber:
         """The messages of the next datagram, or [] if none arrives within `timeout` seconds."""
         self._sock.settimeout(timeout)
         try:
-            received = self._sock.recv_into(self._buffer, len(self._buffer), socket.MSG_TRUNC)
+            data = _receive(self._sock, self._buffer)
         except (TimeoutError, BlockingIOError):
             return []
-        if received > len(self._buffer):
-            raise GenlRequestError(errno.EMSGSIZE, f"a {received}-byte message does not fit the receive buffer")
-        data = memoryview(self._buffer)[:received]
-        messages = []
-        for offset, length, kind, _, _ in _messages(data):
-            if kind in (NLMSG_ERROR, NLMSG_DONE):
-                continue
-            message = self.message_class(bytes(data[offset : offset + length]))
-            message.decode()
-            messages.append(message)
-        return messages
+        return [_decoded(self.message_class, raw) for kind, _, raw in _messages(data)
+                if kind not in (NLMSG_ERROR, NLMSG_DONE)]

@@ -9,7 +9,6 @@ one CPU, one accelerator, one load: the ratio is the figure to read, not the abs
 
 from __future__ import annotations
 
-import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ def _plan(networks: list[dict[str, Any]], blobs: dict[str, bytes], macs_per_repe
           plan_dir: Path) -> tuple[dict, list[SnapshotModule]]:
     """The guest's plan, and the snapshots too big for a hot load, to ship as compiled modules
     (the way LiteFlow installs them anyway)."""
-    from userspace.snapshot import Engine, module_name, read_blob
+    from userspace.snapshot import Engine, module_name, new_snapshot_id, read_blob
     from userspace.uapi import load_uapi
 
     blob_limit = load_uapi().limits["BINARY_MAX"]
@@ -41,7 +40,7 @@ def _plan(networks: list[dict[str, Any]], blobs: dict[str, bytes], macs_per_repe
         (plan_dir / f"{name}.blob").write_bytes(blobs[name])
         macs = Engine.from_blob(blobs[name]).macs
         iterations = max(MIN_ITERATIONS, macs_per_repetition // macs)
-        snapshot_id = secrets.randbits(62) | 1   # module names carry it: unique across runs
+        snapshot_id = new_snapshot_id()
         entry = {
             "name": name, "blob": f"{name}.blob", "snapshot_id": snapshot_id,
             "input_size": network["units"][0], "output_size": network["units"][-1],

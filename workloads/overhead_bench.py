@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,13 +24,13 @@ from pathlib import Path
 
 from common.system import tool_version
 from testbed.guestrun import GUEST_WORK, GuestDriverError, copy_plan, run_driver
-from vm.buildroot import BuildRoot, build_modules, ensure_build_root
+from testbed.modules import build_with_snapshots
+from vm.buildroot import BuildRoot, ensure_build_root
 from vm.guest import GuestError
 from vm.kernels import resolve_kernel
 from vm.qemu import VmHandle
 from workloads.experiment import Field, experiment_path, load_experiment
 
-REPO = Path(__file__).resolve().parent.parent
 UNITS = (30, 32, 16, 1)                # Aurora (PCC-RL): 30 -> 32 -> 16 -> 1
 ACTIVATIONS = ("tanh", "tanh", "linear")
 BLOB = "snapshot.blob"
@@ -72,17 +71,15 @@ def aurora_blob(seed: int = 0) -> bytes:
 
 def build_plan_modules(root: BuildRoot, plan_dir: Path) -> None:
     """liteflow.ko and lf_test.ko for root's kernel, into plan_dir (strict: warnings fail)."""
-    with tempfile.TemporaryDirectory(prefix="liteflow-overhead-") as tmp:
-        staging = Path(tmp) / "kernel"
-        shutil.copytree(REPO / "kernel", staging,
-                        ignore=shutil.ignore_patterns("*.o", "*.ko", "*.cmd", "*.mod*"))
-        build_modules(root, staging, ["core", "test"], out_dir=plan_dir, strict=True)
+    build_with_snapshots(root, plan_dir, [])
 
 
 def prepare_plan(config: OverheadConfig, root: BuildRoot, plan_dir: Path, *, guest_work: str,
                  blob: Callable[[int], bytes] = aurora_blob,
                  build: Callable[[BuildRoot, Path], None] = build_plan_modules) -> Path:
     """Blob, modules and plan.json for one measurement, in plan_dir; returns the plan's path."""
+    from userspace.snapshot import new_snapshot_id
+
     plan_dir.mkdir(parents=True, exist_ok=True)
     (plan_dir / BLOB).write_bytes(blob(config.seed))
     build(root, plan_dir)
@@ -95,7 +92,7 @@ def prepare_plan(config: OverheadConfig, root: BuildRoot, plan_dir: Path, *, gue
         "input_size": UNITS[0],
         "output_size": UNITS[-1],
         "blob": BLOB,
-        "snapshot_id": secrets.randbits(62) | 1,
+        "snapshot_id": new_snapshot_id(),
         "kernel_iterations": config.kernel_iterations,
         "upcall_iterations": config.upcall_iterations,
         "warmup_iterations": config.warmup_iterations,

@@ -79,13 +79,6 @@
 #define LF_BLOB_ALIGN		4
 
 /*
- * real(acc) * multiplier * 2^(shift - 31), rounded half up, as TFLite's
- * single-rounding MultiplyByQuantizedMultiplier.  |acc| < 2^31 and
- * 0 <= multiplier < 2^31, so the product and the rounding offset
- * (at most 2^61) fit in s64.  Right shift of a negative s64 is arithmetic
- * with gcc, which both TFLite and the kernel rely on.
- */
-/*
  * Scratch buffers are written in full before they are read, so they opt out
  * of CONFIG_INIT_STACK_ALL_ZERO (Debian's 6.x kernels), which would otherwise
  * clear 1.5 KB of stack on every query of an Aurora-sized snapshot.
@@ -99,6 +92,13 @@
 #define LF_SCRATCH
 #endif
 
+/*
+ * real(acc) * multiplier * 2^(shift - 31), rounded half up, as TFLite's
+ * single-rounding MultiplyByQuantizedMultiplier.  |acc| < 2^31 and
+ * 0 <= multiplier < 2^31, so the product and the rounding offset
+ * (at most 2^61) fit in s64.  Right shift of a negative s64 is arithmetic
+ * with gcc, which both TFLite and the kernel rely on.
+ */
 static inline s64 lf_requantize(s32 acc, s32 multiplier, s32 shift)
 {
 	int total_shift = LF_MULTIPLIER_FRAC_BITS - shift;

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import queue
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -379,7 +378,7 @@ def calibration_data(recent_inputs: np.ndarray, encoding: Encoding, input_size: 
 def make_candidate(model: Any, recent_inputs: np.ndarray, encoding: Encoding, input_size: int,
                    timer: "StepTimer") -> Candidate:
     """Quantize what snapshot_model() returned (or take a ready SnapshotSpec)."""
-    from userspace.snapshot import SnapshotSpec, build_snapshot, write_blob
+    from userspace.snapshot import SnapshotSpec, build_snapshot, new_snapshot_id, write_blob
 
     with timer.step("quantize"):
         try:
@@ -391,7 +390,7 @@ def make_candidate(model: Any, recent_inputs: np.ndarray, encoding: Encoding, in
             blob = write_blob(spec)
         except Exception as exc:  # noqa: BLE001 - any toolchain failure rejects the candidate
             raise Rejected("quantize", f"{type(exc).__name__}: {exc}") from exc
-    return Candidate(snapshot_id=secrets.randbits(62) | 1, spec=spec, blob=blob, tflite=tflite)
+    return Candidate(snapshot_id=new_snapshot_id(), spec=spec, blob=blob, tflite=tflite)
 
 
 def validate_candidate(cand: Candidate, encoding: Encoding, input_size: int, output_size: int,
@@ -590,10 +589,7 @@ class Service:
             ours = Engine.from_blob(blob).infer(x)
         except EngineError as exc:
             return f"the engine refuses it: {exc}"
-        _, kernel_out = self.kernel.evaluate(self.app_id, x)
-        if ours.shape != kernel_out.shape or not np.array_equal(ours, kernel_out):
-            return "its outputs differ from the kernel's"
-        return None
+        return self._kernel_mismatch(None, x, ours)
 
     def _saved_blob_path(self, snapshot_id: int) -> Path:
         return self.config.work_dir / "snapshots" / f"{snapshot_id:016x}.blob"
@@ -730,7 +726,7 @@ class Service:
             self.updater.prepare(cand, timer)
             self.updater.switch(cand, timer)
             with timer.step("verify"):
-                problem = self._check_kernel(cand, check_inputs, expected)
+                problem = self._kernel_mismatch(cand.snapshot_id, check_inputs, expected)
             if problem:
                 self._rollback(previous, problem, timer)
                 raise Rejected("verify", problem)
@@ -773,16 +769,20 @@ class Service:
         rand[0, :], rand[1, :] = -128, 127
         return np.concatenate([self.recent, rand])
 
-    def _check_kernel(self, cand: Candidate, inputs: np.ndarray, expected: np.ndarray) -> str | None:
+    def _kernel_mismatch(self, snapshot_id: int | None, inputs: np.ndarray, expected: np.ndarray) -> str | None:
+        """None when the kernel's active snapshot (`snapshot_id`, if given) computes `expected`
+        on `inputs` with its own arithmetic (EVALUATE); else what differs."""
         try:
             sid, out = self.kernel.evaluate(self.app_id, inputs)
         except OSError as exc:
-            return f"EVALUATE after the switch failed: {exc}"
-        if sid != cand.snapshot_id:
-            return f"kernel's active snapshot is {sid:#x}, not the candidate {cand.snapshot_id:#x}"
+            return f"EVALUATE failed: {exc}"
+        if snapshot_id is not None and sid != snapshot_id:
+            return f"kernel's active snapshot is {sid:#x}, not the candidate {snapshot_id:#x}"
+        if np.shape(out) != np.shape(expected):
+            return "the user-space engine's outputs differ from the kernel's in shape"
         bad = int(np.count_nonzero((np.asarray(out) != expected).any(axis=1)))
         if bad:
-            return f"kernel outputs differ from the user-space engine on {bad}/{len(inputs)} inputs"
+            return f"the user-space engine's outputs differ from the kernel's on {bad}/{len(inputs)} inputs"
         return None
 
     def _rollback(self, previous: ActiveSnapshot, problem: str, timer: StepTimer) -> None:
@@ -791,8 +791,10 @@ class Service:
             if previous.blob is None:
                 self.log.write("warning", message=f"{problem}; no blob of the previous snapshot to roll back to")
                 return
+            from userspace.snapshot import new_snapshot_id
+
             try:
-                self.kernel.load_model(self.app_id, secrets.randbits(62) | 1, previous.blob)
+                self.kernel.load_model(self.app_id, new_snapshot_id(), previous.blob)
                 sid, _ = self.kernel.evaluate(self.app_id, self._validation_inputs()[:1])
                 self.active = ActiveSnapshot(sid, previous.output_encoding, previous.blob, "hot")
                 self.counters.rollbacks += 1

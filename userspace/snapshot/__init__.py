@@ -15,7 +15,7 @@ TensorFlow is imported lazily, only by the steps that need it (quantize, read_sp
 
 from .blob import read_blob, write_blob
 from .check import ModelSummary, check_model
-from .codegen import generate_module, module_name
+from .codegen import generate_module, module_name, new_snapshot_id
 from .engine import Engine, EngineError, parse_blob_errno
 from .errors import SnapshotError
 from .pipeline import Snapshot, build_snapshot
@@ -27,6 +27,6 @@ from .verify import VerifyResult, example_model, verify, verify_snapshot
 __all__ = [
     "Engine", "EngineError", "LayerSpec", "ModelSummary", "Quant", "Snapshot", "SnapshotError",
     "SnapshotSpec", "VerifyResult", "build_snapshot", "check_model", "example_model",
-    "generate_module", "module_name", "parse_blob_errno", "quantize", "random_dense_model",
+    "generate_module", "module_name", "new_snapshot_id", "parse_blob_errno", "quantize", "random_dense_model",
     "random_spec", "read_blob", "read_spec", "reference_infer", "verify", "verify_snapshot", "write_blob",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -31,6 +32,12 @@ MODULE_NAME_MAX = 55  # MODULE_NAME_LEN (56 on 64-bit) minus the terminating NUL
 _APP_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 TAB = 8
 LINE_MAX = 80
+
+
+def new_snapshot_id() -> int:
+    """A fresh, non-zero snapshot id: random, because module names carry it and no run may
+    reuse a name another run left behind."""
+    return secrets.randbits(62) | 1
 
 
 def module_name(app: str, snapshot_id: int) -> str:
