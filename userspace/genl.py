@@ -163,9 +163,6 @@ class GenlSubscriber:
             raise
         self._buffer = bytearray(RECEIVE_BUFFER)
 
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
     def close(self) -> None:
         self._sock.close()
 

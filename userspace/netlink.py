@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -214,15 +213,6 @@ class LiteFlowNetlink:
         sample batches never wait behind each other."""
         if self._samples is None:
             self._samples = GenlSubscriber(self._groups[self._uapi.samples_group], self._msg)
-
-    def fileno(self) -> int:
-        """The samples socket's descriptor, so a service can wait on samples with select/poll."""
-        return self._subscribed().fileno()
-
-    def sample_batches(self) -> Iterator[SampleBatch]:
-        """Yield sample batches multicast by the kernel, blocking (call subscribe_samples first)."""
-        while True:
-            yield from self._read_batches(None)
 
     def next_sample_batch(self, timeout: float) -> SampleBatch | None:
         """The next sample batch, or None if none arrives within `timeout` seconds. An overflow
