@@ -1,0 +1,1 @@
+"""Guest-side toolkit for network experiments: Mininet topologies, iperf3 traffic, scheme wrappers."""
