@@ -59,25 +59,55 @@ def test(c, test_args="", unit=False):
     c.run(f"{sys.executable} -m pytest -q {selection} {test_args}", pty=False)
 
 
-@task(help={"only": "one experiment (same as `invoke bench NAME`); default: every experiment that exists"})
-def bench(c, only=""):
-    """Run benchmark experiments (`invoke bench` for all, `invoke bench engine` for one) into results/<run-id>/."""
-    _run_experiments([only] if only else None)
+@task(help={
+    "only": "comma-separated experiments (same as `invoke bench NAME…`); default: every experiment",
+    "quick": "the quick profile of every experiment (what CI runs)",
+    "fresh": "start new runs even where an unfinished run could be resumed",
+    "list": "list the experiments with their descriptions and stop",
+    "accel": "auto (probe KVM), kvm or tcg",
+})
+def bench(c, only="", quick=False, fresh=False, list=False, accel="auto"):  # noqa: A002 - invoke's flag name
+    """Run benchmark experiments (`invoke bench` for all, `invoke bench iperf` for one) into results/<run-id>/,
+    then rebuild results/REPORT.md with the figures."""
+    from workloads import registry
+
+    if list:
+        for name in registry.names():
+            print(f"{name:16s} {registry.description(name)}")
+        return
+    _run_experiments([n for n in only.split(",") if n] or registry.names(), quick=quick, fresh=fresh, accel=accel)
 
 
-def _run_experiments(names: list[str] | None) -> None:
-    from reports.figures import figures_for
+def _run_experiments(names: list[str], *, quick: bool = False, fresh: bool = False, accel: str = "auto",
+                     overrides: dict | None = None, keep_vm: bool = False) -> list:
     from reports.report import build_report
-    from workloads.bench import available_experiments, run_experiment
+    from testbed.session import SessionError
+    from vm.hosttools import ensure_host_tools
+    from workloads.contract import ExperimentError
+    from workloads.runner import run_experiment, sessions
 
-    for name in names or available_experiments():
-        try:
-            run = run_experiment(name)
-        except ValueError as exc:
-            raise _fail(str(exc)) from exc
-        figures_for(run.path)
-        print(f"{name}: results in {run.path}")
+    ensure_host_tools()
+    runs = []
+    failed = []
+    with sessions(accel=accel, keep_vm=keep_vm) as pool:
+        for name in names:
+            try:
+                run = run_experiment(name, pool, profile="quick" if quick else "full", fresh=fresh,
+                                     overrides=overrides)
+            except ExperimentError as exc:
+                raise _fail(str(exc)) from exc
+            except SessionError as exc:
+                print(f"{name}: {exc}", file=sys.stderr)
+                failed.append(name)
+                continue
+            runs.append(run)
+            print(f"{name}: {run.metadata['status']}, results in {run.path}")
+            if run.metadata["status"] not in ("complete", "passed"):
+                failed.append(name)
     print(f"report: {build_report()}")
+    if failed:
+        raise _fail(f"{', '.join(failed)} did not finish cleanly; their runs keep what finished")
+    return runs
 
 
 @task
@@ -206,24 +236,15 @@ def unload(c):
 
 
 @task(help={
-    "kernel": "guest kernel (default debian-6.1)",
+    "quick": "the quick profile (10 swaps instead of 100)",
     "accel": "auto, kvm or tcg",
     "keep_vm": "leave a VM this smoke booted running afterwards",
 })
-def smoke(c, kernel="debian-6.1", accel="auto", keep_vm=False):
-    """Boot (or reuse) the VM, swap snapshots 100 times under load on every vCPU, check everything."""
-    from testbed.smoke import SmokeConfig, SmokeError, run_smoke
-    from vm.hosttools import ensure_host_tools
-
-    ensure_host_tools()
-    try:
-        outcome = run_smoke(SmokeConfig(kernel=kernel, accel=accel, keep_vm=keep_vm))
-    except SmokeError as exc:
-        raise _fail(str(exc)) from exc
-    print(outcome.summary)
-    print(f"results: {outcome.run.path}")
-    if not outcome.passed:
-        raise Exit(code=1)
+def smoke(c, quick=False, accel="auto", keep_vm=False):
+    """Boot (or reuse) the VM, swap snapshots 100 times under load on every vCPU, check everything
+    (the experiment "smoke": workloads/experiments/smoke.toml)."""
+    (run,) = _run_experiments(["smoke"], quick=quick, fresh=True, accel=accel, keep_vm=keep_vm)
+    print(run.results["summary"]["text"])
 
 
 @task(help={
@@ -238,8 +259,8 @@ def liteflow_serve(c, app, adapter, update="hot", threshold=None, duration=None,
     """Run LiteFlow's slow-path service in the running guest (load the modules first: invoke load)."""
     import shlex
 
-    from testbed.guestrun import GUEST_PYTHON, GUEST_SHARE
     from testbed.modules import GUEST_CORE_SYMVERS
+    from testbed.session import GUEST_PYTHON, GUEST_SHARE
 
     argv = [GUEST_PYTHON, "-m", "userspace.slowpath.serve", "--app", app, "--adapter", adapter,
             "--update", update, "--symvers", GUEST_CORE_SYMVERS]
@@ -261,32 +282,46 @@ def clean_cache(c, kind=""):
         print(f"removed {removed}")
 
 
-EXPERIMENTS = ("engine", "overhead")
+def _experiment_names() -> list[str]:
+    from workloads.registry import names
+
+    return names()
 
 
 def _experiment_task(name: str):
     def body(c):
         _run_experiments([name])
 
-    body.__doc__ = f"Run the '{name}' benchmark experiment (same as `invoke bench {name}`)."
-    body.__name__ = name
-    return task(body)
+    body.__doc__ = f"Run the '{name}' experiment (same as `invoke bench {name}`)."
+    body.__name__ = name.replace("-", "_")
+    return task(body, name=name)
 
 
 class BenchExecutor(Executor):
-    """Reads `invoke bench engine` as one bench run of experiment "engine", not as two tasks.
+    """Reads `invoke bench --quick iperf engine` as one bench of those experiments, with bench's flags.
 
     Invoke's positional arguments are always required, so `invoke bench NAME` with an optional
-    NAME cannot be declared; instead each experiment is also a task, and a bare `bench` directly
-    followed by experiment tasks is dropped so the experiments run once each.
+    NAME cannot be declared; instead each experiment is also a task, and experiment tasks right
+    after `bench` become bench's `only`, so they run once each, with bench's flags.
     """
 
-    def execute(self, *tasks):
-        names = [getattr(t, "name", t) for t in tasks]
-        kept = [
-            t for index, t in enumerate(tasks)
-            if not (names[index] == "bench" and index + 1 < len(names) and names[index + 1] in EXPERIMENTS)
-        ]
+    def execute(self, *calls):
+        names = [getattr(call, "name", call) for call in calls]
+        experiments = set(_experiment_names())
+        if "bench" not in names:
+            return super().execute(*calls)
+        at = names.index("bench")
+        following = []
+        for name in names[at + 1:]:
+            if name not in experiments:
+                break
+            following.append(name)
+        if not following:
+            return super().execute(*calls)
+        bench_call = calls[at]
+        only = bench_call.args["only"]
+        only.value = ",".join([*filter(None, str(only.value or "").split(",")), *following])
+        kept = [*calls[:at + 1], *calls[at + 1 + len(following):]]
         return super().execute(*kept)
 
 
@@ -304,7 +339,7 @@ vm.add_task(vm_status, name="status")
 vm.add_task(vm_ssh, name="ssh")
 
 ns = Collection(build, test, bench, report, clean_cache, provision, load, unload, smoke,
-                *(_experiment_task(name) for name in EXPERIMENTS))
+                *(_experiment_task(name) for name in _experiment_names() if name != "smoke"))
 ns.add_collection(vm)
 ns.add_collection(liteflow)
 ns.add_collection(snapshot)

@@ -44,10 +44,6 @@ def _have(command: str) -> bool:
     return any(os.access(os.path.join(d, command), os.X_OK) for d in ("/usr/sbin", "/sbin"))
 
 
-def is_root() -> bool:
-    return os.geteuid() == 0
-
-
 def tool_version(argv: list[str]) -> str:
     """First line of a tool's version output (for run metadata)."""
     try:

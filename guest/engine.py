@@ -10,15 +10,13 @@ same guest, so the two figures share CPU, accelerator and load and their ratio m
 from __future__ import annotations
 
 import ctypes
-import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from testbed.guest_tools import sh
+from guest.tools import sh
 from userspace.netlink import LiteFlowNetlink
 
 ENGINE_SOURCE = Path(__file__).resolve().parent.parent / "kernel" / "engine"
@@ -58,9 +56,7 @@ def install(nl: LiteFlowNetlink, app_id: int, net: dict, base: Path) -> None:
         nl.load_model(app_id, net["snapshot_id"], (base / net["blob"]).read_bytes())
 
 
-def main(plan_path: Path) -> dict:
-    plan = json.loads(plan_path.read_text())
-    base = plan_path.parent
+def main(plan: dict, base: Path) -> dict:
     report: dict = {"networks": {}}
     with tempfile.TemporaryDirectory() as tmp:
         lib = build_engine(Path(tmp))
@@ -94,6 +90,3 @@ def main(plan_path: Path) -> dict:
             sh("rmmod", "liteflow", check=False)
     return report
 
-
-if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]))))

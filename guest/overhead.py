@@ -13,17 +13,15 @@ Only the standard library and pyroute2 (via userspace.netlink) are needed here.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from testbed.guest_tools import CheckedReport, DriverAbort, dmesg_lines, kernel_trouble, sh, unload_liteflow
+from guest.tools import CheckedReport, DriverAbort, dmesg_lines, kernel_trouble, sh, unload_liteflow
 from userspace.netlink import LiteFlowNetlink, LiteFlowNetlinkError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,9 +83,11 @@ def stop_agent(proc: subprocess.Popen) -> dict:
 # ---------------------------------------------------------------------------- the run
 
 
-def run(plan_path: Path) -> Report:
-    plan = json.loads(plan_path.read_text())
-    base = plan_path.parent
+def main(plan: dict, base: Path) -> dict:
+    return asdict(run(plan, base))
+
+
+def run(plan: dict, base: Path) -> Report:
     report = Report()
     dmesg_before = len(dmesg_lines())
     started = time.monotonic()
@@ -114,7 +114,7 @@ def run(plan_path: Path) -> Report:
 
             report.step = "build the agent"
             t0 = time.monotonic()
-            binary = build_agent(Path(plan["agent_build_dir"]))
+            binary = build_agent(base / "agent")
             report.timings_s["agent_build"] = round(time.monotonic() - t0, 3)
 
             report.step = "start the agent"
@@ -162,16 +162,3 @@ def _upcall_errno(nl: LiteFlowNetlink, app_id: int) -> int:
 def _unload(report: Report) -> None:
     failures = unload_liteflow()
     report.check("everything unloads cleanly", not failures, "; ".join(failures))
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m testbed.overhead_guest PLAN.json", file=sys.stderr)
-        return 2
-    report = run(Path(argv[1]))
-    print(json.dumps(asdict(report)))
-    return 0 if report.passed else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

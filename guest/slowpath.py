@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed.guest_tools import dmesg_lines, kernel_trouble, read_stress, sh, unload_liteflow, write_debugfs
+from guest.tools import dmesg_lines, kernel_trouble, read_stress, sh, unload_liteflow, write_debugfs
 from userspace.netlink import LiteFlowNetlink
 from userspace.slowpath.examples.target_tracking import INPUT_ENCODING, target
 from userspace.slowpath.interface import Encoding
@@ -125,9 +125,7 @@ def kill_mid_update(nl: LiteFlowNetlink, app_id: int, held_out: np.ndarray, blob
             "stress_errors": stress_after["errors"]}
 
 
-def run(plan_path: Path) -> dict:
-    plan = json.loads(plan_path.read_text())
-    base = plan_path.parent
+def main(plan: dict, base: Path) -> dict:
     work = base / "service"
     work.mkdir(exist_ok=True)
     log_path = base / "service.jsonl"
@@ -276,16 +274,3 @@ def saved_blobs(work: Path) -> dict[int, bytes]:
 def kill_survived(kill: dict | None) -> bool:
     return bool(kill and kill["mid_update"] and kill["serving_last_good"] and kill["stress_errors"] == 0
                 and kill["queries_after_kill"] > 0 and kill.get("time_to_recover_after_restart_s") is not None)
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m testbed.slowpath_guest PLAN.json", file=sys.stderr)
-        return 2
-    report = run(Path(argv[1]))
-    print(json.dumps(report))
-    return 0 if report["ok"] else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

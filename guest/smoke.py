@@ -15,7 +15,6 @@ guest never imports TensorFlow for the smoke.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 import sys
@@ -25,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed.guest_tools import (CheckedReport, DriverAbort, dmesg_lines, kernel_trouble, loaded_modules, read_stress, sh,
-                                 write_debugfs)
+from guest.tools import (CheckedReport, DriverAbort, dmesg_lines, kernel_trouble, liteflow_modules, read_stress, sh,
+                         unload_modules, write_debugfs)
 from userspace.netlink import LiteFlowNetlink, LiteFlowNetlinkError
 
 APP_NAME = "lf_test"
@@ -50,9 +49,11 @@ class Report(CheckedReport):
     stress: dict = field(default_factory=dict)
 
 
-def run(plan_path: Path) -> Report:
-    plan = json.loads(plan_path.read_text())
-    base = plan_path.parent
+def main(plan: dict, base: Path) -> dict:
+    return asdict(run(plan, base))
+
+
+def run(plan: dict, base: Path) -> Report:
     report = Report()
     dmesg_before = len(dmesg_lines())
     started = time.monotonic()
@@ -202,26 +203,9 @@ def _check_unprivileged(report: Report) -> None:
 
 
 def _unload(plan: dict, loaded: list[str], report: Report) -> None:
-    """lf_test first (its exit unpins the active snapshot), then the snapshot modules, then the core."""
-    failures = []
-    for name in ["lf_test", *reversed(loaded), "liteflow"]:
-        if name in loaded_modules():
-            done = sh("rmmod", name, check=False)
-            if done.returncode != 0:
-                failures.append(f"rmmod {name}: {done.stderr.strip()}")
-    leftovers = sorted(m for m in loaded_modules() if m == "liteflow" or m.startswith(("lf_test", "lf_snap_")))
+    """Unload what this run knows it loaded, in dependency order: lf_test first (its exit unpins
+    the active snapshot), then the snapshot modules, then the core. Anything left over was leaked."""
+    failures = unload_modules(["lf_test", *reversed(loaded), "liteflow"])
+    leftovers = liteflow_modules()
     report.check("everything unloads cleanly", not failures and not leftovers,
                  "; ".join(failures) + (f" still loaded: {leftovers}" if leftovers else ""))
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m testbed.smoke_guest PLAN.json", file=sys.stderr)
-        return 2
-    report = run(Path(argv[1]))
-    print(json.dumps(asdict(report)))
-    return 0 if report.passed else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

@@ -1,17 +1,21 @@
 """What every guest-side driver needs: commands that fail loudly, lf_test's debugfs, dmesg checks.
 
 Imported only inside the guest (the drivers run from the read-only share with the guest's venv),
-so it uses nothing but the standard library.
+so it uses nothing but the standard library. `python -m guest.tools unload` is how the host clears
+LiteFlow's modules from a guest (before a run, after a failed one, and for `invoke unload`): it
+prints what it removed and exits 1 if anything stayed.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 LF_TEST_DEBUGFS = Path("/sys/kernel/debug/liteflow_test")
+SNAPSHOT_PREFIX = "lf_snap_"
 # dmesg lines that mean the kernel is unhappy, whatever the module under test claims.
 KERNEL_TROUBLE = re.compile(
     r"WARNING:|BUG:|Oops|scheduling while atomic|lockdep|possible circular locking|"
@@ -62,16 +66,35 @@ def loaded_modules() -> set[str]:
     return {line.split()[0] for line in Path("/proc/modules").read_text().splitlines()}
 
 
+def liteflow_modules() -> list[str]:
+    """LiteFlow's modules in the order they must go: apps (every module using the core that is not
+    a snapshot) first, since an app's exit unpins its active snapshot; then snapshots; the core last."""
+    users: dict[str, list[str]] = {}
+    for line in Path("/proc/modules").read_text().splitlines():
+        fields = line.split()
+        users[fields[0]] = [u for u in fields[3].strip(",").split(",") if u and u != "-"]
+    if "liteflow" not in users:
+        return sorted(m for m in users if m.startswith(SNAPSHOT_PREFIX))
+    snapshots = sorted(m for m in users if m.startswith(SNAPSHOT_PREFIX))
+    apps = sorted(m for m in users["liteflow"] if not m.startswith(SNAPSHOT_PREFIX))
+    return [*apps, *snapshots, "liteflow"]
+
+
 def unload_liteflow() -> list[str]:
-    """Remove every LiteFlow module: the app first (its exit unpins the active snapshot), then the
-    snapshot modules, then the core. Returns rmmod's complaint for each one that stayed."""
-    loaded = loaded_modules()
+    """Remove every LiteFlow module (see liteflow_modules for the order). Returns rmmod's complaint
+    for each one that stayed; the one unload every guest driver, the scrub and `invoke unload` use."""
+    return unload_modules(liteflow_modules())
+
+
+def unload_modules(names: list[str]) -> list[str]:
+    """rmmod each of `names` that is loaded, in that order; returns a complaint per failure."""
     failures = []
-    for name in ["lf_test", *sorted(m for m in loaded if m.startswith("lf_snap_")), "liteflow"]:
-        if name in loaded:
-            done = sh("rmmod", name, check=False)
-            if done.returncode != 0:
-                failures.append(f"rmmod {name}: {done.stderr.strip()}")
+    for name in names:
+        if name not in loaded_modules():
+            continue
+        done = sh("rmmod", name, check=False)
+        if done.returncode != 0:
+            failures.append(f"rmmod {name}: {done.stderr.strip()}")
     return failures
 
 
@@ -83,3 +106,20 @@ def read_stress() -> dict[str, int]:
 
 def write_debugfs(name: str, value: str) -> None:
     (LF_TEST_DEBUGFS / name).write_text(value)
+
+
+def _main(argv: list[str]) -> int:
+    if argv[1:] != ["unload"]:
+        print("usage: python -m guest.tools unload", file=sys.stderr)
+        return 2
+    present = liteflow_modules()
+    failures = unload_liteflow()
+    still = loaded_modules()
+    print(" ".join(m for m in present if m not in still))
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv))

@@ -16,13 +16,11 @@ update that really happened.
 
 from __future__ import annotations
 
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from testbed.guest_tools import sh, unload_liteflow
+from guest.tools import sh, unload_liteflow
 from userspace.netlink import LiteFlowNetlink
 from userspace.slowpath.service import (Candidate, HotUpdater, ModuleUpdater, ServiceConfig, StepTimer,
                                         remove_standby_module)
@@ -46,9 +44,7 @@ def one_update(nl: LiteFlowNetlink, updater, app_id: int, cand: Candidate) -> di
     return {"total_s": round(total, 4), "steps_s": timer.seconds}
 
 
-def main(plan_path: Path) -> dict:
-    plan = json.loads(plan_path.read_text())
-    base = plan_path.parent
+def main(plan: dict, base: Path) -> dict:
     blobs = [(base / name).read_bytes() for name in plan["blobs"]]
     report: dict = {"hot": [], "module": [], "standby_rmmod_s": []}
     sh("insmod", str(base / "liteflow.ko"))
@@ -82,6 +78,3 @@ def main(plan_path: Path) -> dict:
         unload_liteflow()
     return report
 
-
-if __name__ == "__main__":
-    print(json.dumps(main(Path(sys.argv[1]))))

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vm.buildroot import BuildRoot, build_modules
-from vm.matrix import build_matrix
+from vm.buildroot import BuildRoot, build_modules, ensure_build_root
+from vm.kernels import resolve_kernel
 from vm.qemu import VmHandle
 
 KERNEL_SOURCE = Path(__file__).resolve().parent.parent / "kernel"
@@ -84,12 +84,14 @@ def _order(names: list[str]) -> list[str]:
 
 
 def build_for(handle: VmHandle, out_dir: Path) -> dict[str, Path]:
-    """Build the modules for the guest's kernel; refuses if the build root's release differs."""
-    image = handle.image
-    (report,) = build_matrix(image.kernel_name, out_dir=out_dir, strict=True)
-    if report.kernel_release != handle.kernel_release:
-        raise ModuleError(f"built for {report.kernel_release}, but the guest runs {handle.kernel_release}")
-    return {module.name: module.path for module in report.modules}
+    """Build the core and lf_test for the guest's kernel (no snapshot, so no TensorFlow); refuses if
+    the build root's release differs from the guest's."""
+    root = ensure_build_root(resolve_kernel(handle.image.kernel_name))
+    if root.kernel_release != handle.kernel_release:
+        raise ModuleError(f"build root has {root.kernel_release}, but the guest runs {handle.kernel_release}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    build_with_snapshots(root, out_dir, [])
+    return {path.stem: path for path in sorted(out_dir.glob("*.ko"))}
 
 
 def load(handle: VmHandle, built: dict[str, Path], names: list[str]) -> list[LoadedModule]:
@@ -120,19 +122,14 @@ def load(handle: VmHandle, built: dict[str, Path], names: list[str]) -> list[Loa
 
 
 def unload(handle: VmHandle) -> list[str]:
-    """rmmod every LiteFlow module in reverse dependency order; returns the names removed."""
-    present = [m.name for m in loaded_modules(handle)]
-    removed = []
-    order = [n for n in reversed(_order(present)) if n != "lf_test"]
-    if "lf_test" in present:
-        order.insert(0, "lf_test")  # the app goes first: its exit unpins the active snapshot
+    """rmmod every LiteFlow module (the guest's own unload: apps, snapshots, core); returns the names removed."""
+    from testbed.session import UNLOAD_COMMAND
+
     with handle.guest() as guest:
-        for name in order:
-            result = guest.run(f"rmmod {name}", timeout=120, step=f"rmmod {name}", check=False)
-            if result.exited != 0:
-                raise ModuleError(f"rmmod {name} failed: {result.stderr.strip()}")
-            removed.append(name)
-    return removed
+        result = guest.run(UNLOAD_COMMAND, timeout=120 * handle.timeout_factor, step="unload", check=False)
+    if result.exited != 0:
+        raise ModuleError(f"unload failed: {result.stderr.strip()}")
+    return result.stdout.split()
 
 
 def loaded_modules(handle: VmHandle) -> list[LoadedModule]:

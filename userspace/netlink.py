@@ -171,9 +171,6 @@ class LiteFlowNetlink:
         replies = self._request("LOAD_MODEL", {"APP_ID": app_id, "SNAPSHOT_ID": snapshot_id, "BLOB": blob})
         return replies[0].get_attr("LF_ATTR_TOTAL_NS") if replies else None
 
-    def unload_model(self, app_id: int, snapshot_id: int) -> None:
-        self._request("UNLOAD_MODEL", {"APP_ID": app_id, "SNAPSHOT_ID": snapshot_id})
-
     def swap(self, app_id: int) -> None:
         self._request("SWAP", {"APP_ID": app_id})
 

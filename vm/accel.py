@@ -10,7 +10,6 @@ Everything else gets TCG. Timeouts scale with the verdict (``timeout_factor``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 from common.cache import cache_dir, content_key
+from common.files import file_sha256
 from common.system import tool_version
 
 QEMU = "qemu-system-x86_64"
@@ -64,7 +64,7 @@ def choose_accel(requested: str, kernel: Path, kernel_sha256: str | None = None)
 def probe_kvm(kernel: Path, kernel_sha256: str | None = None, *, refresh: bool = False) -> dict:
     """The cached verdict {"kvm": bool, "reason": str, ...}; probes when there is none."""
     kernel = Path(kernel)
-    digest = kernel_sha256 or _sha256(kernel)
+    digest = kernel_sha256 or file_sha256(kernel)
     key = content_key({"qemu": qemu_version(), "host_kernel": platform.release(), "kernel": digest})
     path = cache_dir("accel") / f"{key}.json"
     if path.exists() and not refresh:
@@ -139,11 +139,3 @@ def _kill(proc: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

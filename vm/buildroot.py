@@ -24,9 +24,6 @@ mounts are made by this module: debootstrap and apt work in the root without the
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import json
 import os
 import re
@@ -35,11 +32,13 @@ import shutil
 import struct
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from common.cache import cache_dir, content_key
+from common.files import atomic_write_bytes, atomic_write_json, file_sha256, flocked, try_flock
+from common.progress import Progress
 from common.proc import CommandError, run
 from common.system import ensure_tools
 
@@ -155,20 +154,12 @@ def recipe_inputs(
         "packages": build_packages(spec),
     }
     if spec.is_local:
-        inputs["local_debs"] = {p.name: _sha256(p) for p in spec.headers_debs()}
+        inputs["local_debs"] = {p.name: file_sha256(p) for p in spec.headers_debs()}
     return inputs
 
 
 def root_key(spec: KernelSpec, mirror: str = DEBIAN_MIRROR, security_mirror: str = SECURITY_MIRROR) -> str:
     return content_key(recipe_inputs(spec, mirror, security_mirror))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def apt_sources(spec: KernelSpec, mirror: str = DEBIAN_MIRROR, security_mirror: str = SECURITY_MIRROR) -> str:
@@ -178,41 +169,6 @@ def apt_sources(spec: KernelSpec, mirror: str = DEBIAN_MIRROR, security_mirror: 
         url = security_mirror if suite.endswith("-security") else mirror
         lines.append(f"deb {url} {suite} main")
     return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------------------------
-# Progress
-
-
-class _Progress:
-    """One spinner per step (rich), then a line with the step's time; silent when disabled."""
-
-    def __init__(self, enabled: bool, label: str):
-        self.enabled = enabled
-        self.label = label
-        self.console = None
-        if enabled:
-            from rich.console import Console
-
-            self.console = Console(stderr=True)
-
-    @contextlib.contextmanager
-    def step(self, text: str) -> Iterator[None]:
-        if not self.console:
-            yield
-            return
-        start = time.monotonic()
-        with self.console.status(f"[bold]{self.label}[/]: {text}…"):
-            try:
-                yield
-            except BaseException:
-                self.console.print(f"[red]✗[/] {self.label}: {text} ({time.monotonic() - start:.0f} s)")
-                raise
-        self.console.print(f"[green]✓[/] {self.label}: {text} ({time.monotonic() - start:.0f} s)")
-
-    def note(self, text: str) -> None:
-        if self.console:
-            self.console.print(f"  {self.label}: {text}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,13 +190,13 @@ def ensure_build_root(
     base = cache_dir("buildroots")
     key = root_key(spec, mirror, security_mirror)
     entry = base / f"{spec.slug}-{key}"
-    show = _Progress(progress, spec.name)
+    show = Progress(spec.name, enabled=progress)
 
     done = _load_complete(entry, spec, key)
     if done:
         return done
 
-    with _locked(base / f"{entry.name}.lock", show):
+    with flocked(base / f"{entry.name}.lock", lambda: show.note(f"waiting for another process building {entry.name}")):
         _remove_stale_tmp(base, own_entry=entry.name)
         done = _load_complete(entry, spec, key)  # another process may have finished it meanwhile
         if done:
@@ -261,7 +217,7 @@ def ensure_build_root(
             "build_seconds": round(time.monotonic() - start, 1),
             **info,
         }
-        _write_json_atomic(tmp / STAMP_NAME, stamp)  # last write: from here on the entry is complete
+        atomic_write_json(tmp / STAMP_NAME, stamp)  # last write: from here on the entry is complete
         os.rename(tmp, entry)
         root = _load_complete(entry, spec, key)
         if root is None:  # pragma: no cover - the stamp was just written
@@ -300,7 +256,7 @@ def _load_complete(entry: Path, spec: KernelSpec, key: str) -> BuildRoot | None:
 
 
 def _populate_root(
-    spec: KernelSpec, root: Path, show: _Progress, *, mirror: str, security_mirror: str
+    spec: KernelSpec, root: Path, show: Progress, *, mirror: str, security_mirror: str
 ) -> dict:
     """Create the Debian root at `root` and return the facts for the stamp.
 
@@ -414,7 +370,7 @@ def kernel_cc_text(headers: Path) -> str:
     return ""
 
 
-def _check_host(show: _Progress) -> None:
+def _check_host(show: Progress) -> None:
     """debootstrap and chroot present (installed with apt when we are root), and we are root."""
     ensure_tools({"debootstrap": "debootstrap", "chroot": "coreutils"})  # else: the exact apt command
     if os.geteuid() != 0:
@@ -425,20 +381,6 @@ def _check_host(show: _Progress) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Locks, stale folders, safe removal
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path, show: _Progress) -> Iterator[None]:
-    with lock_path.open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            show.note(f"waiting for another process building {lock_path.stem}")
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _remove_stale_tmp(base: Path, own_entry: str) -> list[Path]:
@@ -456,18 +398,11 @@ def _remove_stale_tmp(base: Path, own_entry: str) -> list[Path]:
             _remove_tree(tmp)
             removed.append(tmp)
             continue
-        lock = base / f"{entry_name}.lock"
-        with lock.open("a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # being built right now
-            try:
-                if tmp.is_dir():  # its builder may have finished and renamed it meanwhile
-                    _remove_tree(tmp)
-                    removed.append(tmp)
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with try_flock(base / f"{entry_name}.lock") as ours:
+            # not ours: being built right now; ours: its builder may have renamed it meanwhile
+            if ours and tmp.is_dir():
+                _remove_tree(tmp)
+                removed.append(tmp)
     return removed
 
 
@@ -493,16 +428,6 @@ def _remove_tree(path: Path) -> None:
     if left:
         raise BuildRootError(f"refusing to delete {path}: still mounted inside: {', '.join(left)}")
     shutil.rmtree(path)
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,7 +578,7 @@ def build_modules(
             if (host_sub / "Module.symvers").is_file():
                 symvers_inside.append(f"{inside}/Module.symvers")
                 symvers_out = out_dir / f"{_safe(sub if sub != '.' else source_dir.name)}.Module.symvers"
-                _copy_atomic(host_sub / "Module.symvers", symvers_out)
+                atomic_write_bytes(symvers_out, (host_sub / "Module.symvers").read_bytes())
             kos = _module_files(host_sub, [host_base / d for d in dirs if d != sub and d != "."])
             if not kos:
                 raise CommandError(step, ["chroot", str(root.path), *argv], 0,
@@ -666,7 +591,7 @@ def build_modules(
                         f"{ko.name} has vermagic {vermagic!r}, not for kernel {root.kernel_release}"
                     )
                 dest = out_dir / ko.name
-                _copy_atomic(ko, dest)
+                atomic_write_bytes(dest, ko.read_bytes())
                 built.append(BuiltModule(
                     name=ko.stem, path=dest, kernel_release=root.kernel_release, vermagic=vermagic,
                     subdir=sub, warnings=warnings, symvers=symvers_out,
@@ -699,12 +624,6 @@ def _module_files(folder: Path, exclude: Sequence[Path]) -> list[Path]:
 
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "src"
-
-
-def _copy_atomic(src: Path, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    shutil.copy2(src, tmp)
-    os.replace(tmp, dest)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ provision is interrupted. Everything is built in ``<key>.tmp-<pid>`` and renamed
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -34,12 +33,12 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.cache import cache_dir, content_key
+from common.files import file_sha256, flocked, try_flock
+from common.progress import Progress
 from common.proc import CommandError, run
 from vm.kernels import KernelSpec, resolve_kernel
 
@@ -130,7 +129,7 @@ def provision(kernel_name: str | None = None, *, quiet: bool = False) -> Image:
     external command; both name the failed step.
     """
     spec = resolve_kernel(kernel_name)
-    progress = _Progress(quiet)
+    progress = Progress(enabled=not quiet)
     py = python_version_for(spec.suite)
     wheels = ensure_wheels(py, progress)
     key = image_key(spec, wheels)
@@ -139,7 +138,7 @@ def provision(kernel_name: str | None = None, *, quiet: bool = False) -> Image:
     if (final / STAMP).exists():
         return load_image(final)
     _require_root()
-    with _lock(images / f"{key}.lock"):
+    with flocked(images / f"{key}.lock"):
         if (final / STAMP).exists():
             return load_image(final)
         _remove_stale(images, key)
@@ -220,18 +219,18 @@ class WheelSet:
     skipped: dict[str, str]  # requirement -> why it is not there
 
 
-def ensure_wheels(python: str, progress: _Progress | None = None) -> WheelSet:
+def ensure_wheels(python: str, progress: Progress | None = None) -> WheelSet:
     """Wheels for the guest venv, downloaded on the host for the guest's python (cached).
 
     TensorFlow is dropped (and the reason recorded) when no wheel exists for that python.
     """
-    progress = progress or _Progress(True)
+    progress = progress or Progress()
     wanted = [TENSORFLOW_REQ, PYROUTE2_REQ, *TOOLCHAIN_REQS]
     key = content_key({"python": python, "requirements": wanted, "platforms": list(WHEEL_PLATFORMS)})
     root = cache_dir("wheels")
     final = root / key
     if not (final / STAMP).exists():
-        with _lock(root / f"{key}.lock"):
+        with flocked(root / f"{key}.lock"):
             if not (final / STAMP).exists():
                 _remove_stale(root, key)
                 if final.exists():
@@ -274,7 +273,7 @@ def _pip_download(python: str, reqs: list[str], dest: Path) -> None:
 # --------------------------------------------------------------------------- the build
 
 
-def _build(spec: KernelSpec, wheels: WheelSet, key: str, tmp: Path, progress: _Progress) -> None:
+def _build(spec: KernelSpec, wheels: WheelSet, key: str, tmp: Path, progress: Progress) -> None:
     root = tmp / "root"
     build_root = copied = _copy_build_root(spec, root, progress)
     if build_root is None:
@@ -370,7 +369,7 @@ def _build(spec: KernelSpec, wheels: WheelSet, key: str, tmp: Path, progress: _P
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "disk_size_mib": size_mib,
             "root_bytes": used,
-            "sha256": {n: _sha256(tmp / n) for n in ("vmlinuz", "initrd.img", "disk.img")},
+            "sha256": {n: file_sha256(tmp / n) for n in ("vmlinuz", "initrd.img", "disk.img")},
             "python": wheels.python,
             "pip_requirements": wheels.requirements,
             "pip_skipped": wheels.skipped,
@@ -386,7 +385,7 @@ def _build(spec: KernelSpec, wheels: WheelSet, key: str, tmp: Path, progress: _P
         (tmp / STAMP).write_text(f"{manifest['created']}\n")
 
 
-def _copy_build_root(spec: KernelSpec, dest: Path, progress: _Progress):
+def _copy_build_root(spec: KernelSpec, dest: Path, progress: Progress):
     """Copy the kernel's build root to ``dest`` when vm.buildroot can give one; else None.
 
     A build root that cannot be made is not fatal here: the image is then debootstrapped on its
@@ -497,14 +496,6 @@ def _disk_size_mib(used_bytes: int) -> int:
     return int((mib + 255) // 256 * 256)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- chroot helper
 
 
@@ -537,16 +528,6 @@ def _chroot(root: Path, command: str, *, step: str, timeout: float,
 # --------------------------------------------------------------------------- housekeeping
 
 
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _remove_stale(parent: Path, key: str) -> None:
     """Remove temp dirs of earlier, interrupted runs.
 
@@ -560,51 +541,14 @@ def _remove_stale(parent: Path, key: str) -> None:
         if other == key:
             shutil.rmtree(stale, ignore_errors=True)
             continue
-        with open(parent / f"{other}.lock", "a") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # being built right now
-            try:
+        with try_flock(parent / f"{other}.lock") as ours:
+            if ours:  # else being built right now
                 shutil.rmtree(stale, ignore_errors=True)
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _require_root() -> None:
     if os.geteuid() != 0:
         raise ProvisionError("provisioning needs root (debootstrap, chroot, mount namespaces)")
-
-
-class _Progress:
-    """Rich status spinner per long step, with the step's time printed when it ends."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self._console = None
-        if not quiet:
-            from rich.console import Console  # noqa: PLC0415
-            self._console = Console(stderr=True)
-
-    @contextmanager
-    def step(self, label: str) -> Iterator[None]:
-        started = time.monotonic()
-        if self._console is None:
-            yield
-            return
-        with self._console.status(f"[bold]{label}[/] …"):
-            yield
-        self._console.print(f"[green]✓[/] {label} ({time.monotonic() - started:.0f} s)")
-
-    def warn(self, text: str) -> None:
-        if self._console is not None:
-            self._console.print(f"[yellow]![/] {text}")
-        else:
-            print(f"warning: {text}", file=sys.stderr)
-
-    def done(self, text: str) -> None:
-        if self._console is not None:
-            self._console.print(f"[bold green]{text}")
 
 
 def _main(argv: list[str]) -> int:  # python -m vm.image [KERNEL]

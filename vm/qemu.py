@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -319,9 +318,3 @@ def _kill(pid: int, rundir: Path) -> None:
             return
     if pid_alive(pid, rundir):
         raise VmError(f"qemu pid {pid} survived SIGKILL")
-
-
-def qemu_img_info(path: Path) -> dict:
-    out = subprocess.run(["qemu-img", "info", "--output=json", "-U", str(path)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)

@@ -17,6 +17,7 @@ from .blob import read_blob, write_blob
 from .check import ModelSummary, check_model
 from .codegen import generate_module, module_name, new_snapshot_id
 from .engine import Engine, EngineError, parse_blob_errno
+from .models import dense_model
 from .errors import SnapshotError
 from .pipeline import Snapshot, build_snapshot
 from .quantize import quantize
@@ -25,6 +26,7 @@ from .spec import LayerSpec, Quant, SnapshotSpec, reference_infer, read_spec
 from .verify import VerifyResult, example_model, verify, verify_snapshot
 
 __all__ = [
+    "dense_model",
     "Engine", "EngineError", "LayerSpec", "ModelSummary", "Quant", "Snapshot", "SnapshotError",
     "SnapshotSpec", "VerifyResult", "build_snapshot", "check_model", "example_model",
     "generate_module", "module_name", "new_snapshot_id", "parse_blob_errno", "quantize", "random_dense_model",

@@ -61,9 +61,6 @@ class Quant:
         q = np.sign(q) * np.floor(np.abs(q) + 0.5) + self.zero_point
         return np.clip(q, INT8_MIN, INT8_MAX).astype(np.int8)
 
-    def dequantize(self, q: np.ndarray) -> np.ndarray:
-        return (np.asarray(q, np.float64) - self.zero_point) * self.scale
-
 
 @dataclass
 class LayerSpec:

@@ -1,4 +1,4 @@
-"""Keras models named by the experiments (seeded, so a run's snapshot is reproducible)."""
+"""Keras MLPs named by experiments and tests (seeded, so a run's snapshot is reproducible)."""
 
 from __future__ import annotations
 
