@@ -1,0 +1,190 @@
+"""Bulk TCP flows with `iperf3 -J`, started at planned times, and what their JSON says.
+
+One iperf3 server per flow (its own port, `-1` so it exits after that one test) in the receiver's
+namespace, one client per flow in the sender's, with `-C` naming the congestion control. Output
+goes to files, not pipes: a long run's JSON would fill a pipe and stall iperf3. Every process is
+stopped by its pid.
+
+Goodput is the receiver's count (end.sum_received), since bytes the sender wrote may still sit in
+its socket buffer or be lost; RTT, retransmits and the per-interval series come from the sender's
+stream (the client's view, which is where the kernel's tcp_info lives). A flow whose iperf3
+failed is kept in the report with its error.
+
+The parsing functions are pure (text/dicts in, dicts out) so they are tested without a guest.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from guest.net.cpu import cpu_use, read_proc_stat
+from guest.net.topology import Network, log, stop_process
+
+FIRST_PORT = 5201
+# Under TCG an iperf3 client can need far longer than its -t to connect, finish and exchange
+# results; past this slack it is considered hung and stopped.
+CLIENT_SLACK_S = 30.0
+SERVER_READY_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class FlowPlan:
+    id: int
+    src: str
+    dst: str
+    start_s: float
+    duration_s: int  # iperf3's -t takes whole seconds
+    cc: str
+    port: int
+
+
+def parse_iperf3(text: str) -> dict:
+    """The numbers of one flow from an iperf3 -J client output; a dict with "error" (and no
+    numbers) when iperf3 failed or the text is not its JSON."""
+    if not text.strip():
+        return {"error": "iperf3 printed nothing"}
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return {"error": f"iperf3 output is not JSON ({exc.msg}): {text.strip()[:200]}"}
+    if doc.get("error"):
+        return {"error": f"iperf3: {doc['error']}"}
+    end = doc.get("end") or {}
+    received, sent = end.get("sum_received"), end.get("sum_sent")
+    streams = end.get("streams") or []
+    if not received or not sent or not streams:
+        return {"error": "iperf3 JSON has no end summary (test did not complete)"}
+    sender = streams[0].get("sender", {})
+    rtt = {key: round(sender[f"{key}_rtt"] / 1000, 3) for key in ("mean", "min", "max") if f"{key}_rtt" in sender}
+    return {
+        "goodput_mbit": round(received["bits_per_second"] / 1e6, 3),
+        "sender_mbit": round(sent["bits_per_second"] / 1e6, 3),
+        "bytes_received": received["bytes"],
+        "bytes_sent": sent["bytes"],
+        "seconds": round(received["seconds"], 3),
+        "retransmits": sent.get("retransmits"),
+        "rtt_ms": rtt or None,
+        "cc_used": end.get("sender_tcp_congestion"),
+        "intervals": parse_intervals(doc.get("intervals") or []),
+    }
+
+
+def parse_intervals(intervals: list[dict]) -> list[dict]:
+    """Per reporting interval (sender side): throughput, and the first stream's RTT, cwnd and
+    retransmits as the kernel's tcp_info had them at the interval's end."""
+    series = []
+    for interval in intervals:
+        total = interval["sum"]
+        stream = (interval.get("streams") or [{}])[0]
+        series.append({
+            "start_s": round(total["start"], 3),
+            "end_s": round(total["end"], 3),
+            "mbit": round(total["bits_per_second"] / 1e6, 3),
+            "retransmits": total.get("retransmits"),
+            "rtt_ms": round(stream["rtt"] / 1000, 3) if "rtt" in stream else None,
+            "cwnd_kbyte": round(stream["snd_cwnd"] / 1024, 1) if "snd_cwnd" in stream else None,
+        })
+    return series
+
+
+def aggregate(flows: list[dict], interval_s: float) -> dict:
+    """Sum of the flows' receiver goodput, Jain's fairness over them, retransmits, and the summed
+    per-interval throughput on the traffic clock (flow start + interval midpoint, binned)."""
+    done = [flow for flow in flows if "error" not in flow]
+    rates = [flow["goodput_mbit"] for flow in done]
+    fairness = (sum(rates) ** 2 / (len(rates) * sum(r * r for r in rates))) if rates and any(rates) else None
+    bins: dict[int, float] = {}
+    for flow in done:
+        for point in flow["intervals"]:
+            mid = flow["started_at_s"] + (point["start_s"] + point["end_s"]) / 2
+            bins[int(mid // interval_s)] = bins.get(int(mid // interval_s), 0.0) + point["mbit"]
+    return {
+        "goodput_mbit": round(sum(rates), 3),
+        "flows_ok": len(done),
+        "flows_failed": len(flows) - len(done),
+        "jain_fairness": round(fairness, 4) if fairness is not None else None,
+        "retransmits": sum(flow["retransmits"] or 0 for flow in done),
+        "series": [{"t_s": round((index + 0.5) * interval_s, 3), "mbit": round(value, 3)}
+                   for index, value in sorted(bins.items())],
+    }
+
+
+def run_flows(network: Network, flows: list[FlowPlan], interval_s: float, workdir: Path,
+              actions: list[tuple[float, Callable[[Callable[[], float]], None]]] = ()) -> dict:
+    """Run the flows (and `actions` at their times, each called with the traffic clock) and return
+    {"flows": [...], "cpu": {...}, "window_s": ...}. Time 0 is when the first client may start."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    servers = {flow.id: _start_server(network, flow, workdir) for flow in flows}
+    _wait_listening(network, flows)
+    events = sorted([(flow.start_s, 0, flow.id) for flow in flows] + [(at, 1, i) for i, (at, _) in enumerate(actions)])
+    by_id = {flow.id: flow for flow in flows}
+    clients, started_at = {}, {}
+    cpu_before = read_proc_stat()
+    t0 = time.monotonic()
+    for at, is_action, key in events:
+        time.sleep(max(0.0, t0 + at - time.monotonic()))
+        if is_action:
+            actions[key][1](lambda: time.monotonic() - t0)
+        else:
+            flow = by_id[key]
+            started_at[key] = round(time.monotonic() - t0, 3)
+            clients[key] = _start_client(network, flow, interval_s, workdir)
+    results = []
+    for flow in flows:
+        deadline = t0 + flow.start_s + flow.duration_s + CLIENT_SLACK_S
+        client = clients[flow.id]
+        timed_out = False
+        try:
+            client.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            stop_process(client)
+        parsed = parse_iperf3((workdir / f"flow{flow.id}.json").read_text())
+        if timed_out:
+            parsed = {"error": f"iperf3 client still running {CLIENT_SLACK_S:.0f} s after its end; stopped"}
+        elif "error" not in parsed and client.returncode != 0:
+            parsed = {"error": f"iperf3 client exited {client.returncode}"}
+        if "error" in parsed:
+            server_log = (workdir / f"server{flow.id}.log").read_text().strip()
+            parsed["error"] += f" (server: {server_log[-300:]})" if server_log else ""
+            log(f"flow {flow.id} {flow.src}→{flow.dst} failed: {parsed['error']}")
+        results.append({**asdict(flow), "started_at_s": started_at[flow.id], **parsed})
+    window_s = round(time.monotonic() - t0, 3)
+    cpu = cpu_use(cpu_before, read_proc_stat())
+    for server in servers.values():
+        stop_process(server)
+    return {"flows": results, "cpu": {**cpu, "window_s": window_s}, "window_s": window_s}
+
+
+def _start_server(network: Network, flow: FlowPlan, workdir: Path):
+    out = open(workdir / f"server{flow.id}.log", "w")
+    with out:
+        return network.popen(flow.dst, ["iperf3", "-s", "-1", "-p", str(flow.port)], stdout=out, stderr=out)
+
+
+def _wait_listening(network: Network, flows: list[FlowPlan]) -> None:
+    pending = {(flow.dst, flow.port) for flow in flows}
+    deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
+    while pending and time.monotonic() < deadline:
+        for dst in {dst for dst, _ in pending}:
+            listening = network.run(dst, "ss", "-Hltn").stdout
+            pending -= {(d, port) for d, port in pending if d == dst and f":{port} " in listening}
+        if pending:
+            time.sleep(0.2)
+    if pending:
+        # Clients of these flows will fail to connect and be reported with their error.
+        log(f"iperf3 servers not listening after {SERVER_READY_TIMEOUT_S} s: {sorted(pending)}")
+
+
+def _start_client(network: Network, flow: FlowPlan, interval_s: float, workdir: Path):
+    out = open(workdir / f"flow{flow.id}.json", "w")
+    err = open(workdir / f"flow{flow.id}.err", "w")
+    argv = ["iperf3", "-c", network.ip(flow.dst), "-p", str(flow.port), "-t", str(flow.duration_s),
+            "-i", f"{interval_s:g}", "-C", flow.cc, "-J", "--connect-timeout", "5000"]
+    with out, err:
+        return network.popen(flow.src, argv, stdout=out, stderr=err)
