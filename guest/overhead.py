@@ -1,6 +1,6 @@
 """The guest half of the overhead measurement: in-kernel inference vs a user-space round trip.
 
-Runs inside the guest as root (`python -m testbed.overhead_guest PLAN.json`), with the project's
+Runs inside the guest as root (`python -m guest.driver overhead PLAN.json`), with the project's
 code from the read-only share and the modules and blob the host prepared next to the plan. It
 loads the core and lf_test with the plan's sizes, hot-loads the snapshot over netlink, times the
 in-kernel fast path (LF_CMD_BENCH), builds and starts the C agent (userspace/agent) on the same

@@ -1,6 +1,6 @@
 """The guest half of the slow-path experiment: the service follows a target that changes mid-run.
 
-Runs inside the guest as root (`python -m testbed.slowpath_guest PLAN.json`), with the project's
+Runs inside the guest as root (`python -m guest.driver slowpath PLAN.json`), with the project's
 code from the read-only share and the host-prepared files next to the plan (liteflow.ko,
 lf_test.ko, core.Module.symvers, the initial snapshot's blob and Keras model, held-out inputs).
 

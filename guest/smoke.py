@@ -1,6 +1,6 @@
 """The guest half of `invoke smoke`: drive LiteFlow in a real kernel and check every invariant.
 
-Runs inside the guest as root (`python -m testbed.smoke_guest PLAN.json`), with the project's
+Runs inside the guest as root (`python -m guest.driver smoke PLAN.json`), with the project's
 code from the read-only share and the modules and blobs the host prepared next to the plan. It
 loads the core and lf_test, installs a first snapshot module, starts lf_test's stress threads
 (queries on every vCPU, bottom halves disabled) and, while they run, swaps snapshots the two

@@ -60,9 +60,10 @@ def save(fig, view: RunView, name: str) -> Path:
 
 
 def cell(value: dict[str, Any] | None, fmt: str) -> str:
-    """A spread as 'median [min–max]' for a report table; '-' when not measured."""
+    """A spread as 'median [min–max]' for a report table (the median alone when there is no spread);
+    '-' when not measured."""
     if not value or value.get("median") is None:
         return "-"
-    if value["n"] == 1:
+    if value["n"] == 1 or value["min"] == value["max"]:
         return format(value["median"], fmt)
     return f"{value['median']:{fmt}} [{value['min']:{fmt}}–{value['max']:{fmt}}]"

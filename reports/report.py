@@ -7,7 +7,6 @@ a reader can open that run's results.json, raw repetitions and logs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from common.files import atomic_write_text
@@ -25,12 +24,11 @@ PAPER_HEADLINES = [
 
 
 def latest_runs(root: Path) -> dict[str, Path]:
-    """experiment -> its latest run (by start) that finished as complete or passed."""
+    """experiment -> its latest run (by finish time) that finished as complete or passed."""
+    finished = [load_run(path)[0] | {"path": path} for path in all_runs(root)]
     latest: dict[str, Path] = {}
-    for path in all_runs(root):
-        metadata = json.loads((path / "metadata.json").read_text())
-        if metadata.get("status") in FINISHED_OK:
-            latest[metadata["experiment"]] = path
+    for metadata in sorted((m for m in finished if m.get("status") in FINISHED_OK), key=lambda m: m["finished"]):
+        latest[metadata["experiment"]] = metadata["path"]
     return latest
 
 

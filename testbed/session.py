@@ -66,13 +66,15 @@ def pack_plan(plan_dir: Path, archive: Path) -> None:
 
 
 def vm_for(image: Image, accel: str = "auto", name: str = "default") -> tuple[VmHandle, bool]:
-    """Reuse the running VM if it runs this image, else boot one; True when we booted it.
+    """Reuse the running VM if it runs this image and shares this checkout, else boot one; True
+    when we booted it.
 
-    A VM of another image (or a dead one's leftovers) is stopped first: measurements never run
-    on a guest other than the one the run's metadata names.
+    A VM of another image or another checkout (or a dead one's leftovers) is stopped first:
+    measurements never run on a guest, or guest code, other than the ones the run names.
     """
     current = status(name)
-    if current.state == "running" and current.handle and Path(current.handle.image_path) == image.path:
+    if (current.state == "running" and current.handle and Path(current.handle.image_path) == image.path
+            and current.handle.share == str(REPO_ROOT)):
         return current.handle, False
     if current.state in ("running", "dead"):
         down(current.handle)

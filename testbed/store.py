@@ -115,7 +115,7 @@ def _safe_name(job: str) -> str:
 
 
 def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 def new_run(experiment: str, *, experiment_file: Path | None = None, profile: str = "full",
@@ -156,19 +156,22 @@ def load_run(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def all_runs(root: Path | None = None) -> list[Path]:
-    """Every run directory, oldest first (run ids sort by start time)."""
+    """Every run directory, oldest first (by start time, to the microsecond)."""
     root = root or results_root()
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if (p / "metadata.json").is_file())
+    runs = [p for p in root.iterdir() if (p / "metadata.json").is_file()]
+    return sorted(runs, key=lambda p: (load_run(p)[0].get("started") or "", p.name))
 
 
-def resumable_run(experiment: str, profile: str, experiment_sha256: str) -> tuple[Run | None, str]:
+def resumable_run(experiment: str, profile: str, experiment_sha256: str,
+                  config: dict | None = None) -> tuple[Run | None, str]:
     """The latest unfinished run of this experiment that can be resumed, and why or why not.
 
     Resuming is only safe when nothing that shapes the numbers changed: same experiment file
-    (sha256), same profile, same commit with a clean tree. Otherwise the caller starts clean and
-    says why, so finished and new repetitions never mix silently.
+    (sha256), same profile, same resolved configuration (overrides included), same commit with a
+    clean tree. Otherwise the caller starts clean and says why, so finished and new repetitions
+    never mix silently.
     """
     candidates = [p for p in all_runs() if load_run(p)[0].get("experiment") == experiment]
     if not candidates:
@@ -182,6 +185,8 @@ def resumable_run(experiment: str, profile: str, experiment_sha256: str) -> tupl
         reasons.append(f"profile {metadata.get('profile')} != {profile}")
     if metadata.get("experiment_file_sha256") != experiment_sha256:
         reasons.append("the experiment file changed")
+    elif config is not None and metadata.get("config") != config:
+        reasons.append("its configuration differs (overrides)")
     if metadata.get("git_sha") != git["git_sha"]:
         reasons.append("the code changed (another commit)")
     if metadata.get("git_dirty") or git["git_dirty"]:

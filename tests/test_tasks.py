@@ -1,5 +1,7 @@
 """The front door's own logic: exit codes and argument handling (the work itself is tested elsewhere)."""
 
+from types import SimpleNamespace
+
 import pytest
 from invoke import Context, Exit
 
@@ -39,16 +41,37 @@ def test_unknown_kernel_is_a_clear_error():
         tasks.build(Context(), kernel="debian-9.9")
 
 
-class _Named:
-    def __init__(self, name):
+class _Parsed:
+    """What invoke's parser hands the executor: a task name and its parsed arguments."""
+
+    def __init__(self, name, only=""):
         self.name = name
+        self.args = {"only": SimpleNamespace(value=only)}
 
 
-def test_bench_followed_by_an_experiment_runs_it_once(monkeypatch):
+def _execute(*calls):
     seen = []
-    monkeypatch.setattr(tasks.Executor, "execute", lambda self, *t: seen.extend(x.name for x in t))
-    tasks.BenchExecutor.execute(object.__new__(tasks.BenchExecutor), _Named("bench"), _Named("engine"))
-    assert seen == ["engine"]
-    seen.clear()
-    tasks.BenchExecutor.execute(object.__new__(tasks.BenchExecutor), _Named("bench"), _Named("test"))
-    assert seen == ["bench", "test"]
+    executor = object.__new__(tasks.BenchExecutor)
+    original = tasks.Executor.execute
+    tasks.Executor.execute = lambda self, *t: seen.extend((x.name, x.args["only"].value) for x in t)
+    try:
+        tasks.BenchExecutor.execute(executor, *calls)
+    finally:
+        tasks.Executor.execute = original
+    return seen
+
+
+def test_bench_followed_by_experiments_runs_them_once_with_benchs_flags():
+    assert _execute(_Parsed("bench"), _Parsed("engine"), _Parsed("slowpath")) == [("bench", "engine,slowpath")]
+    assert _execute(_Parsed("bench", "overhead"), _Parsed("engine")) == [("bench", "overhead,engine")]
+    assert _execute(_Parsed("bench"), _Parsed("test")) == [("bench", ""), ("test", "")]
+    assert _execute(_Parsed("engine")) == [("engine", "")]
+
+
+def test_bench_list_names_every_experiment_with_its_description(capsys):
+    from workloads import registry
+
+    tasks.bench(Context(), list=True)
+    out = capsys.readouterr().out
+    for name in registry.names():
+        assert name in out and registry.description(name) in out

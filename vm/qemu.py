@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.cache import cache_dir
+from common.files import atomic_write_json
 from common.proc import CommandError, run
 from vm.accel import QEMU, choose_accel, timeout_factor
 from vm.guest import Guest, GuestError
@@ -60,6 +61,7 @@ class VmHandle:
     memory_mb: int = DEFAULT_MEMORY_MB
     cpus: int = DEFAULT_CPUS
     boot_seconds: float | None = None
+    share: str | None = None   # the checkout shared read-only at /opt/liteflow: the code the guest runs
 
     @property
     def serial_log(self) -> Path:
@@ -187,10 +189,7 @@ def _load_state(name: str) -> VmHandle | None:
 
 
 def _save_state(handle: VmHandle) -> None:
-    path = _state_path(handle.name)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(asdict(handle), indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(_state_path(handle.name), asdict(handle))
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -233,7 +232,8 @@ def up(image: Image, accel: str = "auto", memory: int = DEFAULT_MEMORY_MB, cpus:
     pid = int((rundir / "qemu.pid").read_text().strip())
     handle = VmHandle(name=name, pid=pid, ssh_port=port, accel=chosen,
                       kernel_release=image.kernel_release, image_path=str(image.path),
-                      run_dir=str(rundir), started=started, memory_mb=memory, cpus=cpus)
+                      run_dir=str(rundir), started=started, memory_mb=memory, cpus=cpus,
+                      share=str(repo) if repo is not None else None)
     _save_state(handle)
     if not wait:
         return handle

@@ -61,7 +61,7 @@ def run_experiment(name: str, pool: Sessions, *, profile: str = "full", fresh: b
     experiment = registry.load(name)
     path = experiment_path(name)
     config = load_config(path, experiment.schema, profile, overrides)
-    run = _open_run(experiment, path, profile, config, fresh or bool(overrides))
+    run = _open_run(experiment, path, profile, config, fresh)
     try:
         with captured(run.logs / "host.log"):
             _run_jobs(experiment, run, config, pool)
@@ -76,11 +76,12 @@ def run_experiment(name: str, pool: Sessions, *, profile: str = "full", fresh: b
 
 def _open_run(experiment: Experiment, path, profile: str, config: dict, fresh: bool) -> Run:
     if not fresh:
-        previous, why_not = resumable_run(experiment.name, profile, file_sha256(path))
+        previous, why_not = resumable_run(experiment.name, profile, file_sha256(path), config)
         if previous is not None:
             say(f"{experiment.name}: resuming run {previous.run_id} ({previous.finished_repetitions()} "
                 f"job-repetition(s) already done; `--fresh` starts clean)")
-            previous.update_metadata(status="running", resumed=[*previous.metadata["resumed"], _now()])
+            previous.update_metadata(status="running", finished=None,
+                                     resumed=[*previous.metadata["resumed"], _now()])
             return previous
         if why_not:
             say(f"{experiment.name}: starting clean: {why_not}")

@@ -1,7 +1,7 @@
 """`invoke smoke` for real: a TCG guest, the real modules, snapshots swapped under load.
 
 The first test runs the full smoke (100 swaps, >= 100,000 queries on both vCPUs); the others
-prove the smoke can fail — a wrong expected output and a leaked module are each caught — and that
+prove the smoke can fail (a wrong expected output and a leaked module are each caught) and that
 a guest killed mid-run gives an error naming the step, leaves no qemu behind, and does not stop
 the next smoke from passing. They share one VM where they can, to keep CI inside its budget.
 """
@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from testbed.smoke import SmokeConfig, SmokeError, run_smoke
+from testbed.session import SessionError
 from vm.qemu import down, pid_alive, status
+from workloads.runner import Sessions, run_experiment
 
 pytestmark = [
     pytest.mark.vm,
@@ -22,56 +23,63 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="provisioning and booting the guest need root"),
 ]
 
-SMALL = dict(module_swaps=2, hot_swaps=3, min_queries=1000, keep_vm=True)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def vm_stopped_afterwards():
-    yield
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    os.environ["LITEFLOW_RESULTS"] = str(tmp_path_factory.mktemp("results"))
+    sessions = Sessions(keep_vm=True)
+    yield sessions
+    sessions.close()
     down()
+    del os.environ["LITEFLOW_RESULTS"]
 
 
-def failed_checks(outcome):
-    return [check["name"] for check in outcome.checks if not check["ok"]]
+def smoke(pool, profile="quick", **overrides):
+    return run_experiment("smoke", pool, profile=profile, overrides=overrides or None)
 
 
-def test_full_smoke_passes():
-    outcome = run_smoke(SmokeConfig(keep_vm=True))
-    assert outcome.passed, outcome.summary
-    report = outcome.run.results["report"]
-    assert len(report["swaps"]) == 100
-    assert {swap["kind"] for swap in report["swaps"]} == {"module", "hot"}
-    assert report["stress"]["queries"] >= 100_000 and report["stress"]["errors"] == 0
-    assert report["stats"]["errors"] == 0
-    metadata = outcome.run.metadata
-    for key in ("git_sha", "git_dirty", "qemu", "accelerator", "kernel_release", "image_manifest_sha256"):
-        assert metadata.get(key) is not None, key
-    assert (outcome.run.path / "logs" / "dmesg.txt").is_file()
+def failed_checks(run):
+    (record,) = run.results["records"]
+    return [check["name"] for check in record["failed_checks"]]
 
 
-def test_a_wrong_snapshot_output_is_caught():
-    outcome = run_smoke(SmokeConfig(inject="wrong-output", **SMALL))
-    assert not outcome.passed
-    failed = failed_checks(outcome)
+def test_full_smoke_passes(pool):
+    run = smoke(pool, "full")
+    (record,) = run.results["records"]
+    assert run.metadata["status"] == "passed", run.results["summary"]["text"]
+    assert record["swaps"] == 100 and record["module_swaps"] == 40 and record["hot_swaps"] == 60
+    assert record["stress_queries"] >= 100_000 and record["stress_errors"] == 0
+    assert record["core_errors"] == 0
+    for key in ("git_sha", "git_dirty", "qemu", "accelerator", "kernel_release", "image_manifest_sha256",
+                "build_root", "experiment_file_sha256"):
+        assert run.metadata.get(key) is not None, key
+    assert run.metadata["build_root"]["gcc_version"]
+    assert (run.path / "logs" / "smoke-0.stderr").is_file()
+
+
+def test_a_wrong_snapshot_output_is_caught(pool):
+    run = smoke(pool, inject="wrong-output")
+    assert run.metadata["status"] == "failed"
+    failed = failed_checks(run)
     assert failed and all("outputs equal the user-space engine's" in name for name in failed), failed
 
 
-def test_a_leaked_module_is_caught():
-    outcome = run_smoke(SmokeConfig(inject="leak-module", **SMALL))
-    assert not outcome.passed
-    assert failed_checks(outcome) == ["everything unloads cleanly"]
+def test_a_leaked_module_is_caught(pool):
+    run = smoke(pool, inject="leak-module")
+    assert run.metadata["status"] == "failed"
+    assert failed_checks(run) == ["everything unloads cleanly"]
 
 
-def test_sigkill_of_qemu_mid_smoke_is_named_and_recoverable():
+def test_sigkill_of_qemu_mid_smoke_is_named_and_recoverable(pool):
     outcome = {}
 
-    def smoke():
+    def run_smoke():
         try:
-            outcome["result"] = run_smoke(SmokeConfig(**{**SMALL, "module_swaps": 20, "hot_swaps": 20}))
-        except SmokeError as exc:
+            outcome["result"] = smoke(pool, module_swaps=20, hot_swaps=20)
+        except SessionError as exc:
             outcome["error"] = exc
 
-    worker = threading.Thread(target=smoke)
+    worker = threading.Thread(target=run_smoke)
     worker.start()
     handle = None
     deadline = time.monotonic() + 900
@@ -88,11 +96,11 @@ def test_sigkill_of_qemu_mid_smoke_is_named_and_recoverable():
     worker.join(timeout=600)
     assert not worker.is_alive()
     error = outcome.get("error")
-    assert isinstance(error, SmokeError), outcome
+    assert isinstance(error, SessionError), outcome
     assert error.step == "run the smoke in the guest"
     assert "died" in str(error)
     assert not pid_alive(handle.pid)
-    assert status().state == "stopped"
 
-    again = run_smoke(SmokeConfig(**SMALL))
-    assert again.passed, again.summary
+    again = smoke(pool)   # the session notices the dead VM and boots a new one
+    assert again.metadata["status"] == "passed", again.results["summary"]["text"]
+    assert status().state == "running" and status().handle.pid != handle.pid

@@ -273,7 +273,7 @@ def test_no_final_folder_until_the_stamp_is_written(cache, monkeypatch):
     def die(path, data):
         raise KeyboardInterrupt("killed while writing the stamp")
 
-    monkeypatch.setattr(br, "_write_json_atomic", die)
+    monkeypatch.setattr(br, "atomic_write_json", die)
     with pytest.raises(KeyboardInterrupt):
         br.ensure_build_root(spec, progress=False)
     assert not (cache / f"debian-6.1-{br.root_key(spec)}").exists()
@@ -300,7 +300,7 @@ def test_making_a_root_needs_root(monkeypatch):
     monkeypatch.setattr(br, "ensure_tools", lambda tools: [])
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(br.BuildRootError, match="root"):
-        br._check_host(br._Progress(False, "x"))
+        br._check_host(br.Progress("x", enabled=False))
 
 
 # ------------------------------------------------------------------------------ warnings

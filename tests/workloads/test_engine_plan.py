@@ -10,8 +10,7 @@ pytestmark = pytest.mark.tensorflow
 def test_a_blob_over_the_netlink_limit_ships_as_a_compiled_module(tmp_path):
     from userspace.snapshot import module_name, write_blob
     from userspace.uapi import load_uapi
-    from workloads.engine_bench import network_blob
-    from workloads.engine_kernel import _plan
+    from workloads.engine import guest_plan, network_blob
 
     networks = [{"name": "small", "units": [4, 8, 1], "activations": ["relu", "linear"]},
                 {"name": "big", "units": [128, 256, 256, 8], "activations": ["relu", "relu", "linear"]}]
@@ -19,7 +18,7 @@ def test_a_blob_over_the_netlink_limit_ships_as_a_compiled_module(tmp_path):
     limit = load_uapi().limits["BINARY_MAX"]
     assert len(blobs["small"]) <= limit < len(blobs["big"])
 
-    plan, modules = _plan(networks, blobs, 10**6, tmp_path)
+    plan, modules = guest_plan(networks, blobs, 10**6, tmp_path)
     small, big = plan["networks"]
     assert "module" not in small
     assert big["module"] == f"{module_name('lf_test', big['snapshot_id'])}.ko"
