@@ -37,9 +37,11 @@ def _fail(message: str) -> Exit:
 )
 def build(c, kernel="debian-6.1", strict=True):
     """Build liteflow.ko, lf_test.ko and an example snapshot module for one kernel or all."""
+    from vm.hosttools import ensure_host_tools
     from vm.kernels import KernelNameError
     from vm.matrix import build_matrix
 
+    ensure_host_tools()
     try:
         reports = build_matrix(kernel, out_dir=BUILD_DIR / "modules", strict=strict)
     except KernelNameError as exc:
@@ -51,7 +53,8 @@ def build(c, kernel="debian-6.1", strict=True):
 @task(help={"test_args": "extra arguments passed to pytest", "unit": "only the fast unit tests (no kernel builds, no VM)"})
 def test(c, test_args="", unit=False):
     """Install what the tests need (apt), then run the whole suite: unit tests, snapshot exactness, the build
-    matrix, and the VM integration tests (smoke, overhead, slow path); --unit runs the first two only."""
+    matrix, and the VM integration tests (smoke, slow path, `invoke bench --quick` from a fresh clone);
+    --unit runs the first two only."""
     from vm.hosttools import ensure_host_tools
 
     ensure_host_tools()
@@ -122,10 +125,12 @@ def report(c):
 def snapshot_verify(c, model, samples=2000, seed=0):
     """Quantize a Keras model, build the snapshot, and check the engine is bit-exact with TFLite."""
     from userspace.snapshot import SnapshotError, verify
+    from vm.hosttools import ensure_host_tools
 
     path = Path(model)
     if not path.is_file():
         raise _fail(f"no model file at {path}")
+    ensure_host_tools()  # the engine's user-space build needs gcc and make
     try:
         result = verify(path, samples=int(samples), seed=int(seed))
     except SnapshotError as exc:
@@ -164,9 +169,11 @@ def provision(c, kernel="debian-6.1"):
 @task(help={"kernel": "image to boot (default debian-6.1)", "accel": "auto (probe KVM), kvm or tcg"})
 def vm_up(c, kernel="debian-6.1", accel="auto"):
     """Boot the guest (provisioning it first if needed) and wait for SSH."""
+    from vm.hosttools import ensure_host_tools
     from vm.image import provision as provision_image
     from vm.qemu import VmError, up
 
+    ensure_host_tools()
     try:
         handle = up(provision_image(kernel), accel=accel)
     except VmError as exc:
@@ -211,7 +218,9 @@ def load(c, module=None):
     """Build the modules for the guest's kernel, copy them in and load them in dependency order."""
     from testbed.modules import ModuleError, build_for
     from testbed.modules import load as load_modules
+    from vm.hosttools import ensure_host_tools
 
+    ensure_host_tools()
     handle = _running_vm()
     try:
         built = build_for(handle, BUILD_DIR / "modules")

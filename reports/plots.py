@@ -28,9 +28,12 @@ def title(what: str, view: RunView) -> str:
 
 
 def grouped_bars(labels: Sequence[str], series: dict[str, Sequence[dict[str, Any] | None]], *, ylabel: str,
-                 log: bool = False, figsize: tuple[float, float] = (7, 4)):
-    """One group of bars per label, one bar per series: medians, with min-max error bars."""
-    fig, ax = plt.subplots(figsize=figsize)
+                 log: bool = False, figsize: tuple[float, float] = (7, 4), ax=None):
+    """One group of bars per label, one bar per series: medians, with min-max error bars.
+    Draws on `ax` when given (a panel of a larger figure), else on a new figure."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
     width = 0.8 / max(len(series), 1)
     lowest = float("inf")
     for index, (name, spreads) in enumerate(series.items()):
