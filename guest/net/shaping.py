@@ -11,6 +11,10 @@ so a "84-packet" queue there drops at a few packets of real backlog. Here netem 
 above anything in flight) only delays, and the bottleneck queue is the pfifo under htb: exactly
 `queue_packets` packets wait for the rate limiter, the next one is tail-dropped.
 
+htb's bucket is BURST_MS of the rate, not its one-tick default: under TCG the qdisc watchdog fires
+late, and with a small bucket every late millisecond is link capacity lost (a 50 Mbit/s link gave
+Cubic 44% of its rate with the default bucket, 81% with 20 ms).
+
 Because the tree is always the same, a link change is a `tc ... change` of the netem and htb
 parameters in place (no qdisc is recreated, no packet in the queue is lost by the change).
 
