@@ -210,6 +210,7 @@ class GuestSession:
                 guest.run(f"rm -rf {work}", timeout=self.scaled(60), step="clean the guest's work dir", check=False)
         except GuestError as exc:
             raise SessionError(current, self._with_vm_state(str(exc))) from exc
+        shutil.rmtree(plan_dir)  # its report and logs are in the run; a failed one stays for a look
         return DriverResult(report, result.stderr, fetched)
 
     def _with_vm_state(self, detail: str) -> str:
