@@ -15,7 +15,7 @@ from workloads import registry
 from workloads.contract import RunView
 
 # LiteFlow (SIGCOMM 2022) abstract: versus the prior deployments. Each experiment that measures
-# one of these says so through its paper_headlines and headline_values.
+# one of these says so through its headline_values.
 PAPER_HEADLINES = [
     ("congestion control", "goodput", "+44.4%"),
     ("flow scheduling", "long-flow FCT", "-33.7%"),
@@ -39,12 +39,6 @@ def provenance(metadata: dict) -> str:
     sha = (metadata.get("git_sha") or "unknown")[:10]
     return (f"run `{metadata['run_id']}` ({metadata.get('profile')} profile, {metadata.get('repetitions')} "
             f"repetitions), git {sha}{dirty}{where}")
-
-
-def figures_for(run_path: Path) -> list[Path]:
-    """Regenerate the figures of one run from its recorded results."""
-    metadata, results = load_run(run_path)
-    return registry.load(metadata["experiment"]).figures(RunView(run_path, metadata, results))
 
 
 def build_report(root: Path | None = None) -> Path:

@@ -199,8 +199,6 @@ class Experiment:
     title: ClassVar[str] = ""
     schema: ClassVar[dict[str, Field]] = {}
     uses_guest: ClassVar[bool] = True
-    # rows for the report's headline table: (function, metric, paper's figure)
-    paper_headlines: ClassVar[Sequence[tuple[str, str, str]]] = ()
 
     def prepare(self, ctx: Context) -> None:
         """Host-side work shared by every job of a run (models, blobs, modules), into ctx.state."""
@@ -227,8 +225,8 @@ class Experiment:
     def section(self, view: RunView) -> list[str]:
         return []
 
-    def headline_values(self, view: RunView) -> dict[str, str]:
-        """Our value per paper headline metric, for the report's first table."""
+    def headline_values(self, view: RunView) -> dict[tuple[str, str], str]:
+        """Our value per paper headline (function, metric), as in reports.report.PAPER_HEADLINES."""
         return {}
 
 

@@ -19,7 +19,7 @@ from common.files import file_sha256
 from testbed.session import GuestSession
 from testbed.store import Run, new_run, resumable_run
 from workloads import registry
-from workloads.contract import Context, Experiment, RunView, experiment_path, load_config
+from workloads.contract import Context, Experiment, experiment_path, load_config
 
 GUEST_FIELDS = ("qemu", "accelerator", "guest_kernel", "kernel_release", "image_manifest_sha256",
                 "boot_seconds", "build_root")
@@ -132,7 +132,3 @@ def _run_jobs(experiment: Experiment, run: Run, config: dict, pool: Sessions) ->
     run.record("summary", summary)
     verdict = experiment.passed(summary)
     run.finish("complete" if verdict is None else ("passed" if verdict else "failed"))
-
-
-def view(run: Run) -> RunView:
-    return RunView(run.path, run.metadata, run.results)
