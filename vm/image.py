@@ -47,11 +47,14 @@ RECIPE_VERSION = 2
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 
-# Installed with apt inside the chroot (after the kernel's suites are added).
+# Installed with apt inside the chroot (after the kernel's suites are added). The guest compiles
+# (the engine's user-space build, the C agent, snapshot modules), and gcc only recommends
+# libc6-dev: without it an image debootstrapped from scratch could not, while one copied from a
+# build root could. Every build-root package is here, so both ways give the same guest.
 GUEST_PACKAGES: tuple[str, ...] = (
     "systemd", "systemd-sysv", "udev", "dbus", "kmod", "procps", "initramfs-tools",
     "openssh-server", "iproute2", "iputils-ping", "iperf3", "mininet", "ethtool",
-    "libnl-3-dev", "libnl-genl-3-dev", "gcc", "make", "python3", "python3-venv",
+    "libnl-3-dev", "libnl-genl-3-dev", "gcc", "make", "libc6-dev", "python3", "python3-venv",
 )
 # Modules the initrd must carry for direct kernel boot from a virtio disk (+ the 9p share).
 INITRD_MODULES: tuple[str, ...] = (

@@ -136,3 +136,11 @@ def test_stale_temps_of_other_keys_removed_unless_locked(tmp_path):
         img._remove_stale(images, "cccc")
     assert not (images / "aaaa.tmp-1").exists()
     assert (images / "bbbb.tmp-2").exists()
+
+
+def test_an_image_from_debootstrap_has_everything_a_build_root_copy_has():
+    """The image is built from a cached build root when one exists, else from debootstrap, under
+    the same key: both must give a guest that compiles (libc6-dev is only recommended by gcc)."""
+    from vm.buildroot import BOOTSTRAP_PACKAGES
+
+    assert set(BOOTSTRAP_PACKAGES) <= set(img.GUEST_PACKAGES)
