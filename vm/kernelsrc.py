@@ -53,7 +53,7 @@ from pathlib import Path
 
 from common.cache import cache_dir, content_key
 from common.proc import CommandError
-from vm.kernels import KernelSpec, resolve_kernel
+from vm.kernels import KernelNameError, KernelSpec, resolve_kernel
 
 RECIPE_VERSION = 1
 HERE = Path(__file__).resolve().parent
@@ -90,8 +90,12 @@ STAMP_NAME = "kernel.json"
 SRC_INSIDE = "/usr/src"
 
 
-class KernelSourceError(RuntimeError):
-    """The kernel source cannot be had or trusted (missing, unreadable, checksum differs)."""
+class KernelSourceError(KernelNameError):
+    """The kernel source cannot be had or trusted (missing, unreadable, checksum differs).
+
+    A KernelNameError: the name resolves, but to nothing usable, and the tasks already report
+    those as a one-line error instead of a traceback.
+    """
 
 
 class KernelBuildError(RuntimeError):
