@@ -31,7 +31,8 @@ def _fail(message: str) -> Exit:
 
 @task(
     help={
-        "kernel": "debian-5.10, debian-6.1 (default), debian-6.12, local:DIR (your own .debs), or all",
+        "kernel": "debian-5.10, debian-6.1 (default), debian-6.12, local:DIR (your own .debs), linux-4.15 "
+                  "or source:PATH (built from source), all (4.15 and the Debian kernels) or debian",
         "strict": "fail on any compiler warning (default: true)",
     }
 )
@@ -153,7 +154,7 @@ def snapshot_example(c, path=str(BUILD_DIR / "example.keras")):
     print(f"wrote {written}; try: invoke snapshot.verify --model {written}")
 
 
-@task(help={"kernel": "debian-6.1 (default), debian-5.10, debian-6.12, local:DIR"})
+@task(help={"kernel": "debian-6.1 (default), debian-5.10, debian-6.12, local:DIR, linux-4.15, source:PATH"})
 def provision(c, kernel="debian-6.1"):
     """Build (or reuse from the cache) the guest image for a kernel; prints its manifest summary."""
     from vm.hosttools import ensure_host_tools

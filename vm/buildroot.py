@@ -187,6 +187,10 @@ def ensure_build_root(
     Safe to run concurrently (one builder per entry; others wait on its lock) and to interrupt
     (nothing half-built is ever taken for complete). Needs root (debootstrap, chroot).
     """
+    if spec.is_source:  # compiled, not packaged: its root is the kernel build's (vm.kernelsrc)
+        from vm.kernelsrc import build_root_for  # noqa: PLC0415 (kernelsrc imports this module)
+
+        return build_root_for(spec, progress=progress)
     base = cache_dir("buildroots")
     key = root_key(spec, mirror, security_mirror)
     entry = base / f"{spec.slug}-{key}"
@@ -228,6 +232,10 @@ def ensure_build_root(
 
 def find_build_root(spec: KernelSpec, *, mirror: str = DEBIAN_MIRROR, security_mirror: str = SECURITY_MIRROR) -> BuildRoot | None:
     """The cached complete root for `spec`, or None (never builds)."""
+    if spec.is_source:
+        from vm.kernelsrc import find_build_root_for  # noqa: PLC0415
+
+        return find_build_root_for(spec)
     key = root_key(spec, mirror, security_mirror)
     return _load_complete(cache_dir("buildroots") / f"{spec.slug}-{key}", spec, key)
 

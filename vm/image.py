@@ -15,6 +15,14 @@ guest by direct kernel boot:
 The image holds third-party software only: the project's code reaches the guest at run time
 through the read-only 9p share ``liteflow`` mounted at /opt/liteflow.
 
+A from-source kernel (``linux-4.15``, ``source:PATH``; ``vm.kernelsrc``) gets the same Debian 12
+userspace, debootstrapped, with the built kernel and its modules copied in instead of packages.
+Its drivers are built in, so it has no initrd, and no headers in the image: modules for it are
+built on the host in its build root, like every other kernel's. Debian 12 userspace on 4.15:
+systemd 252 supports it; Open vSwitch's service stays disabled (as on every image); building
+modules inside the guest (the slow path's ``--update module``) is not supported there, since
+bookworm's gcc 12 is newer than the toolchain 4.15 builds with.
+
 How: start from a copy of the kernel's build root (``vm.buildroot``) when it can be had, else
 debootstrap (minbase); add ``-updates``/``-security`` to apt's sources and install the kernel, its
 headers and the tools with apt inside the chroot (debootstrap reads only the main suite); install
@@ -207,6 +215,10 @@ def image_key(spec: KernelSpec, wheels: WheelSet) -> str:
         "wheels": wheels.files,
         "requirements": wheels.requirements,
     }
+    if spec.is_source:  # the built kernel's own key: source sha256, config, patches, toolchain
+        from vm.kernelsrc import kernel_key, locate_source  # noqa: PLC0415
+
+        inputs["kernel_build"] = kernel_key(locate_source(spec))
     return content_key(inputs)
 
 
@@ -278,7 +290,10 @@ def _pip_download(python: str, reqs: list[str], dest: Path) -> None:
 
 def _build(spec: KernelSpec, wheels: WheelSet, key: str, tmp: Path, progress: Progress) -> None:
     root = tmp / "root"
-    build_root = copied = _copy_build_root(spec, root, progress)
+    if spec.is_source:  # no packages: the kernel is compiled (or waited for) after the apt step
+        build_root = copied = None
+    else:
+        build_root = copied = _copy_build_root(spec, root, progress)
     if build_root is None:
         with progress.step(f"debootstrap {spec.suite} (minbase)"):
             run(["debootstrap", "--variant=minbase", "--include=initramfs-tools,ca-certificates",
@@ -294,7 +309,7 @@ def _build(spec: KernelSpec, wheels: WheelSet, key: str, tmp: Path, progress: Pr
         (root / "etc/apt/apt.conf.d/99liteflow").write_text(
             'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n'
             'Dpkg::Options { "--force-confdef"; "--force-confold"; };\n')
-        kernel_pkgs = [spec.image_package, spec.headers_package] if not spec.is_local else []
+        kernel_pkgs = [spec.image_package, spec.headers_package] if not (spec.is_local or spec.is_source) else []
         binds = []
         local_args = ""
         if spec.is_local:
@@ -304,6 +319,13 @@ def _build(spec: KernelSpec, wheels: WheelSet, key: str, tmp: Path, progress: Pr
                 + " ".join([*kernel_pkgs, *GUEST_PACKAGES]) + (" " + local_args if local_args else ""),
                 step="apt-get install (kernel, headers, guest packages)", timeout=2400, binds=binds)
 
+    built = None
+    if spec.is_source:
+        from vm.kernelsrc import ensure_kernel  # noqa: PLC0415
+
+        built = ensure_kernel(spec, progress=not progress.quiet)  # cached, else built (~11 min)
+        with progress.step(f"install the built kernel {built.release} (bzImage, modules)"):
+            _install_built_kernel(root, built)
     release = _kernel_release(root)
     if build_root is None:
         build_root = _cached_build_root(spec)
@@ -312,22 +334,26 @@ def _build(spec: KernelSpec, wheels: WheelSet, key: str, tmp: Path, progress: Pr
             f"kernel ABI mismatch for {spec.name}: the image got {release} but its build root "
             f"({build_root.path}) has {build_root.kernel_release}; the suite moved on: remove the "
             f"stale build root (cache 'buildroots') and provision again")
-    if not (root / "usr/src" / f"linux-headers-{release}").is_dir():
+    if built is None and not (root / "usr/src" / f"linux-headers-{release}").is_dir():
         raise ProvisionError(f"headers for {release} missing in the image root")
 
-    with progress.step("initrd check"):
+    with progress.step("initrd check" if built is None else "built-in boot drivers check"):
         initrd = root / "boot" / f"initrd.img-{release}"
-        if not initrd.exists():
-            _chroot(root, f"update-initramfs -c -k {release}", step="update-initramfs", timeout=600)
-        listing = run(["lsinitramfs", initrd], step="lsinitramfs", timeout=300) \
-            if shutil.which("lsinitramfs") else _chroot(
-                root, f"lsinitramfs /boot/initrd.img-{release}", step="lsinitramfs", timeout=300)
+        if built is not None:
+            listing = ""  # no initrd: the boot drivers must be built in (modules.builtin)
+        else:
+            if not initrd.exists():
+                _chroot(root, f"update-initramfs -c -k {release}", step="update-initramfs", timeout=600)
+            listing = run(["lsinitramfs", initrd], step="lsinitramfs", timeout=300) \
+                if shutil.which("lsinitramfs") else _chroot(
+                    root, f"lsinitramfs /boot/initrd.img-{release}", step="lsinitramfs", timeout=300)
         builtin_file = root / "lib/modules" / release / "modules.builtin"
         builtin = builtin_file.read_text() if builtin_file.exists() else ""
         missing = [m for m in ("virtio_blk", "virtio_pci", "ext4", "9p")
                    if not _has_module(listing, m) and not _has_module(builtin, m)]
         if missing:
-            raise ProvisionError(f"initrd {initrd.name} lacks modules: {', '.join(missing)}")
+            where = f"initrd {initrd.name}" if built is None else f"kernel {release} (not built in)"
+            raise ProvisionError(f"{where} lacks modules: {', '.join(missing)}")
 
     with progress.step(f"guest venv {GUEST_VENV} (offline wheels)"):
         # --system-site-packages: the venv's python also sees Debian's python3-mininet.
@@ -352,7 +378,8 @@ def _build(spec: KernelSpec, wheels: WheelSet, key: str, tmp: Path, progress: Pr
         _chroot(root, "apt-get clean && rm -rf /var/lib/apt/lists/*", step="apt clean", timeout=120)
         _policy_rc(root, deny=False)
         shutil.copyfile(root / "boot" / f"vmlinuz-{release}", tmp / "vmlinuz")
-        shutil.copyfile(root / "boot" / f"initrd.img-{release}", tmp / "initrd.img")
+        if built is None:
+            shutil.copyfile(root / "boot" / f"initrd.img-{release}", tmp / "initrd.img")
 
     with progress.step("mkfs.ext4 -d (raw disk image)"):
         used = int(run(["du", "-sxb", root], step="du", timeout=600).split()[0])
@@ -372,7 +399,9 @@ def _build(spec: KernelSpec, wheels: WheelSet, key: str, tmp: Path, progress: Pr
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "disk_size_mib": size_mib,
             "root_bytes": used,
-            "sha256": {n: file_sha256(tmp / n) for n in ("vmlinuz", "initrd.img", "disk.img")},
+            "sha256": {n: file_sha256(tmp / n) for n in ("vmlinuz", "initrd.img", "disk.img")
+                       if (tmp / n).is_file()},
+            "initrd": built is None,
             "python": wheels.python,
             "pip_requirements": wheels.requirements,
             "pip_skipped": wheels.skipped,
@@ -383,6 +412,12 @@ def _build(spec: KernelSpec, wheels: WheelSet, key: str, tmp: Path, progress: Pr
                 tuple(line.split("\t", 1)) for line in packages.splitlines() if "\t" in line)),
             "wheels": wheels.files,
         }
+        if built is not None:
+            manifest["kernel_build"] = {
+                "key": built.key, "build_seconds": built.build_seconds, "gcc": built.gcc_version,
+                "source_sha256": built.stamp["inputs"]["source_sha256"],
+                "patches": sorted(built.stamp["inputs"]["patches"]), "cache_entry": str(built.entry),
+            }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         shutil.rmtree(root)
         (tmp / STAMP).write_text(f"{manifest['created']}\n")
@@ -409,6 +444,18 @@ def _copy_build_root(spec: KernelSpec, dest: Path, progress: Progress):
     with progress.step(f"copy build root of {spec.name} as the image base"):
         run(["cp", "-a", "--reflink=auto", br.path, dest], step="copy build root", timeout=1800)
     return br
+
+
+def _install_built_kernel(root: Path, built) -> None:
+    """The built kernel into the image: /boot/vmlinuz-REL, /boot/config-REL, /lib/modules/REL."""
+    boot = root / "boot"
+    boot.mkdir(exist_ok=True)
+    shutil.copyfile(built.bzimage, boot / f"vmlinuz-{built.release}")
+    shutil.copyfile(built.config, boot / f"config-{built.release}")
+    modules = root / "lib/modules" / built.release
+    if modules.exists():
+        shutil.rmtree(modules)
+    shutil.copytree(built.modules_dir, modules, symlinks=True)
 
 
 def _cached_build_root(spec: KernelSpec):

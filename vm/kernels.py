@@ -6,6 +6,8 @@ Kernel names (what a user types, e.g. ``invoke build --kernel debian-6.12``):
 ``debian-6.1``   Debian 12 *bookworm*'s kernel (the default)
 ``debian-6.12``  Debian 13 *trixie*'s kernel
 ``local:DIR``    the user's own kernel, given as ``.deb`` packages in the folder DIR
+``linux-4.15``   Linux 4.15.1, the paper's series, built from source (``vm.kernelsrc``)
+``source:PATH``  a kernel built from the user's source tarball or tree at PATH
 
 A Debian kernel is whatever its suite's ``linux-image-amd64`` / ``linux-headers-amd64``
 metapackages point at when the root is created; the ABI (``6.1.0-NN``) is never written down
@@ -13,7 +15,11 @@ here. Point releases and security fixes move the metapackages into ``<suite>-upd
 ``<suite>-security``, which debootstrap does not read, so every spec lists those extra suites and
 the kernel is installed with apt after they are added.
 
-``local:DIR`` is the way to the paper's kernel (Ubuntu's 4.15.0-173-generic) or any other kernel
+From-source kernels (``linux-4.15``, ``source:PATH``) are compiled by ``vm.kernelsrc`` in a cached
+Debian root whose toolchain fits the kernel's age; their guest runs the default Debian userspace
+(``suite``), booting the built kernel directly (drivers built in, no initrd).
+
+``local:DIR`` is another way to a 4.15 kernel (Ubuntu's 4.15.0-173-generic) or any other kernel
 the Debian archive does not carry. DIR holds the kernel's packages, e.g. for Ubuntu 18.04::
 
     linux-headers-4.15.0-173_4.15.0-173.182_all.deb           (the "common" headers)
@@ -37,6 +43,11 @@ from pathlib import Path
 
 DEFAULT_KERNEL = "debian-6.1"
 LOCAL_PREFIX = "local:"
+SOURCE_PREFIX = "source:"
+# Named from-source kernels: name -> the upstream release it builds (the tarball comes from a mirror).
+SOURCE_RELEASES: dict[str, str] = {"linux-4.15": "4.15.1"}
+# The guest userspace of a from-source kernel: the default kernel's suite (Debian 12).
+SOURCE_GUEST_SUITE = "bookworm"
 SUITE_FILE = "suite"
 DEFAULT_LOCAL_SUITE = "bookworm"
 
@@ -59,6 +70,8 @@ class KernelSpec:
     ``extra_suites`` are added to the root's apt sources before the kernel is installed
     (``*-security`` suites come from the security mirror). ``local_debs`` is the folder of a
     ``local:`` kernel (then the package names are those of the ``.deb`` files in it), else None.
+    A from-source kernel has no packages: ``source_release`` names the upstream release a mirror
+    serves (``linux-4.15``), ``source_path`` the user's tarball or tree (``source:PATH``).
     """
 
     name: str
@@ -68,18 +81,26 @@ class KernelSpec:
     headers_package: str = "linux-headers-amd64"
     local_debs: Path | None = None
     description: str = ""
+    source_path: Path | None = None
+    source_release: str | None = None
 
     @property
     def slug(self) -> str:
-        """A file-name-safe form of the name (``debian-6.1``, ``local-<folder name>``)."""
-        if self.local_debs is None:
-            return self.name
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.local_debs.name)
-        return f"local-{safe or 'kernel'}"
+        """A file-name-safe form of the name (``debian-6.1``, ``local-<folder name>``, ``source-<name>``)."""
+        if self.local_debs is not None:
+            return f"local-{_safe(self.local_debs.name) or 'kernel'}"
+        if self.source_path is not None:
+            return f"source-{_safe(self.source_path.name) or 'kernel'}"
+        return self.name
 
     @property
     def is_local(self) -> bool:
         return self.local_debs is not None
+
+    @property
+    def is_source(self) -> bool:
+        """Built from source by vm.kernelsrc (no packages, no initrd)."""
+        return self.source_path is not None or self.source_release is not None
 
     def deb_files(self) -> list[Path]:
         """The ``.deb`` files of a local kernel, sorted; empty for a Debian kernel."""
@@ -105,13 +126,30 @@ _DEBIAN_KERNELS: dict[str, KernelSpec] = {
 }
 
 
+_SOURCE_KERNELS: dict[str, KernelSpec] = {
+    name: KernelSpec(name, SOURCE_GUEST_SUITE, SUITE_EXTRAS[SOURCE_GUEST_SUITE], image_package="",
+                     headers_package="", source_release=release,
+                     description=f"Linux {release} built from source, Debian 12 userspace")
+    for name, release in SOURCE_RELEASES.items()
+}
+
+
 def all_kernels() -> list[KernelSpec]:
-    """The Debian kernels the build matrix covers, oldest first."""
+    """The Debian kernels, oldest first (what their packages give; nothing is compiled)."""
     return list(_DEBIAN_KERNELS.values())
 
 
+def matrix_kernels() -> list[KernelSpec]:
+    """Every kernel `invoke build --kernel all` covers: the from-source ones first (oldest), then Debian's."""
+    return [*_SOURCE_KERNELS.values(), *_DEBIAN_KERNELS.values()]
+
+
 def valid_names() -> list[str]:
-    return [*_DEBIAN_KERNELS, f"{LOCAL_PREFIX}DIR"]
+    return [*_SOURCE_KERNELS, *_DEBIAN_KERNELS, f"{LOCAL_PREFIX}DIR", f"{SOURCE_PREFIX}PATH"]
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def deb_package_name(path: Path) -> str:
@@ -131,11 +169,39 @@ def resolve_kernel(name: str | None = None) -> KernelSpec:
     name = name.strip()
     if name in _DEBIAN_KERNELS:
         return _DEBIAN_KERNELS[name]
+    if name in _SOURCE_KERNELS:
+        return _SOURCE_KERNELS[name]
     if name.startswith(LOCAL_PREFIX):
         return _resolve_local(name[len(LOCAL_PREFIX):])
+    if name.startswith(SOURCE_PREFIX):
+        return _resolve_source(name[len(SOURCE_PREFIX):])
     raise KernelNameError(
         f"unknown kernel {name!r}; valid kernels: {', '.join(valid_names())} "
-        f"(DIR: a folder with the kernel image and headers .deb packages)"
+        f"(DIR: a folder with the kernel image and headers .deb packages; PATH: a kernel source "
+        f"tarball or tree)"
+    )
+
+
+def _resolve_source(path_text: str) -> KernelSpec:
+    """``source:PATH``: a kernel source tarball (``.tar``, ``.tar.gz``, ``.tar.xz``…) or tree."""
+    if not path_text:
+        raise KernelNameError("source: needs a path, e.g. source:/path/to/linux-4.15.1.tar.xz")
+    path = Path(path_text).expanduser().resolve()
+    if path.is_dir():
+        if not (path / "Makefile").is_file() or not (path / "Kconfig").is_file():
+            raise KernelNameError(f"{path} is not a kernel source tree (no top-level Makefile and Kconfig)")
+    elif not path.is_file():
+        raise KernelNameError(f"kernel source {path} does not exist")
+    elif ".tar" not in path.name and not path.name.endswith((".tgz", ".txz")):
+        raise KernelNameError(f"kernel source {path} is neither a folder nor a .tar* tarball")
+    return KernelSpec(
+        name=f"{SOURCE_PREFIX}{path}",
+        suite=SOURCE_GUEST_SUITE,
+        extra_suites=SUITE_EXTRAS[SOURCE_GUEST_SUITE],
+        image_package="",
+        headers_package="",
+        source_path=path,
+        description=f"kernel built from {path}, Debian 12 userspace",
     )
 
 

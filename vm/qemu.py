@@ -155,7 +155,9 @@ def qemu_argv(image: Image, *, accel: str, memory_mb: int, cpus: int, ssh_port: 
     argv = [
         QEMU, "-name", f"liteflow-{rundir.name}", *cpu,
         "-smp", str(cpus), "-m", str(memory_mb),
-        "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", KERNEL_CMDLINE,
+        "-kernel", str(image.kernel),
+        *(["-initrd", str(image.initrd)] if image.initrd.is_file() else []),  # none: drivers built in
+        "-append", KERNEL_CMDLINE,
         "-drive", f"file={rundir / 'overlay.qcow2'},if=virtio,format=qcow2",
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0",

@@ -353,7 +353,12 @@ int lf_register_app(const char *name, u16 input_size, u16 output_size,
 		kfree(app);
 		return -ENOMEM;
 	}
-	strscpy(app->name, name, sizeof(app->name));
+	/* The name fits (checked above); 4.15's strscpy is __must_check. */
+	if (WARN_ON_ONCE(strscpy(app->name, name, sizeof(app->name)) < 0)) {
+		free_percpu(app->stats);
+		kfree(app);
+		return -EINVAL;
+	}
 	app->input_size = input_size;
 	app->output_size = output_size;
 	atomic64_set(&app->samples_sent, 0);

@@ -107,6 +107,51 @@ static inline void lf_tcp_snd_cwnd_set(struct tcp_sock *tp, u32 cwnd)
 }
 
 /*
+ * Per-socket private area of a congestion-control module: 88 bytes
+ * (11 u64) in 4.15, 104 (13 u64) from 4.20.  A module's state must fit
+ * the smallest: declare it with LF_CA_PRIV_ASSERT(struct my_state) in a
+ * function (BUILD_BUG_ON needs one), which fails on every kernel if the
+ * state outgrows 4.15's area, not only when building for 4.15.
+ */
+#define LF_CA_PRIV_MIN_SIZE	(11 * sizeof(u64))
+#define LF_CA_PRIV_ASSERT(type) \
+	BUILD_BUG_ON(sizeof(type) > LF_CA_PRIV_MIN_SIZE || \
+		     sizeof(type) > ICSK_CA_PRIV_SIZE)
+
+/*
+ * struct rate_sample: is_ack_delayed came with 4.16, snd_interval_us and
+ * rcv_interval_us with 4.19.  Read them through these helpers: on older
+ * kernels an ACK is never reported delayed and both intervals fall back
+ * to interval_us (the max of the two, which is what they refine).
+ */
+static inline bool lf_rs_is_ack_delayed(const struct rate_sample *rs)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 16, 0)
+	return rs->is_ack_delayed;
+#else
+	return false;
+#endif
+}
+
+static inline long lf_rs_snd_interval_us(const struct rate_sample *rs)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 19, 0)
+	return rs->snd_interval_us;
+#else
+	return rs->interval_us;
+#endif
+}
+
+static inline long lf_rs_rcv_interval_us(const struct rate_sample *rs)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(4, 19, 0)
+	return rs->rcv_interval_us;
+#else
+	return rs->interval_us;
+#endif
+}
+
+/*
  * sk_pacing_rate is u32 in 4.15 and unsigned long later (bytes per
  * second).  Compute in u64, clamp to sk_max_pacing_rate (the socket's
  * SO_MAX_PACING_RATE, ~0 when unlimited), store once for lockless readers
