@@ -28,6 +28,7 @@
 #include <linux/mm.h>
 #include <linux/string.h>
 #include <linux/workqueue.h>
+#include "compat.h"
 #include "lf_core.h"
 
 struct lf_sample_buf {
@@ -219,6 +220,11 @@ int lf_sampling_set_locked(struct lf_app *app, u32 every_n, u32 batch,
 	err = lf_sampling_check(app, every_n, batch, extack);
 	if (err)
 		return err;
+	if (every_n && !LF_SAMPLES_PRIVATE) {
+		NL_SET_ERR_MSG(extack,
+			       "liteflow: this kernel cannot keep the samples group private");
+		return -EOPNOTSUPP;
+	}
 	if (every_n) {
 		s = lf_sampler_alloc(app, every_n, batch);
 		if (!s)

@@ -41,6 +41,8 @@
 #include <linux/module.h>
 #include <linux/kernel.h>
 #include <linux/slab.h>
+#include <linux/mm.h>
+#include <linux/math64.h>
 #include <linux/string.h>
 #include <linux/rcupdate.h>
 #include <linux/random.h>
@@ -148,7 +150,7 @@ static void lf_model_free_rcu(struct rcu_head *head)
 {
 	struct lf_model *model = container_of(head, struct lf_model, rcu);
 
-	kfree(model->blob);
+	kvfree(model->blob);
 	kfree(model);
 }
 
@@ -204,13 +206,57 @@ static int lf_activate_locked(struct lf_app *app, struct lf_model *model)
 	return 0;
 }
 
-/* Checks shared by module snapshots and hot loads, then the switch. */
+/* Is a snapshot with @snapshot_id in a slot of any app? */
+static bool lf_snapshot_id_taken_locked(u64 snapshot_id)
+{
+	const struct lf_model *active;
+	const struct lf_app *app;
+	unsigned int i;
+
+	for (i = 0; i < LF_MAX_APPS; i++) {
+		app = lf_app_at_locked(i);
+		if (!app)
+			continue;
+		active = rcu_dereference_protected(app->active,
+						   lockdep_is_held(&lf_mutex));
+		if ((active && active->snapshot_id == snapshot_id) ||
+		    (app->standby && app->standby->snapshot_id == snapshot_id))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A query runs the whole snapshot inside one RCU read section, in softirq
+ * for most apps: its cost is the app's to bound, not the snapshot's.
+ */
+static bool lf_model_within_budget(const struct lf_app *app,
+				   const struct lf_model *model)
+{
+	u64 macs = lf_engine_macs(&model->spec);
+
+	if (macs <= app->max_macs)
+		return true;
+	pr_warn("app %s (id %u) allows %llu multiply-accumulates per query, snapshot %llu needs %llu: refused\n",
+		app->name, app->id, (unsigned long long)app->max_macs,
+		(unsigned long long)model->snapshot_id,
+		(unsigned long long)macs);
+	return false;
+}
+
+/*
+ * Checks shared by module snapshots and hot loads, then the switch.
+ * Snapshot ids are unique among loaded snapshots: unloads and sample
+ * batches name a snapshot by its id.
+ */
 static int lf_install_locked(struct lf_app *app, struct lf_model *model)
 {
 	if (!lf_model_sizes_match(app, model))
 		return -EINVAL;
-	if (model == lf_active_locked(app) || model == app->standby)
+	if (lf_snapshot_id_taken_locked(model->snapshot_id))
 		return -EEXIST;
+	if (!lf_model_within_budget(app, model))
+		return -EFBIG;
 	return lf_activate_locked(app, model);
 }
 
@@ -276,12 +322,16 @@ int lf_hot_load_locked(struct lf_app *app, u64 snapshot_id, const void *blob,
 	model = kzalloc(sizeof(*model), GFP_KERNEL);
 	if (!model)
 		return -ENOMEM;
-	/* kmalloc memory is at least 8-byte aligned, as the parser needs */
-	model->blob = kmemdup(blob, len, GFP_KERNEL);
+	/*
+	 * A large blob need not be physically contiguous; kvmalloc memory is
+	 * at least 8-byte aligned, as the parser needs.
+	 */
+	model->blob = kvmalloc(len, GFP_KERNEL);
 	if (!model->blob) {
 		kfree(model);
 		return -ENOMEM;
 	}
+	memcpy(model->blob, blob, len);
 	model->app_id = app->id;
 	model->snapshot_id = snapshot_id;
 
@@ -301,9 +351,13 @@ int lf_hot_load_locked(struct lf_app *app, u64 snapshot_id, const void *blob,
 		err = lf_install_locked(app, model);
 		if (err == -EINVAL)
 			NL_SET_ERR_MSG(extack, "liteflow: snapshot sizes do not match the app");
+		else if (err == -EEXIST)
+			NL_SET_ERR_MSG(extack, "liteflow: a snapshot with this id is already loaded");
+		else if (err == -EFBIG)
+			NL_SET_ERR_MSG(extack, "liteflow: snapshot exceeds the app's cost budget");
 	}
 	if (err) {
-		kfree(model->blob);
+		kvfree(model->blob);
 		kfree(model);
 	}
 	return err;
@@ -335,14 +389,14 @@ int lf_swap_locked(struct lf_app *app)
 /* ---- apps ------------------------------------------------------------- */
 
 int lf_register_app(const char *name, u16 input_size, u16 output_size,
-		    u32 *app_id)
+		    u64 max_macs, u32 *app_id)
 {
 	struct lf_app *app;
 	int err = 0;
 	u32 id;
 
 	if (!name || !name[0] || strlen(name) >= LF_APP_NAME_MAX ||
-	    !lf_sizes_ok(input_size, output_size))
+	    !lf_sizes_ok(input_size, output_size) || !max_macs)
 		return -EINVAL;
 
 	app = kzalloc(sizeof(*app), GFP_KERNEL);
@@ -356,6 +410,7 @@ int lf_register_app(const char *name, u16 input_size, u16 output_size,
 	strscpy(app->name, name, sizeof(app->name));
 	app->input_size = input_size;
 	app->output_size = output_size;
+	app->max_macs = max_macs;
 	atomic64_set(&app->samples_sent, 0);
 	INIT_LIST_HEAD(&app->ios);
 
@@ -372,8 +427,9 @@ int lf_register_app(const char *name, u16 input_size, u16 output_size,
 	app->id = id;
 	rcu_assign_pointer(lf_apps[lf_app_slot(id)], app);
 	*app_id = id;
-	pr_info("app %s registered as id %u (%u inputs, %u outputs)\n",
-		name, id, input_size, output_size);
+	pr_info("app %s registered as id %u (%u inputs, %u outputs, at most %llu MACs per query)\n",
+		name, id, input_size, output_size,
+		(unsigned long long)max_macs);
 unlock:
 	mutex_unlock(&lf_mutex);
 	if (err) {
@@ -399,6 +455,7 @@ static void lf_app_destroy_locked(struct lf_app *app)
 	}
 	if (app->standby)
 		lf_model_drop(app->standby);
+	kvfree(app->stage);		/* a chunked load nobody finished */
 	free_percpu(app->stats);
 	kfree(app);
 }
@@ -506,7 +563,12 @@ EXPORT_SYMBOL_GPL(lf_query_model);
 
 /* ---- in-kernel micro-benchmark ------------------------------------------ */
 
-#define LF_BENCH_CHUNK		1024	/* inferences between cond_resched() */
+/*
+ * Work between two looks at the clock and cond_resched(), in
+ * multiply-accumulates rather than inferences, so that the pause does not
+ * grow with the snapshot's size.
+ */
+#define LF_BENCH_CHUNK_MACS	(1U << 18)
 
 /*
  * One inference the way the fast path does it (lookup and inference inside
@@ -528,14 +590,20 @@ static int lf_bench_one(u32 app_id, const s8 *input, s8 *output)
 	return err;
 }
 
-int lf_bench(u32 app_id, u32 iterations, u64 *total_ns, u64 *snapshot_id,
-	     u64 *macs)
+/*
+ * Up to @iterations inferences, but no more than LF_NL_BENCH_MAX_NS of
+ * them: a netlink handler must return soon (it holds generic netlink's
+ * cb_lock), so a long benchmark is a loop of requests in user space.
+ * *@done says how many ran.
+ */
+int lf_bench(u32 app_id, u32 iterations, u32 *done, u64 *total_ns,
+	     u64 *snapshot_id, u64 *macs)
 {
 	s8 input[LF_MAX_UNITS], output[LF_MAX_UNITS];
 	const struct lf_model *model;
 	struct lf_app *app;
-	u32 done, i, chunk;
-	u64 start;
+	u32 i, chunk, per_chunk = 1;
+	u64 start, elapsed = 0;
 	int err = 0;
 
 	mutex_lock(&lf_mutex);
@@ -545,21 +613,28 @@ int lf_bench(u32 app_id, u32 iterations, u64 *total_ns, u64 *snapshot_id,
 		get_random_bytes(input, app->input_size);
 		*snapshot_id = model->snapshot_id;
 		*macs = lf_engine_macs(&model->spec);
+		per_chunk = max_t(u64, 1, div64_u64(LF_BENCH_CHUNK_MACS,
+						   max_t(u64, 1, *macs)));
 	}
 	mutex_unlock(&lf_mutex);
 	if (!model)
 		return -ENOENT;
 
 	start = ktime_get_ns();
-	for (done = 0; done < iterations && !err; done += chunk) {
-		chunk = min_t(u32, iterations - done, LF_BENCH_CHUNK);
+	for (*done = 0; *done < iterations && !err; *done += i) {
+		chunk = min_t(u32, iterations - *done, per_chunk);
 		for (i = 0; i < chunk && !err; i++)
 			err = lf_bench_one(app_id, input, output);
+		elapsed = ktime_get_ns() - start;
+		if (elapsed >= LF_NL_BENCH_MAX_NS) {
+			*done += i;
+			break;
+		}
 		if (signal_pending(current))
 			err = -EINTR;
 		cond_resched();
 	}
-	*total_ns = ktime_get_ns() - start;
+	*total_ns = elapsed;
 	return err;
 }
 
