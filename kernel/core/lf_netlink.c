@@ -596,6 +596,9 @@ int lf_netlink_send_samples(struct lf_app *app, u64 snapshot_id, u32 count,
 	struct sk_buff *msg;
 	void *hdr;
 
+	/* a batch is up to LF_NL_SAMPLE_MAX_BYTES: build none nobody reads */
+	if (!genl_has_listeners(&lf_genl_family, &init_net, LF_MCGRP_SAMPLES))
+		return -ESRCH;
 	msg = genlmsg_new(2 * nla_total_size(sizeof(u32)) +
 			  2 * nla_total_size_64bit(sizeof(u64)) +
 			  nla_total_size(in_bytes) + nla_total_size(out_bytes),

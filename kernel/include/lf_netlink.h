@@ -109,7 +109,9 @@ enum lf_cmd {
 	 * SAMPLES (kernel -> group "samples" only): APP_ID, SNAPSHOT_ID (the
 	 * snapshot that produced every output of the batch), COUNT (k),
 	 * INPUTS (k * input_size), OUTPUTS (k * output_size),
-	 * SAMPLES_DROPPED (app total so far).
+	 * SAMPLES_DROPPED (app total so far).  Joining the group needs
+	 * CAP_NET_ADMIN (CAP_SYS_ADMIN on kernels with only the older check;
+	 * where the kernel has neither, SET_SAMPLING fails with EOPNOTSUPP).
 	 */
 	LF_CMD_SAMPLES,
 	/*
