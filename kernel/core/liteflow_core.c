@@ -286,6 +286,26 @@ int lf_register_model(struct lf_model *model)
 }
 EXPORT_SYMBOL_GPL(lf_register_model);
 
+/*
+ * The active snapshot's module is pinned, so only a forced unload
+ * (rmmod -f) reaches its exit.  The module goes whatever we return: take
+ * its snapshot out of service, promoting the standby if it can be pinned,
+ * so that no query runs on freed memory.
+ */
+static void lf_force_detach_locked(struct lf_app *app, struct lf_model *model)
+{
+	struct lf_model *next = app->standby;
+
+	if (next && next->owner && !try_module_get(next->owner))
+		next = NULL;
+	if (next)
+		app->standby = NULL;
+	rcu_assign_pointer(app->active, next);
+	pr_warn("app %s (id %u): active snapshot %llu removed by force, now %llu\n",
+		app->name, app->id, (unsigned long long)model->snapshot_id,
+		next ? (unsigned long long)next->snapshot_id : 0ULL);
+}
+
 int lf_unregister_model(struct lf_model *model)
 {
 	struct lf_app *app;
@@ -296,7 +316,7 @@ int lf_unregister_model(struct lf_model *model)
 	if (!app)
 		err = -ENOENT;
 	else if (lf_active_locked(app) == model)
-		err = -EBUSY;
+		lf_force_detach_locked(app, model);
 	else if (app->standby != model)
 		err = -ENOENT;
 	else
@@ -307,8 +327,7 @@ int lf_unregister_model(struct lf_model *model)
 	 * module: first let every query that may still run on it finish, in
 	 * whichever slot (or none) it was.
 	 */
-	if (err != -EBUSY)
-		synchronize_rcu();
+	synchronize_rcu();
 	return err;
 }
 EXPORT_SYMBOL_GPL(lf_unregister_model);

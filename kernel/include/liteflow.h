@@ -75,7 +75,12 @@ int lf_unregister_app(u32 app_id);
  */
 int lf_register_model(struct lf_model *model);
 
-/* Remove from the standby slot; the active snapshot cannot be removed (-EBUSY). */
+/*
+ * Remove from the standby slot, then wait for a grace period.  The active
+ * snapshot's module is pinned, so only rmmod -f gets here with it: it is
+ * then taken out of service (the standby, if any, becomes active) before
+ * the grace period, and the module may go.
+ */
 int lf_unregister_model(struct lf_model *model);
 
 /*
