@@ -31,14 +31,16 @@ from guest.tools import (CheckedReport, DriverAbort, dmesg_lines, kernel_trouble
 from userspace.netlink import LiteFlowNetlink, LiteFlowNetlinkError
 
 APP_NAME = "lf_test"
-# One raw BENCH request (no client-side splitting), so the time measured is one handler's.
+# One raw BENCH request (no client-side splitting), timed around the request alone: the
+# interpreter's start under TCG takes seconds and is not the handler's.
 ONE_BENCH_REQUEST = """
-import sys
+import sys, time
 from userspace.netlink import LiteFlowNetlink
 with LiteFlowNetlink() as nl:
     app = nl.app("lf_test")
+    t0 = time.monotonic()
     (reply,) = nl._request("BENCH", {"APP_ID": app.app_id, "ITERATIONS": int(sys.argv[1])})
-    print(reply.get_attr("LF_ATTR_ITERATIONS"))
+    print(reply.get_attr("LF_ATTR_ITERATIONS"), time.monotonic() - t0)
 """
 UNPRIVILEGED_SUBSCRIBER = """
 import errno, sys
@@ -139,25 +141,27 @@ def _check_unique_ids(nl: LiteFlowNetlink, app_id: int, plan: dict, base: Path, 
     report.check("snapshot module with an id already loaded refused with EEXIST", got == "EEXIST",
                  f"got {got} {message}")
     stats = nl.app(APP_NAME)
-    report.check("the first snapshot with that id still serves", stats.active_id == first["snapshot_id"],
+    report.check("the first snapshot with that id still serves",
+                 stats.active_id == first["snapshot_id"] and stats.active_origin == "hot",
                  f"active={stats.active_id:#x} origin={stats.active_origin} standby={stats.standby_id:#x}")
 
 
 def _check_bounded_bench(nl: LiteFlowNetlink, app_id: int, plan: dict, report: Report) -> None:
+    """One BENCH request for the most iterations the UAPI allows, from a child process so that a
+    handler that runs for minutes can be cut short (the kill is a signal the handler heeds)."""
     report.step = "one BENCH request within its bound"
-    bound = plan["bench_request_bound_s"]
-    t0 = time.monotonic()
+    bound, kill_after = plan["bench_request_bound_s"], plan["bench_kill_after_s"]
     try:
         done = subprocess.run([sys.executable, "-c", ONE_BENCH_REQUEST, str(plan["bench_iterations"])],
-                              capture_output=True, text=True, timeout=bound, cwd=os.getcwd(),
+                              capture_output=True, text=True, timeout=kill_after, cwd=os.getcwd(),
                               env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-        took = time.monotonic() - t0
-        ran = int(done.stdout.split()[-1]) if done.returncode == 0 and done.stdout.split() else 0
-        detail = f"{took:.2f} s, {ran} iterations; {done.stderr.strip()[-300:]}"
-        ok = done.returncode == 0 and 0 < ran <= plan["bench_iterations"]
-    except subprocess.TimeoutExpired:  # the child is killed: the handler sees the signal and gives up
-        took, ran, ok = time.monotonic() - t0, 0, False
-        detail = f"no reply within {bound} s"
+        words = done.stdout.split()
+        ran, took = (int(words[-2]), float(words[-1])) if done.returncode == 0 and len(words) >= 2 else (0, 0.0)
+        detail = f"{took:.3f} s, {ran} iterations; {done.stderr.strip()[-300:]}"
+        ok = done.returncode == 0 and 0 < ran <= plan["bench_iterations"] and took <= bound
+    except subprocess.TimeoutExpired:
+        took, ran, ok = float(kill_after), 0, False
+        detail = f"no reply within {kill_after} s (killed)"
     report.bench_request = {"seconds": round(took, 3), "iterations": ran, "asked": plan["bench_iterations"]}
     report.check(f"a BENCH request of {plan['bench_iterations']} iterations returns within {bound} s", ok, detail)
 

@@ -27,8 +27,12 @@ INPUT_SIZE, OUTPUT_SIZE = 30, 1
 SMALL_UNITS = [INPUT_SIZE, 32, 16, OUTPUT_SIZE]               # smoke-sized: 1,488 MACs
 BIG_UNITS = [INPUT_SIZE, 256, 256, 128, OUTPUT_SIZE]          # > 100 KB of weights
 TIGHT_BUDGET_MACS = 1000                                      # under the small snapshot's cost
-BENCH_REQUEST_BOUND_S = 10      # TCG; the kernel's own per-request bound is far below this
+BENCH_REQUEST_BOUND_S = 2       # TCG; the kernel's own per-request bound (100 ms) is well below
+BENCH_KILL_AFTER_S = 45         # the probe's whole life, interpreter start under TCG included
 GUEST_TIMEOUT_S = 900
+# The samples group's guard differs by kernel (compat.h): debian-6.1 checks CAP_NET_ADMIN by itself,
+# debian-5.10 only if the core asks for its older cap_sys_admin check, so run this on both.
+KERNEL = os.environ.get("LITEFLOW_HARDENING_KERNEL", "debian-6.1")
 
 
 def _prepare(plan_dir: Path, build) -> dict:
@@ -65,6 +69,7 @@ def _prepare(plan_dir: Path, build) -> dict:
         "tight_budget_macs": TIGHT_BUDGET_MACS,
         "bench_iterations": 10_000_000,          # LF_NL_BENCH_MAX_ITERS: minutes if done in one go
         "bench_request_bound_s": BENCH_REQUEST_BOUND_S,
+        "bench_kill_after_s": BENCH_KILL_AFTER_S,
         "bench_client_iterations": 200_000,
     }
 
@@ -72,7 +77,7 @@ def _prepare(plan_dir: Path, build) -> dict:
 def test_hardening_regressions(tmp_path, monkeypatch):
     monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
     run = new_run("hardening", profile="quick")
-    with GuestSession() as session:
+    with GuestSession(KERNEL) as session:
         plan_dir = session.plan_dir(run, "hardening")
         plan = _prepare(plan_dir, session.build_modules)
         result = session.run_driver(run, "hardening", plan, plan_dir, timeout_s=GUEST_TIMEOUT_S,
@@ -83,7 +88,7 @@ def test_hardening_regressions(tmp_path, monkeypatch):
     run.record("checks", report["checks"])
     assert report["big_blob_bytes"] > 100 * 1024
     assert not failed, failed
-    for name in ("a BENCH request of 10000000 iterations returns within 10 s",
+    for name in (f"a BENCH request of 10000000 iterations returns within {BENCH_REQUEST_BOUND_S} s",
                  "an unprivileged user cannot join the samples group (EPERM)",
                  "hot load of an id already loaded refused with EEXIST",
                  "snapshot module with an id already loaded refused with EEXIST",
