@@ -8,7 +8,8 @@
  * Every command with attributes is covered by the family's policy (per op
  * before 5.2, see compat.h); commands that change state or burn CPU need
  * CAP_NET_ADMIN (GENL_ADMIN_PERM); so does EVALUATE, which holds lf_mutex
- * while it runs.  LIST_APPS is open to everyone.  Handlers run in parallel
+ * while it runs.  LIST_APPS is open to everyone and takes no lock an
+ * update needs (it reads under RCU).  Handlers run in parallel
  * (parallel_ops: no genl_mutex) and serialise on lf_mutex themselves, but
  * every handler still runs with generic netlink's cb_lock held for
  * reading.  While one runs, registering or unregistering any genl family
@@ -127,12 +128,19 @@ static int lf_put_u64(struct sk_buff *skb, int attr, u64 value)
 
 /* ---- LIST_APPS ------------------------------------------------------------ */
 
-/* Caller holds lf_mutex (so standby's owner cannot unload meanwhile). */
+/*
+ * Caller is in an RCU read section, not under lf_mutex: listing is
+ * unprivileged and must not delay updates.  RCU keeps what it reads alive:
+ * apps and hot-loaded snapshots are freed after a grace period, and a
+ * snapshot module's exit waits for one (lf_unregister_model) before its
+ * module, and so its name, goes away.  The fields read without a lock may
+ * be a moment apart.
+ */
 static int lf_nl_fill_app(struct sk_buff *skb, struct lf_app *app, u32 portid,
 			  u32 seq, int flags)
 {
-	struct lf_model *active = lf_active_locked(app);
-	struct lf_model *standby = app->standby;
+	const struct lf_model *active = rcu_dereference(app->active);
+	const struct lf_model *standby = rcu_dereference(app->standby);
 	struct lf_app_stats stats;
 	u32 every_n, batch;
 	void *hdr;
@@ -142,7 +150,7 @@ static int lf_nl_fill_app(struct sk_buff *skb, struct lf_app *app, u32 portid,
 	if (!hdr)
 		return -EMSGSIZE;
 	lf_app_stats_sum(app, &stats);
-	lf_sampling_get_locked(app, &every_n, &batch);
+	lf_sampling_get_rcu(app, &every_n, &batch);
 
 	if (nla_put_u32(skb, LF_ATTR_APP_ID, app->id) ||
 	    nla_put_string(skb, LF_ATTR_APP_NAME, app->name) ||
@@ -159,8 +167,8 @@ static int lf_nl_fill_app(struct sk_buff *skb, struct lf_app *app, u32 portid,
 	    lf_put_u64(skb, LF_ATTR_SAMPLES_DROPPED, stats.samples_dropped) ||
 	    nla_put_u32(skb, LF_ATTR_SAMPLE_EVERY, every_n) ||
 	    nla_put_u32(skb, LF_ATTR_SAMPLE_BATCH, batch) ||
-	    lf_put_u64(skb, LF_ATTR_SWAPS, app->swaps) ||
-	    nla_put_u32(skb, LF_ATTR_IO_COUNT, app->n_ios) ||
+	    lf_put_u64(skb, LF_ATTR_SWAPS, READ_ONCE(app->swaps)) ||
+	    nla_put_u32(skb, LF_ATTR_IO_COUNT, READ_ONCE(app->n_ios)) ||
 	    lf_put_u64(skb, LF_ATTR_MAX_MACS, app->max_macs)) {
 		genlmsg_cancel(skb, hdr);
 		return -EMSGSIZE;
@@ -183,11 +191,14 @@ static int lf_nl_list_apps_doit(struct sk_buff *skb, struct genl_info *info)
 	if (!msg)
 		return -ENOMEM;
 
-	mutex_lock(&lf_mutex);
-	app = lf_nl_app_locked(info);
+	rcu_read_lock();
+	app = lf_app_lookup_rcu(nla_get_u32(info->attrs[LF_ATTR_APP_ID]));
 	err = app ? lf_nl_fill_app(msg, app, info->snd_portid, info->snd_seq, 0)
 		  : -ENOENT;
-	mutex_unlock(&lf_mutex);
+	rcu_read_unlock();
+	if (err == -ENOENT)
+		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[LF_ATTR_APP_ID],
+				    "liteflow: no such app");
 
 	if (err) {
 		nlmsg_free(msg);
@@ -202,16 +213,16 @@ static int lf_nl_list_apps_dumpit(struct sk_buff *skb,
 	unsigned int slot;
 	struct lf_app *app;
 
-	mutex_lock(&lf_mutex);
+	rcu_read_lock();
 	for (slot = cb->args[0]; slot < LF_MAX_APPS; slot++) {
-		app = lf_app_at_locked(slot);
+		app = lf_app_at_rcu(slot);
 		if (!app)
 			continue;
 		if (lf_nl_fill_app(skb, app, NETLINK_CB(cb->skb).portid,
 				   cb->nlh->nlmsg_seq, NLM_F_MULTI))
 			break;
 	}
-	mutex_unlock(&lf_mutex);
+	rcu_read_unlock();
 	cb->args[0] = slot;
 	return skb->len;
 }

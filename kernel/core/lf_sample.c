@@ -240,10 +240,10 @@ int lf_sampling_set_locked(struct lf_app *app, u32 every_n, u32 batch,
 	return 0;
 }
 
-void lf_sampling_get_locked(struct lf_app *app, u32 *every_n, u32 *batch)
+/* Caller is in an RCU read section: the sampler is freed after a grace period. */
+void lf_sampling_get_rcu(struct lf_app *app, u32 *every_n, u32 *batch)
 {
-	struct lf_sampler *s = rcu_dereference_protected(app->sampler,
-						lockdep_is_held(&lf_mutex));
+	struct lf_sampler *s = rcu_dereference(app->sampler);
 
 	*every_n = s ? s->every_n : 0;
 	*batch = s ? s->batch : 0;

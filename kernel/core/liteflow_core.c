@@ -65,13 +65,18 @@ static unsigned int lf_app_slot(u32 app_id)
 	return app_id & LF_APP_SLOT_MASK;
 }
 
-static struct lf_app *lf_app_lookup_rcu(u32 app_id)
+struct lf_app *lf_app_lookup_rcu(u32 app_id)
 {
 	struct lf_app *app = rcu_dereference(lf_apps[lf_app_slot(app_id)]);
 
 	if (unlikely(!app || app->id != app_id))
 		return NULL;
 	return app;
+}
+
+struct lf_app *lf_app_at_rcu(unsigned int slot)
+{
+	return rcu_dereference(lf_apps[slot]);
 }
 
 struct lf_app *lf_app_at_locked(unsigned int slot)
@@ -92,6 +97,12 @@ struct lf_app *lf_app_lookup_locked(u32 app_id)
 struct lf_model *lf_active_locked(struct lf_app *app)
 {
 	return rcu_dereference_protected(app->active,
+					 lockdep_is_held(&lf_mutex));
+}
+
+struct lf_model *lf_standby_locked(struct lf_app *app)
+{
+	return rcu_dereference_protected(app->standby,
 					 lockdep_is_held(&lf_mutex));
 }
 
@@ -183,15 +194,16 @@ static bool lf_model_sizes_match(const struct lf_app *app,
 static int lf_activate_locked(struct lf_app *app, struct lf_model *model)
 {
 	struct lf_model *old = lf_active_locked(app);
+	struct lf_model *standby = lf_standby_locked(app);
 	struct lf_model *displaced = NULL;
 
 	if (model->owner && !try_module_get(model->owner))
 		return -ENODEV;
-	if (app->standby != model)
-		displaced = app->standby;
+	if (standby != model)
+		displaced = standby;
 	rcu_assign_pointer(app->active, model);
-	app->standby = old;
-	app->swaps++;
+	rcu_assign_pointer(app->standby, old);
+	WRITE_ONCE(app->swaps, app->swaps + 1);
 
 	/*
 	 * No grace period on the update path: a query may still be running on
@@ -209,18 +221,18 @@ static int lf_activate_locked(struct lf_app *app, struct lf_model *model)
 /* Is a snapshot with @snapshot_id in a slot of any app? */
 static bool lf_snapshot_id_taken_locked(u64 snapshot_id)
 {
-	const struct lf_model *active;
-	const struct lf_app *app;
+	const struct lf_model *active, *standby;
+	struct lf_app *app;
 	unsigned int i;
 
 	for (i = 0; i < LF_MAX_APPS; i++) {
 		app = lf_app_at_locked(i);
 		if (!app)
 			continue;
-		active = rcu_dereference_protected(app->active,
-						   lockdep_is_held(&lf_mutex));
+		active = lf_active_locked(app);
+		standby = lf_standby_locked(app);
 		if ((active && active->snapshot_id == snapshot_id) ||
-		    (app->standby && app->standby->snapshot_id == snapshot_id))
+		    (standby && standby->snapshot_id == snapshot_id))
 			return true;
 	}
 	return false;
@@ -294,12 +306,12 @@ EXPORT_SYMBOL_GPL(lf_register_model);
  */
 static void lf_force_detach_locked(struct lf_app *app, struct lf_model *model)
 {
-	struct lf_model *next = app->standby;
+	struct lf_model *next = lf_standby_locked(app);
 
 	if (next && next->owner && !try_module_get(next->owner))
 		next = NULL;
 	if (next)
-		app->standby = NULL;
+		RCU_INIT_POINTER(app->standby, NULL);
 	rcu_assign_pointer(app->active, next);
 	pr_warn("app %s (id %u): active snapshot %llu removed by force, now %llu\n",
 		app->name, app->id, (unsigned long long)model->snapshot_id,
@@ -317,10 +329,10 @@ int lf_unregister_model(struct lf_model *model)
 		err = -ENOENT;
 	else if (lf_active_locked(app) == model)
 		lf_force_detach_locked(app, model);
-	else if (app->standby != model)
+	else if (lf_standby_locked(app) != model)
 		err = -ENOENT;
 	else
-		app->standby = NULL;
+		RCU_INIT_POINTER(app->standby, NULL);
 	mutex_unlock(&lf_mutex);
 	/*
 	 * The caller, a snapshot module's exit, frees the snapshot with the
@@ -385,7 +397,7 @@ int lf_hot_load_locked(struct lf_app *app, u64 snapshot_id, const void *blob,
 int lf_hot_unload_locked(struct lf_app *app, u64 snapshot_id)
 {
 	struct lf_model *active = lf_active_locked(app);
-	struct lf_model *standby = app->standby;
+	struct lf_model *standby = lf_standby_locked(app);
 
 	if (active && active->snapshot_id == snapshot_id)
 		return -EBUSY;
@@ -393,16 +405,18 @@ int lf_hot_unload_locked(struct lf_app *app, u64 snapshot_id)
 		return -ENOENT;
 	if (standby->owner)
 		return -EPERM;
-	app->standby = NULL;
+	RCU_INIT_POINTER(app->standby, NULL);
 	lf_model_drop(standby);
 	return 0;
 }
 
 int lf_swap_locked(struct lf_app *app)
 {
-	if (!app->standby)
+	struct lf_model *standby = lf_standby_locked(app);
+
+	if (!standby)
 		return -ENOENT;
-	return lf_activate_locked(app, app->standby);
+	return lf_activate_locked(app, standby);
 }
 
 /* ---- apps ------------------------------------------------------------- */
@@ -463,6 +477,7 @@ EXPORT_SYMBOL_GPL(lf_register_app);
 static void lf_app_destroy_locked(struct lf_app *app)
 {
 	struct lf_model *active = lf_active_locked(app);
+	struct lf_model *standby = lf_standby_locked(app);
 
 	lf_upcall_app_gone(app->id);	/* its user-space agent, if any */
 	synchronize_rcu();		/* no query still sees app or its active */
@@ -472,8 +487,8 @@ static void lf_app_destroy_locked(struct lf_app *app)
 		else
 			lf_model_drop(active);
 	}
-	if (app->standby)
-		lf_model_drop(app->standby);
+	if (standby)
+		lf_model_drop(standby);
 	kvfree(app->stage);		/* a chunked load nobody finished */
 	free_percpu(app->stats);
 	kfree(app);
@@ -524,7 +539,7 @@ int lf_register_io(struct lf_io *io)
 		err = -EINVAL;
 	} else {
 		list_add_tail(&io->list, &app->ios);
-		app->n_ios++;
+		WRITE_ONCE(app->n_ios, app->n_ios + 1);
 	}
 	mutex_unlock(&lf_mutex);
 	return err;
@@ -540,7 +555,7 @@ void lf_unregister_io(struct lf_io *io)
 	/* an app cannot go away while it has io modules */
 	if (!WARN_ON_ONCE(!app)) {
 		list_del_init(&io->list);
-		app->n_ios--;
+		WRITE_ONCE(app->n_ios, app->n_ios - 1);
 	}
 	mutex_unlock(&lf_mutex);
 }
