@@ -30,9 +30,11 @@ TIGHT_BUDGET_MACS = 1000                                      # under the small 
 BENCH_REQUEST_BOUND_S = 2       # TCG; the kernel's own per-request bound (100 ms) is well below
 BENCH_KILL_AFTER_S = 45         # the probe's whole life, interpreter start under TCG included
 GUEST_TIMEOUT_S = 900
-# The samples group's guard differs by kernel (compat.h): debian-6.1 checks CAP_NET_ADMIN by itself,
-# debian-5.10 only if the core asks for its older cap_sys_admin check, so run this on both.
 KERNEL = os.environ.get("LITEFLOW_HARDENING_KERNEL", "debian-6.1")
+# The samples group's guard differs by kernel (compat.h): debian-6.1 has GENL_MCAST_CAP_NET_ADMIN,
+# so the group was private there even before the fix; debian-5.10 only has the older cap_sys_admin
+# bit, which the core must set itself. Its guest venv has no numpy: only that check runs there.
+OLD_GUARD_KERNEL = "debian-5.10"
 
 
 def _prepare(plan_dir: Path, build) -> dict:
@@ -96,3 +98,19 @@ def test_hardening_regressions(tmp_path, monkeypatch):
                  "over-budget snapshot module refused with EFBIG",
                  f"a {report['big_blob_bytes']}-byte blob hot-loads"):
         assert name in checks, sorted(checks)
+
+
+def test_samples_group_private_on_a_kernel_with_the_older_guard(tmp_path, monkeypatch):
+    monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
+    run = new_run("hardening", profile="quick")
+    with GuestSession(OLD_GUARD_KERNEL) as session:
+        plan_dir = session.plan_dir(run, "hardening-samples")
+        session.build_modules(plan_dir)
+        plan = {"core_module": "liteflow.ko", "test_module": "lf_test.ko", "input_size": INPUT_SIZE,
+                "output_size": OUTPUT_SIZE, "only": ["private_samples"]}
+        result = session.run_driver(run, "hardening", plan, plan_dir, timeout_s=GUEST_TIMEOUT_S,
+                                    step="run the samples check in the guest")
+    checks = {check["name"]: check for check in result.report["checks"]}
+    failed = {name: check["detail"] for name, check in checks.items() if not check["ok"]}
+    assert not failed, failed
+    assert "an unprivileged user cannot join the samples group (EPERM)" in checks, sorted(checks)
