@@ -21,6 +21,10 @@ from userspace.genl import GenlRequester, GenlRequestError, GenlSubscriber, reso
 from userspace.uapi import load_uapi
 
 
+# Requests in a row whose every round trip timed out before upcall_bench gives up on the agent.
+UPCALL_GIVE_UP_REQUESTS = 3
+
+
 class LiteFlowNetlinkError(OSError):
     """A LiteFlow netlink command failed in the kernel; `errno` says why."""
 
@@ -51,6 +55,7 @@ class AppStats:
     sample_batch: int
     swaps: int
     io_count: int
+    max_macs: int = 0    # the app's cost budget per query (0: a core that has none)
 
 
 @dataclass(frozen=True)
@@ -161,46 +166,87 @@ class LiteFlowNetlink:
 
         Returns the nanoseconds the kernel spent on it by its own clock (None if its reply was
         lost: the ACK alone says the switch happened). A netlink attribute carries at most
-        LF_NL_BINARY_MAX bytes; a larger snapshot is refused here (E2BIG) and must be installed
-        as a compiled snapshot module instead.
+        LF_NL_BINARY_MAX bytes, so a larger blob (up to LF_NL_BLOB_MAX, the engine's own limit)
+        goes in ordered chunks; the kernel loads it with the last one, whose time is returned.
+        EEXIST: the id is already loaded; EFBIG: over the app's cost budget.
         """
-        limit = self._uapi.limits["BINARY_MAX"]
-        if len(blob) > limit:
-            raise LiteFlowNetlinkError(errno.E2BIG, f"LOAD_MODEL: blob of {len(blob)} bytes exceeds the "
-                                                    f"{limit}-byte netlink attribute limit; load it as a module")
-        replies = self._request("LOAD_MODEL", {"APP_ID": app_id, "SNAPSHOT_ID": snapshot_id, "BLOB": blob})
+        chunk_max = self._uapi.limits["BINARY_MAX"]
+        if len(blob) <= chunk_max:
+            replies = self._request("LOAD_MODEL", {"APP_ID": app_id, "SNAPSHOT_ID": snapshot_id, "BLOB": blob})
+            return replies[0].get_attr("LF_ATTR_TOTAL_NS") if replies else None
+        if len(blob) > self._uapi.limits["BLOB_MAX"]:
+            raise LiteFlowNetlinkError(errno.E2BIG, f"LOAD_MODEL: blob of {len(blob)} bytes exceeds the engine's "
+                                                    f"{self._uapi.limits['BLOB_MAX']}-byte limit")
+        replies = []
+        for offset in range(0, len(blob), chunk_max):
+            replies = self._request("LOAD_MODEL", {"APP_ID": app_id, "SNAPSHOT_ID": snapshot_id,
+                                                   "BLOB_SIZE": len(blob), "BLOB_OFFSET": offset,
+                                                   "BLOB": blob[offset : offset + chunk_max]})
         return replies[0].get_attr("LF_ATTR_TOTAL_NS") if replies else None
 
     def swap(self, app_id: int) -> None:
         self._request("SWAP", {"APP_ID": app_id})
 
     def bench(self, app_id: int, iterations: int) -> BenchResult:
-        (reply,) = self._request("BENCH", {"APP_ID": app_id, "ITERATIONS": iterations})
+        """Run the active snapshot `iterations` times in the kernel. The kernel bounds each BENCH
+        request (LF_NL_BENCH_MAX_NS: a handler holds generic netlink's lock), so this loops over
+        requests and sums; a snapshot swapped mid-run shows as the last request's id."""
+        done = total_ns = 0
+        reply = None
+        while done < iterations:
+            ask = min(iterations - done, load_uapi().limits["BENCH_MAX_ITERS"])
+            (reply,) = self._request("BENCH", {"APP_ID": app_id, "ITERATIONS": ask})
+            ran = reply.get_attr("LF_ATTR_ITERATIONS")
+            if not 0 < ran <= ask:
+                raise LiteFlowNetlinkError(errno.EPROTO, f"BENCH: the kernel ran {ran} of {ask} iterations")
+            done += ran
+            total_ns += reply.get_attr("LF_ATTR_TOTAL_NS")
+        if reply is None:
+            raise ValueError("iterations must be positive")
         return BenchResult(
             app_id=reply.get_attr("LF_ATTR_APP_ID"),
             snapshot_id=reply.get_attr("LF_ATTR_SNAPSHOT_ID"),
-            iterations=reply.get_attr("LF_ATTR_ITERATIONS"),
-            total_ns=reply.get_attr("LF_ATTR_TOTAL_NS"),
-            ns_per_query=reply.get_attr("LF_ATTR_NS_PER_QUERY"),
+            iterations=done,
+            total_ns=total_ns,
+            ns_per_query=total_ns // done,
             macs=reply.get_attr("LF_ATTR_MACS"),
         )
 
     def upcall_bench(self, app_id: int, iterations: int, timeout_ms: int | None = None) -> UpcallBenchResult:
         """Time `iterations` kernel -> agent -> kernel round trips through the app's registered
-        user-space agent (ENOTCONN when none). Blocks for the whole run; `timeout_ms` bounds
-        each round trip (kernel default LF_NL_UPCALL_TIMEOUT_MS)."""
-        attrs: dict[str, object] = {"APP_ID": app_id, "ITERATIONS": iterations}
-        if timeout_ms is not None:
-            attrs["TIMEOUT_MS"] = timeout_ms
-        (reply,) = self._request("UPCALL_BENCH", attrs)
+        user-space agent (ENOTCONN when none). Blocks for the whole run, as a loop of requests the
+        kernel bounds in time (LF_NL_UPCALL_MAX_NS); `timeout_ms` bounds each round trip (kernel
+        default LF_NL_UPCALL_TIMEOUT_MS). The kernel gives up on a silent agent after a few
+        timeouts in a row within a request; across requests this loop does, counting the rest as
+        errors, so a dead agent costs seconds, not iterations times the timeout."""
+        done = total_ns = errors = timeouts = stale = timed_out_requests = 0
+        while done < iterations:
+            attrs: dict[str, object] = {"APP_ID": app_id,
+                                        "ITERATIONS": min(iterations - done, load_uapi().limits["UPCALL_MAX_ITERS"])}
+            if timeout_ms is not None:
+                attrs["TIMEOUT_MS"] = timeout_ms
+            (reply,) = self._request("UPCALL_BENCH", attrs)
+            ran = reply.get_attr("LF_ATTR_ITERATIONS")
+            if ran <= 0:
+                raise LiteFlowNetlinkError(errno.EPROTO, "UPCALL_BENCH: the kernel accounted for no round trip")
+            done += ran
+            total_ns += reply.get_attr("LF_ATTR_TOTAL_NS")
+            errors += reply.get_attr("LF_ATTR_ERRORS")
+            req_timeouts = reply.get_attr("LF_ATTR_TIMEOUTS")
+            timeouts += req_timeouts
+            stale += reply.get_attr("LF_ATTR_STALE_ANSWERS")
+            timed_out_requests = timed_out_requests + 1 if req_timeouts and req_timeouts == ran else 0
+            if timed_out_requests >= UPCALL_GIVE_UP_REQUESTS and done < iterations:
+                errors += iterations - done
+                done = iterations
         return UpcallBenchResult(
-            app_id=reply.get_attr("LF_ATTR_APP_ID"),
-            iterations=reply.get_attr("LF_ATTR_ITERATIONS"),
-            total_ns=reply.get_attr("LF_ATTR_TOTAL_NS"),
-            ns_per_query=reply.get_attr("LF_ATTR_NS_PER_QUERY"),
-            errors=reply.get_attr("LF_ATTR_ERRORS"),
-            timeouts=reply.get_attr("LF_ATTR_TIMEOUTS"),
-            stale_answers=reply.get_attr("LF_ATTR_STALE_ANSWERS"),
+            app_id=app_id,
+            iterations=done,
+            total_ns=total_ns,
+            ns_per_query=total_ns // max(done, 1),
+            errors=errors,
+            timeouts=timeouts,
+            stale_answers=stale,
         )
 
     # -- samples ------------------------------------------------------------------------------
@@ -261,4 +307,5 @@ class LiteFlowNetlink:
             sample_batch=get("LF_ATTR_SAMPLE_BATCH"),
             swaps=get("LF_ATTR_SWAPS"),
             io_count=get("LF_ATTR_IO_COUNT"),
+            max_macs=get("LF_ATTR_MAX_MACS") or 0,
         )

@@ -25,19 +25,34 @@ struct lf_app_stats {
 
 struct lf_sampler;
 
+/*
+ * A weight blob arriving over several LOAD_MODEL requests (a netlink
+ * attribute carries under 64 KB, the engine takes larger blobs).  One per
+ * app; a chunk at offset 0 starts a new one.
+ */
+struct lf_blob_stage {
+	u64 snapshot_id;
+	u32 portid;			/* the sender of the first chunk */
+	u32 size;			/* the whole blob */
+	u32 received;			/* bytes so far, in order */
+	u8 data[] __aligned(8);		/* the parser needs 8-byte alignment */
+};
+
 struct lf_app {
 	u32 id;
 	char name[LF_APP_NAME_MAX];
 	u16 input_size;
 	u16 output_size;
 	struct lf_model __rcu *active;		/* read under RCU */
-	struct lf_model *standby;		/* lf_mutex */
+	struct lf_model __rcu *standby;		/* lf_mutex; LIST_APPS reads under RCU */
 	struct lf_sampler __rcu *sampler;	/* read under RCU, NULL = off */
 	struct lf_app_stats __percpu *stats;
 	atomic64_t samples_sent;
-	u64 swaps;				/* lf_mutex */
+	u64 max_macs;				/* per query, declared by the app */
+	struct lf_blob_stage *stage;		/* lf_mutex, kvmalloc'd, or NULL */
+	u64 swaps;				/* lf_mutex, READ_ONCE elsewhere */
 	struct list_head ios;			/* lf_mutex */
-	u32 n_ios;				/* lf_mutex */
+	u32 n_ios;				/* lf_mutex, READ_ONCE elsewhere */
 };
 
 /* Serialises every writer: registry, slots, io list, sampling setup. */
@@ -46,19 +61,22 @@ extern struct mutex lf_mutex;
 /* liteflow_core.c */
 struct lf_app *lf_app_lookup_locked(u32 app_id);
 struct lf_app *lf_app_at_locked(unsigned int slot);
+struct lf_app *lf_app_lookup_rcu(u32 app_id);
+struct lf_app *lf_app_at_rcu(unsigned int slot);
 struct lf_model *lf_active_locked(struct lf_app *app);
+struct lf_model *lf_standby_locked(struct lf_app *app);
 void lf_app_stats_sum(struct lf_app *app, struct lf_app_stats *sum);
 int lf_hot_load_locked(struct lf_app *app, u64 snapshot_id, const void *blob,
 		       size_t len, struct netlink_ext_ack *extack);
 int lf_hot_unload_locked(struct lf_app *app, u64 snapshot_id);
 int lf_swap_locked(struct lf_app *app);
-int lf_bench(u32 app_id, u32 iterations, u64 *total_ns, u64 *snapshot_id,
-	     u64 *macs);
+int lf_bench(u32 app_id, u32 iterations, u32 *done, u64 *total_ns,
+	     u64 *snapshot_id, u64 *macs);
 
 /* lf_sample.c */
 int lf_sampling_set_locked(struct lf_app *app, u32 every_n, u32 batch,
 			   struct netlink_ext_ack *extack);
-void lf_sampling_get_locked(struct lf_app *app, u32 *every_n, u32 *batch);
+void lf_sampling_get_rcu(struct lf_app *app, u32 *every_n, u32 *batch);
 void lf_sample_record(struct lf_app *app, struct lf_sampler *s,
 		      const struct lf_model *model, const s8 *input,
 		      const s8 *output);
@@ -73,6 +91,7 @@ int lf_netlink_send_query(u32 portid, u32 app_id, u64 seq, const s8 *inputs,
 
 /* lf_upcall.c: the user-space deployment baseline (agent round trips) */
 struct lf_upcall_bench {
+	u32 iterations;		/* accounted for: run, or counted as failed */
 	u64 total_ns;
 	u64 errors;		/* failed round trips, timeouts included */
 	u64 timeouts;

@@ -8,10 +8,17 @@
  * Every command with attributes is covered by the family's policy (per op
  * before 5.2, see compat.h); commands that change state or burn CPU need
  * CAP_NET_ADMIN (GENL_ADMIN_PERM); so does EVALUATE, which holds lf_mutex
- * while it runs.  LIST_APPS is open to everyone.  Handlers run in parallel
- * (parallel_ops) and serialise on lf_mutex themselves, so a long benchmark
- * does not hold the global genetlink lock.  The family lives in the
- * initial network namespace only; samples go to group "samples".
+ * while it runs.  LIST_APPS is open to everyone and takes no lock an
+ * update needs (it reads under RCU).  Handlers run in parallel
+ * (parallel_ops: no genl_mutex) and serialise on lf_mutex themselves, but
+ * every handler still runs with generic netlink's cb_lock held for
+ * reading.  While one runs, registering or unregistering any genl family
+ * (which takes cb_lock for writing) waits, and so, behind that writer,
+ * does every other genl message.  So every handler does bounded work:
+ * BENCH and UPCALL_BENCH stop after LF_NL_BENCH_MAX_NS and
+ * LF_NL_UPCALL_MAX_NS and user space loops over requests.  The family
+ * lives in the initial network namespace only; samples go to group
+ * "samples", which only CAP_NET_ADMIN may join (compat.h).
  *
  * The user-space deployment baseline rides on the same family: an agent
  * registers for an app (AGENT_REGISTER), the kernel unicasts it QUERY
@@ -24,6 +31,8 @@
 #include <linux/kernel.h>
 #include <linux/cache.h>
 #include <linux/module.h>
+#include <linux/mm.h>
+#include <linux/overflow.h>
 #include <linux/sched.h>
 #include <net/genetlink.h>
 #include "compat.h"
@@ -75,6 +84,9 @@ static const struct nla_policy lf_nl_policy[LF_ATTR_MAX + 1] = {
 	[LF_ATTR_TIMEOUT_MS]		= { .type = NLA_U32 },
 	[LF_ATTR_TIMEOUTS]		= { .type = NLA_U64 },
 	[LF_ATTR_STALE_ANSWERS]		= { .type = NLA_U64 },
+	[LF_ATTR_BLOB_SIZE]		= { .type = NLA_U32 },
+	[LF_ATTR_BLOB_OFFSET]		= { .type = NLA_U32 },
+	[LF_ATTR_MAX_MACS]		= { .type = NLA_U64 },
 };
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -116,12 +128,19 @@ static int lf_put_u64(struct sk_buff *skb, int attr, u64 value)
 
 /* ---- LIST_APPS ------------------------------------------------------------ */
 
-/* Caller holds lf_mutex (so standby's owner cannot unload meanwhile). */
+/*
+ * Caller is in an RCU read section, not under lf_mutex: listing is
+ * unprivileged and must not delay updates.  RCU keeps what it reads alive:
+ * apps and hot-loaded snapshots are freed after a grace period, and a
+ * snapshot module's exit waits for one (lf_unregister_model) before its
+ * module, and so its name, goes away.  The fields read without a lock may
+ * be a moment apart.
+ */
 static int lf_nl_fill_app(struct sk_buff *skb, struct lf_app *app, u32 portid,
 			  u32 seq, int flags)
 {
-	struct lf_model *active = lf_active_locked(app);
-	struct lf_model *standby = app->standby;
+	const struct lf_model *active = rcu_dereference(app->active);
+	const struct lf_model *standby = rcu_dereference(app->standby);
 	struct lf_app_stats stats;
 	u32 every_n, batch;
 	void *hdr;
@@ -131,7 +150,7 @@ static int lf_nl_fill_app(struct sk_buff *skb, struct lf_app *app, u32 portid,
 	if (!hdr)
 		return -EMSGSIZE;
 	lf_app_stats_sum(app, &stats);
-	lf_sampling_get_locked(app, &every_n, &batch);
+	lf_sampling_get_rcu(app, &every_n, &batch);
 
 	if (nla_put_u32(skb, LF_ATTR_APP_ID, app->id) ||
 	    nla_put_string(skb, LF_ATTR_APP_NAME, app->name) ||
@@ -148,8 +167,9 @@ static int lf_nl_fill_app(struct sk_buff *skb, struct lf_app *app, u32 portid,
 	    lf_put_u64(skb, LF_ATTR_SAMPLES_DROPPED, stats.samples_dropped) ||
 	    nla_put_u32(skb, LF_ATTR_SAMPLE_EVERY, every_n) ||
 	    nla_put_u32(skb, LF_ATTR_SAMPLE_BATCH, batch) ||
-	    lf_put_u64(skb, LF_ATTR_SWAPS, app->swaps) ||
-	    nla_put_u32(skb, LF_ATTR_IO_COUNT, app->n_ios)) {
+	    lf_put_u64(skb, LF_ATTR_SWAPS, READ_ONCE(app->swaps)) ||
+	    nla_put_u32(skb, LF_ATTR_IO_COUNT, READ_ONCE(app->n_ios)) ||
+	    lf_put_u64(skb, LF_ATTR_MAX_MACS, app->max_macs)) {
 		genlmsg_cancel(skb, hdr);
 		return -EMSGSIZE;
 	}
@@ -171,11 +191,14 @@ static int lf_nl_list_apps_doit(struct sk_buff *skb, struct genl_info *info)
 	if (!msg)
 		return -ENOMEM;
 
-	mutex_lock(&lf_mutex);
-	app = lf_nl_app_locked(info);
+	rcu_read_lock();
+	app = lf_app_lookup_rcu(nla_get_u32(info->attrs[LF_ATTR_APP_ID]));
 	err = app ? lf_nl_fill_app(msg, app, info->snd_portid, info->snd_seq, 0)
 		  : -ENOENT;
-	mutex_unlock(&lf_mutex);
+	rcu_read_unlock();
+	if (err == -ENOENT)
+		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[LF_ATTR_APP_ID],
+				    "liteflow: no such app");
 
 	if (err) {
 		nlmsg_free(msg);
@@ -190,16 +213,16 @@ static int lf_nl_list_apps_dumpit(struct sk_buff *skb,
 	unsigned int slot;
 	struct lf_app *app;
 
-	mutex_lock(&lf_mutex);
+	rcu_read_lock();
 	for (slot = cb->args[0]; slot < LF_MAX_APPS; slot++) {
-		app = lf_app_at_locked(slot);
+		app = lf_app_at_rcu(slot);
 		if (!app)
 			continue;
 		if (lf_nl_fill_app(skb, app, NETLINK_CB(cb->skb).portid,
 				   cb->nlh->nlmsg_seq, NLM_F_MULTI))
 			break;
 	}
-	mutex_unlock(&lf_mutex);
+	rcu_read_unlock();
 	cb->args[0] = slot;
 	return skb->len;
 }
@@ -325,13 +348,104 @@ unlock:
 
 /* ---- LOAD_MODEL / UNLOAD_MODEL / SWAP ------------------------------------- */
 
+static void lf_nl_stage_drop_locked(struct lf_app *app)
+{
+	kvfree(app->stage);
+	app->stage = NULL;
+}
+
+/* A chunk at offset 0: (re)start the app's upload of a @size-byte blob. */
+static int lf_nl_stage_start_locked(struct lf_app *app, u64 snapshot_id,
+				    u32 size, u32 portid)
+{
+	struct lf_blob_stage *stage;
+
+	lf_nl_stage_drop_locked(app);
+	stage = kvmalloc(struct_size(stage, data, size), GFP_KERNEL);
+	if (!stage)
+		return -ENOMEM;
+	stage->snapshot_id = snapshot_id;
+	stage->portid = portid;
+	stage->size = size;
+	stage->received = 0;
+	app->stage = stage;
+	return 0;
+}
+
+/*
+ * Append one chunk of a blob over LF_NL_BINARY_MAX to the app's upload.
+ * Returns 0 once the chunk is stored; the caller loads the blob when
+ * stage->received reaches stage->size.  Anything out of sequence drops
+ * the upload: a client starts again at offset 0.
+ */
+static int lf_nl_stage_chunk_locked(struct lf_app *app, u64 snapshot_id,
+				    struct genl_info *info)
+{
+	const struct nlattr *chunk = info->attrs[LF_ATTR_BLOB];
+	u32 size = nla_get_u32(info->attrs[LF_ATTR_BLOB_SIZE]);
+	u32 offset = info->attrs[LF_ATTR_BLOB_OFFSET] ?
+		     nla_get_u32(info->attrs[LF_ATTR_BLOB_OFFSET]) : 0;
+	struct lf_blob_stage *stage;
+	int err;
+
+	if (!size || size > LF_NL_BLOB_MAX) {
+		NL_SET_ERR_MSG_ATTR(info->extack, info->attrs[LF_ATTR_BLOB_SIZE],
+				    "liteflow: BLOB_SIZE must be 1..LF_NL_BLOB_MAX");
+		return size ? -E2BIG : -EINVAL;
+	}
+	if (!offset) {
+		err = lf_nl_stage_start_locked(app, snapshot_id, size,
+					       info->snd_portid);
+		if (err)
+			return err;
+	}
+	stage = app->stage;
+	if (!stage || stage->snapshot_id != snapshot_id ||
+	    stage->portid != info->snd_portid || stage->size != size ||
+	    stage->received != offset ||
+	    nla_len(chunk) > size - offset) {
+		lf_nl_stage_drop_locked(app);
+		NL_SET_ERR_MSG(info->extack,
+			       "liteflow: blob chunk out of sequence, start again at offset 0");
+		return -EINVAL;
+	}
+	memcpy(stage->data + offset, nla_data(chunk), nla_len(chunk));
+	stage->received += nla_len(chunk);
+	return 0;
+}
+
+/*
+ * Load the blob of this request (whole, or the last chunk of an upload);
+ * -EINPROGRESS when a chunk was stored and more are to come.
+ */
+static int lf_nl_load_locked(struct lf_app *app, u64 snapshot_id,
+			     struct genl_info *info)
+{
+	const struct nlattr *blob = info->attrs[LF_ATTR_BLOB];
+	struct lf_blob_stage *stage;
+	int err;
+
+	if (!info->attrs[LF_ATTR_BLOB_SIZE])
+		return lf_hot_load_locked(app, snapshot_id, nla_data(blob),
+					  nla_len(blob), info->extack);
+	err = lf_nl_stage_chunk_locked(app, snapshot_id, info);
+	if (err)
+		return err;
+	stage = app->stage;
+	if (stage->received < stage->size)
+		return -EINPROGRESS;
+	err = lf_hot_load_locked(app, snapshot_id, stage->data, stage->size,
+				 info->extack);
+	lf_nl_stage_drop_locked(app);
+	return err;
+}
+
 /*
  * The reply is allocated before the update so that, once the snapshot is
  * switched, nothing can fail and tell the client otherwise.
  */
 static int lf_nl_load_model(struct sk_buff *skb, struct genl_info *info)
 {
-	const struct nlattr *blob = info->attrs[LF_ATTR_BLOB];
 	u64 snapshot_id, started_ns, kernel_ns;
 	struct sk_buff *msg;
 	struct lf_app *app;
@@ -364,15 +478,13 @@ static int lf_nl_load_model(struct sk_buff *skb, struct genl_info *info)
 	started_ns = ktime_get_ns();
 	mutex_lock(&lf_mutex);
 	app = lf_nl_app_locked(info);
-	err = app ? lf_hot_load_locked(app, snapshot_id, nla_data(blob),
-				       nla_len(blob), info->extack)
-		  : -ENOENT;
+	err = app ? lf_nl_load_locked(app, snapshot_id, info) : -ENOENT;
 	if (!err)
 		app_id = app->id;
 	mutex_unlock(&lf_mutex);
 	if (err) {
 		nlmsg_free(msg);
-		return err;
+		return err == -EINPROGRESS ? 0 : err;	/* a chunk: ACK only */
 	}
 	kernel_ns = ktime_get_ns() - started_ns;
 	/* logged after the timing: a slow console is not the update's cost */
@@ -438,7 +550,7 @@ static int lf_nl_bench(struct sk_buff *skb, struct genl_info *info)
 {
 	u64 total_ns = 0, snapshot_id = 0, macs = 0;
 	struct sk_buff *msg;
-	u32 app_id, iters;
+	u32 app_id, iters, done = 0;
 	void *hdr;
 	int err;
 
@@ -455,7 +567,7 @@ static int lf_nl_bench(struct sk_buff *skb, struct genl_info *info)
 		return iters ? -E2BIG : -EINVAL;
 	}
 
-	err = lf_bench(app_id, iters, &total_ns, &snapshot_id, &macs);
+	err = lf_bench(app_id, iters, &done, &total_ns, &snapshot_id, &macs);
 	if (err) {
 		if (err == -ENOENT)
 			NL_SET_ERR_MSG(info->extack,
@@ -471,9 +583,10 @@ static int lf_nl_bench(struct sk_buff *skb, struct genl_info *info)
 	if (!hdr ||
 	    nla_put_u32(msg, LF_ATTR_APP_ID, app_id) ||
 	    lf_put_u64(msg, LF_ATTR_SNAPSHOT_ID, snapshot_id) ||
-	    nla_put_u32(msg, LF_ATTR_ITERATIONS, iters) ||
+	    nla_put_u32(msg, LF_ATTR_ITERATIONS, done) ||
 	    lf_put_u64(msg, LF_ATTR_TOTAL_NS, total_ns) ||
-	    lf_put_u64(msg, LF_ATTR_NS_PER_QUERY, div_u64(total_ns, iters)) ||
+	    lf_put_u64(msg, LF_ATTR_NS_PER_QUERY,
+		       div_u64(total_ns, max_t(u32, done, 1))) ||
 	    lf_put_u64(msg, LF_ATTR_MACS, macs)) {
 		nlmsg_free(msg);
 		return -EMSGSIZE;
@@ -494,6 +607,9 @@ int lf_netlink_send_samples(struct lf_app *app, u64 snapshot_id, u32 count,
 	struct sk_buff *msg;
 	void *hdr;
 
+	/* a batch is up to LF_NL_SAMPLE_MAX_BYTES: build none nobody reads */
+	if (!genl_has_listeners(&lf_genl_family, &init_net, LF_MCGRP_SAMPLES))
+		return -ESRCH;
 	msg = genlmsg_new(2 * nla_total_size(sizeof(u32)) +
 			  2 * nla_total_size_64bit(sizeof(u64)) +
 			  nla_total_size(in_bytes) + nla_total_size(out_bytes),
@@ -642,9 +758,10 @@ static int lf_nl_upcall_bench(struct sk_buff *skb, struct genl_info *info)
 				LF_CMD_UPCALL_BENCH);
 	if (!hdr ||
 	    nla_put_u32(msg, LF_ATTR_APP_ID, app_id) ||
-	    nla_put_u32(msg, LF_ATTR_ITERATIONS, iters) ||
+	    nla_put_u32(msg, LF_ATTR_ITERATIONS, res.iterations) ||
 	    lf_put_u64(msg, LF_ATTR_TOTAL_NS, res.total_ns) ||
-	    lf_put_u64(msg, LF_ATTR_NS_PER_QUERY, div_u64(res.total_ns, iters)) ||
+	    lf_put_u64(msg, LF_ATTR_NS_PER_QUERY,
+		       div_u64(res.total_ns, max_t(u32, res.iterations, 1))) ||
 	    lf_put_u64(msg, LF_ATTR_ERRORS, res.errors) ||
 	    lf_put_u64(msg, LF_ATTR_TIMEOUTS, res.timeouts) ||
 	    lf_put_u64(msg, LF_ATTR_STALE_ANSWERS, res.stale_answers)) {
@@ -715,7 +832,7 @@ static const struct genl_ops lf_genl_ops[] = {
 	{
 		.cmd	= LF_CMD_UPCALL_BENCH,
 		.doit	= lf_nl_upcall_bench,
-		.flags	= GENL_ADMIN_PERM,	/* sleeps up to ITERATIONS * TIMEOUT_MS */
+		.flags	= GENL_ADMIN_PERM,	/* sleeps, LF_NL_UPCALL_MAX_NS a request */
 		LF_GENL_OP_POLICY(lf_nl_policy)
 	},
 };
@@ -748,6 +865,7 @@ int __init lf_netlink_init(void)
 	err = genl_register_family(&lf_genl_family);
 	if (err)
 		return err;
+	pr_info("samples group guarded by %s\n", LF_SAMPLES_GUARD);
 	err = lf_upcall_init();
 	if (err)
 		genl_unregister_family(&lf_genl_family);

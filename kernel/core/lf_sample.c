@@ -28,6 +28,7 @@
 #include <linux/mm.h>
 #include <linux/string.h>
 #include <linux/workqueue.h>
+#include "compat.h"
 #include "lf_core.h"
 
 struct lf_sample_buf {
@@ -219,6 +220,11 @@ int lf_sampling_set_locked(struct lf_app *app, u32 every_n, u32 batch,
 	err = lf_sampling_check(app, every_n, batch, extack);
 	if (err)
 		return err;
+	if (every_n && !LF_SAMPLES_PRIVATE) {
+		NL_SET_ERR_MSG(extack,
+			       "liteflow: this kernel cannot keep the samples group private");
+		return -EOPNOTSUPP;
+	}
 	if (every_n) {
 		s = lf_sampler_alloc(app, every_n, batch);
 		if (!s)
@@ -234,10 +240,10 @@ int lf_sampling_set_locked(struct lf_app *app, u32 every_n, u32 batch,
 	return 0;
 }
 
-void lf_sampling_get_locked(struct lf_app *app, u32 *every_n, u32 *batch)
+/* Caller is in an RCU read section: the sampler is freed after a grace period. */
+void lf_sampling_get_rcu(struct lf_app *app, u32 *every_n, u32 *batch)
 {
-	struct lf_sampler *s = rcu_dereference_protected(app->sampler,
-						lockdep_is_held(&lf_mutex));
+	struct lf_sampler *s = rcu_dereference(app->sampler);
 
 	*every_n = s ? s->every_n : 0;
 	*batch = s ? s->batch : 0;

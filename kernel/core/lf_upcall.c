@@ -325,10 +325,14 @@ static int lf_upcall_bench_loop(struct lf_upcall *up, u32 iterations,
 {
 	s8 input[LF_MAX_UNITS], output[LF_MAX_UNITS];
 	u32 done, timeouts_in_row = 0;
+	u64 start = ktime_get_ns();
 	int err = 0;
 
 	get_random_bytes(input, up->input_size);
-	for (done = 0; done < iterations; done++) {
+	for (done = 0; done < iterations; done++, res->iterations = done) {
+		/* bounded per request: user space asks again for the rest */
+		if (ktime_get_ns() - start >= LF_NL_UPCALL_MAX_NS)
+			break;
 		if (signal_pending(current))
 			return -EINTR;
 		if (mutex_lock_interruptible(&up->query_lock))
@@ -346,6 +350,7 @@ static int lf_upcall_bench_loop(struct lf_upcall *up, u32 iterations,
 			if (err == -ENOTCONN || err == -ENOENT ||
 			    timeouts_in_row >= LF_UPCALL_MAX_TIMEOUTS_IN_ROW) {
 				res->errors += iterations - done - 1;
+				res->iterations = iterations;
 				break;
 			}
 		} else {

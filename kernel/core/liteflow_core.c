@@ -41,6 +41,8 @@
 #include <linux/module.h>
 #include <linux/kernel.h>
 #include <linux/slab.h>
+#include <linux/mm.h>
+#include <linux/math64.h>
 #include <linux/string.h>
 #include <linux/rcupdate.h>
 #include <linux/random.h>
@@ -63,13 +65,18 @@ static unsigned int lf_app_slot(u32 app_id)
 	return app_id & LF_APP_SLOT_MASK;
 }
 
-static struct lf_app *lf_app_lookup_rcu(u32 app_id)
+struct lf_app *lf_app_lookup_rcu(u32 app_id)
 {
 	struct lf_app *app = rcu_dereference(lf_apps[lf_app_slot(app_id)]);
 
 	if (unlikely(!app || app->id != app_id))
 		return NULL;
 	return app;
+}
+
+struct lf_app *lf_app_at_rcu(unsigned int slot)
+{
+	return rcu_dereference(lf_apps[slot]);
 }
 
 struct lf_app *lf_app_at_locked(unsigned int slot)
@@ -90,6 +97,12 @@ struct lf_app *lf_app_lookup_locked(u32 app_id)
 struct lf_model *lf_active_locked(struct lf_app *app)
 {
 	return rcu_dereference_protected(app->active,
+					 lockdep_is_held(&lf_mutex));
+}
+
+struct lf_model *lf_standby_locked(struct lf_app *app)
+{
+	return rcu_dereference_protected(app->standby,
 					 lockdep_is_held(&lf_mutex));
 }
 
@@ -148,7 +161,7 @@ static void lf_model_free_rcu(struct rcu_head *head)
 {
 	struct lf_model *model = container_of(head, struct lf_model, rcu);
 
-	kfree(model->blob);
+	kvfree(model->blob);
 	kfree(model);
 }
 
@@ -181,15 +194,16 @@ static bool lf_model_sizes_match(const struct lf_app *app,
 static int lf_activate_locked(struct lf_app *app, struct lf_model *model)
 {
 	struct lf_model *old = lf_active_locked(app);
+	struct lf_model *standby = lf_standby_locked(app);
 	struct lf_model *displaced = NULL;
 
 	if (model->owner && !try_module_get(model->owner))
 		return -ENODEV;
-	if (app->standby != model)
-		displaced = app->standby;
+	if (standby != model)
+		displaced = standby;
 	rcu_assign_pointer(app->active, model);
-	app->standby = old;
-	app->swaps++;
+	rcu_assign_pointer(app->standby, old);
+	WRITE_ONCE(app->swaps, app->swaps + 1);
 
 	/*
 	 * No grace period on the update path: a query may still be running on
@@ -204,13 +218,57 @@ static int lf_activate_locked(struct lf_app *app, struct lf_model *model)
 	return 0;
 }
 
-/* Checks shared by module snapshots and hot loads, then the switch. */
+/* Is a snapshot with @snapshot_id in a slot of any app? */
+static bool lf_snapshot_id_taken_locked(u64 snapshot_id)
+{
+	const struct lf_model *active, *standby;
+	struct lf_app *app;
+	unsigned int i;
+
+	for (i = 0; i < LF_MAX_APPS; i++) {
+		app = lf_app_at_locked(i);
+		if (!app)
+			continue;
+		active = lf_active_locked(app);
+		standby = lf_standby_locked(app);
+		if ((active && active->snapshot_id == snapshot_id) ||
+		    (standby && standby->snapshot_id == snapshot_id))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A query runs the whole snapshot inside one RCU read section, in softirq
+ * for most apps: its cost is the app's to bound, not the snapshot's.
+ */
+static bool lf_model_within_budget(const struct lf_app *app,
+				   const struct lf_model *model)
+{
+	u64 macs = lf_engine_macs(&model->spec);
+
+	if (macs <= app->max_macs)
+		return true;
+	pr_warn("app %s (id %u) allows %llu multiply-accumulates per query, snapshot %llu needs %llu: refused\n",
+		app->name, app->id, (unsigned long long)app->max_macs,
+		(unsigned long long)model->snapshot_id,
+		(unsigned long long)macs);
+	return false;
+}
+
+/*
+ * Checks shared by module snapshots and hot loads, then the switch.
+ * Snapshot ids are unique among loaded snapshots: unloads and sample
+ * batches name a snapshot by its id.
+ */
 static int lf_install_locked(struct lf_app *app, struct lf_model *model)
 {
 	if (!lf_model_sizes_match(app, model))
 		return -EINVAL;
-	if (model == lf_active_locked(app) || model == app->standby)
+	if (lf_snapshot_id_taken_locked(model->snapshot_id))
 		return -EEXIST;
+	if (!lf_model_within_budget(app, model))
+		return -EFBIG;
 	return lf_activate_locked(app, model);
 }
 
@@ -240,6 +298,26 @@ int lf_register_model(struct lf_model *model)
 }
 EXPORT_SYMBOL_GPL(lf_register_model);
 
+/*
+ * The active snapshot's module is pinned, so only a forced unload
+ * (rmmod -f) reaches its exit.  The module goes whatever we return: take
+ * its snapshot out of service, promoting the standby if it can be pinned,
+ * so that no query runs on freed memory.
+ */
+static void lf_force_detach_locked(struct lf_app *app, struct lf_model *model)
+{
+	struct lf_model *next = lf_standby_locked(app);
+
+	if (next && next->owner && !try_module_get(next->owner))
+		next = NULL;
+	if (next)
+		RCU_INIT_POINTER(app->standby, NULL);
+	rcu_assign_pointer(app->active, next);
+	pr_warn("app %s (id %u): active snapshot %llu removed by force, now %llu\n",
+		app->name, app->id, (unsigned long long)model->snapshot_id,
+		next ? (unsigned long long)next->snapshot_id : 0ULL);
+}
+
 int lf_unregister_model(struct lf_model *model)
 {
 	struct lf_app *app;
@@ -250,19 +328,18 @@ int lf_unregister_model(struct lf_model *model)
 	if (!app)
 		err = -ENOENT;
 	else if (lf_active_locked(app) == model)
-		err = -EBUSY;
-	else if (app->standby != model)
+		lf_force_detach_locked(app, model);
+	else if (lf_standby_locked(app) != model)
 		err = -ENOENT;
 	else
-		app->standby = NULL;
+		RCU_INIT_POINTER(app->standby, NULL);
 	mutex_unlock(&lf_mutex);
 	/*
 	 * The caller, a snapshot module's exit, frees the snapshot with the
 	 * module: first let every query that may still run on it finish, in
 	 * whichever slot (or none) it was.
 	 */
-	if (err != -EBUSY)
-		synchronize_rcu();
+	synchronize_rcu();
 	return err;
 }
 EXPORT_SYMBOL_GPL(lf_unregister_model);
@@ -276,12 +353,16 @@ int lf_hot_load_locked(struct lf_app *app, u64 snapshot_id, const void *blob,
 	model = kzalloc(sizeof(*model), GFP_KERNEL);
 	if (!model)
 		return -ENOMEM;
-	/* kmalloc memory is at least 8-byte aligned, as the parser needs */
-	model->blob = kmemdup(blob, len, GFP_KERNEL);
+	/*
+	 * A large blob need not be physically contiguous; kvmalloc memory is
+	 * at least 8-byte aligned, as the parser needs.
+	 */
+	model->blob = kvmalloc(len, GFP_KERNEL);
 	if (!model->blob) {
 		kfree(model);
 		return -ENOMEM;
 	}
+	memcpy(model->blob, blob, len);
 	model->app_id = app->id;
 	model->snapshot_id = snapshot_id;
 
@@ -301,9 +382,13 @@ int lf_hot_load_locked(struct lf_app *app, u64 snapshot_id, const void *blob,
 		err = lf_install_locked(app, model);
 		if (err == -EINVAL)
 			NL_SET_ERR_MSG(extack, "liteflow: snapshot sizes do not match the app");
+		else if (err == -EEXIST)
+			NL_SET_ERR_MSG(extack, "liteflow: a snapshot with this id is already loaded");
+		else if (err == -EFBIG)
+			NL_SET_ERR_MSG(extack, "liteflow: snapshot exceeds the app's cost budget");
 	}
 	if (err) {
-		kfree(model->blob);
+		kvfree(model->blob);
 		kfree(model);
 	}
 	return err;
@@ -312,7 +397,7 @@ int lf_hot_load_locked(struct lf_app *app, u64 snapshot_id, const void *blob,
 int lf_hot_unload_locked(struct lf_app *app, u64 snapshot_id)
 {
 	struct lf_model *active = lf_active_locked(app);
-	struct lf_model *standby = app->standby;
+	struct lf_model *standby = lf_standby_locked(app);
 
 	if (active && active->snapshot_id == snapshot_id)
 		return -EBUSY;
@@ -320,29 +405,31 @@ int lf_hot_unload_locked(struct lf_app *app, u64 snapshot_id)
 		return -ENOENT;
 	if (standby->owner)
 		return -EPERM;
-	app->standby = NULL;
+	RCU_INIT_POINTER(app->standby, NULL);
 	lf_model_drop(standby);
 	return 0;
 }
 
 int lf_swap_locked(struct lf_app *app)
 {
-	if (!app->standby)
+	struct lf_model *standby = lf_standby_locked(app);
+
+	if (!standby)
 		return -ENOENT;
-	return lf_activate_locked(app, app->standby);
+	return lf_activate_locked(app, standby);
 }
 
 /* ---- apps ------------------------------------------------------------- */
 
 int lf_register_app(const char *name, u16 input_size, u16 output_size,
-		    u32 *app_id)
+		    u64 max_macs, u32 *app_id)
 {
 	struct lf_app *app;
 	int err = 0;
 	u32 id;
 
 	if (!name || !name[0] || strlen(name) >= LF_APP_NAME_MAX ||
-	    !lf_sizes_ok(input_size, output_size))
+	    !lf_sizes_ok(input_size, output_size) || !max_macs)
 		return -EINVAL;
 
 	app = kzalloc(sizeof(*app), GFP_KERNEL);
@@ -361,6 +448,7 @@ int lf_register_app(const char *name, u16 input_size, u16 output_size,
 	}
 	app->input_size = input_size;
 	app->output_size = output_size;
+	app->max_macs = max_macs;
 	atomic64_set(&app->samples_sent, 0);
 	INIT_LIST_HEAD(&app->ios);
 
@@ -377,8 +465,9 @@ int lf_register_app(const char *name, u16 input_size, u16 output_size,
 	app->id = id;
 	rcu_assign_pointer(lf_apps[lf_app_slot(id)], app);
 	*app_id = id;
-	pr_info("app %s registered as id %u (%u inputs, %u outputs)\n",
-		name, id, input_size, output_size);
+	pr_info("app %s registered as id %u (%u inputs, %u outputs, at most %llu MACs per query)\n",
+		name, id, input_size, output_size,
+		(unsigned long long)max_macs);
 unlock:
 	mutex_unlock(&lf_mutex);
 	if (err) {
@@ -393,6 +482,7 @@ EXPORT_SYMBOL_GPL(lf_register_app);
 static void lf_app_destroy_locked(struct lf_app *app)
 {
 	struct lf_model *active = lf_active_locked(app);
+	struct lf_model *standby = lf_standby_locked(app);
 
 	lf_upcall_app_gone(app->id);	/* its user-space agent, if any */
 	synchronize_rcu();		/* no query still sees app or its active */
@@ -402,8 +492,9 @@ static void lf_app_destroy_locked(struct lf_app *app)
 		else
 			lf_model_drop(active);
 	}
-	if (app->standby)
-		lf_model_drop(app->standby);
+	if (standby)
+		lf_model_drop(standby);
+	kvfree(app->stage);		/* a chunked load nobody finished */
 	free_percpu(app->stats);
 	kfree(app);
 }
@@ -453,7 +544,7 @@ int lf_register_io(struct lf_io *io)
 		err = -EINVAL;
 	} else {
 		list_add_tail(&io->list, &app->ios);
-		app->n_ios++;
+		WRITE_ONCE(app->n_ios, app->n_ios + 1);
 	}
 	mutex_unlock(&lf_mutex);
 	return err;
@@ -469,7 +560,7 @@ void lf_unregister_io(struct lf_io *io)
 	/* an app cannot go away while it has io modules */
 	if (!WARN_ON_ONCE(!app)) {
 		list_del_init(&io->list);
-		app->n_ios--;
+		WRITE_ONCE(app->n_ios, app->n_ios - 1);
 	}
 	mutex_unlock(&lf_mutex);
 }
@@ -511,7 +602,12 @@ EXPORT_SYMBOL_GPL(lf_query_model);
 
 /* ---- in-kernel micro-benchmark ------------------------------------------ */
 
-#define LF_BENCH_CHUNK		1024	/* inferences between cond_resched() */
+/*
+ * Work between two looks at the clock and cond_resched(), in
+ * multiply-accumulates rather than inferences, so that the pause does not
+ * grow with the snapshot's size.
+ */
+#define LF_BENCH_CHUNK_MACS	(1U << 18)
 
 /*
  * One inference the way the fast path does it (lookup and inference inside
@@ -533,14 +629,20 @@ static int lf_bench_one(u32 app_id, const s8 *input, s8 *output)
 	return err;
 }
 
-int lf_bench(u32 app_id, u32 iterations, u64 *total_ns, u64 *snapshot_id,
-	     u64 *macs)
+/*
+ * Up to @iterations inferences, but no more than LF_NL_BENCH_MAX_NS of
+ * them: a netlink handler must return soon (it holds generic netlink's
+ * cb_lock), so a long benchmark is a loop of requests in user space.
+ * *@done says how many ran.
+ */
+int lf_bench(u32 app_id, u32 iterations, u32 *done, u64 *total_ns,
+	     u64 *snapshot_id, u64 *macs)
 {
 	s8 input[LF_MAX_UNITS], output[LF_MAX_UNITS];
 	const struct lf_model *model;
 	struct lf_app *app;
-	u32 done, i, chunk;
-	u64 start;
+	u32 i, chunk, per_chunk = 1;
+	u64 start, elapsed = 0;
 	int err = 0;
 
 	mutex_lock(&lf_mutex);
@@ -550,21 +652,28 @@ int lf_bench(u32 app_id, u32 iterations, u64 *total_ns, u64 *snapshot_id,
 		get_random_bytes(input, app->input_size);
 		*snapshot_id = model->snapshot_id;
 		*macs = lf_engine_macs(&model->spec);
+		per_chunk = max_t(u64, 1, div64_u64(LF_BENCH_CHUNK_MACS,
+						   max_t(u64, 1, *macs)));
 	}
 	mutex_unlock(&lf_mutex);
 	if (!model)
 		return -ENOENT;
 
 	start = ktime_get_ns();
-	for (done = 0; done < iterations && !err; done += chunk) {
-		chunk = min_t(u32, iterations - done, LF_BENCH_CHUNK);
+	for (*done = 0; *done < iterations && !err; *done += i) {
+		chunk = min_t(u32, iterations - *done, per_chunk);
 		for (i = 0; i < chunk && !err; i++)
 			err = lf_bench_one(app_id, input, output);
+		elapsed = ktime_get_ns() - start;
+		if (elapsed >= LF_NL_BENCH_MAX_NS) {
+			*done += i;
+			break;
+		}
 		if (signal_pending(current))
 			err = -EINTR;
 		cond_resched();
 	}
-	*total_ns = ktime_get_ns() - start;
+	*total_ns = elapsed;
 	return err;
 }
 

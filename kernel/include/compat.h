@@ -38,15 +38,31 @@
 #endif
 
 /*
- * Restricting a multicast group to CAP_NET_ADMIN on bind: the flag came
- * with 6.7 and went back to some stable lines only (6.1.y has it), so
- * probe the macro rather than the version.  Without it, any local user
- * can listen to the samples group.
+ * Samples carry flows' features and decisions: only a privileged
+ * collector may join their multicast group.  Three kernels to cover:
+ *  - GENL_MCAST_CAP_NET_ADMIN (6.7, back in some stable lines: Debian's
+ *    6.1 has it): genetlink checks CAP_NET_ADMIN on bind.  Probed by macro.
+ *  - genl_multicast_group.cap_sys_admin (the first form of that check,
+ *    the only one some stable lines got: Debian's 5.10 has it): genetlink
+ *    checks CAP_SYS_ADMIN on bind, stricter than we need but never
+ *    looser.  A bitfield cannot be probed by the preprocessor, so Kbuild
+ *    greps the kernel's header and defines LF_HAVE_MCGRP_CAP_SYS_ADMIN.
+ *  - neither: there is no hook to refuse a join, so the core refuses to
+ *    sample at all (SET_SAMPLING fails with EOPNOTSUPP) rather than
+ *    multicast to anyone.
  */
-#ifdef GENL_MCAST_CAP_NET_ADMIN
+#if defined(GENL_MCAST_CAP_NET_ADMIN)
 #define LF_GENL_MCGRP_ADMIN_FLAGS	.flags = GENL_MCAST_CAP_NET_ADMIN,
+#define LF_SAMPLES_PRIVATE		1
+#define LF_SAMPLES_GUARD		"CAP_NET_ADMIN"
+#elif defined(LF_HAVE_MCGRP_CAP_SYS_ADMIN)
+#define LF_GENL_MCGRP_ADMIN_FLAGS	.cap_sys_admin = 1,
+#define LF_SAMPLES_PRIVATE		1
+#define LF_SAMPLES_GUARD		"CAP_SYS_ADMIN"
 #else
 #define LF_GENL_MCGRP_ADMIN_FLAGS
+#define LF_SAMPLES_PRIVATE		0
+#define LF_SAMPLES_GUARD		"nothing: sampling disabled"
 #endif
 
 /* Extended ACK messages (4.12+); on older kernels they vanish. */

@@ -21,12 +21,17 @@
 /* Limits the kernel enforces on requests (errno in brackets). */
 #define LF_NL_EVAL_MAX_VECTORS	1024		/* EVALUATE: k <= this [E2BIG] */
 #define LF_NL_BENCH_MAX_ITERS	10000000	/* BENCH: iterations <= this [E2BIG] */
+#define LF_NL_BENCH_MAX_NS	(100 * 1000 * 1000) /* BENCH: one request stops after this, ns */
 #define LF_NL_SAMPLE_MAX_BATCH	256		/* SET_SAMPLING: batch <= this [E2BIG] */
 #define LF_NL_SAMPLE_MAX_BYTES	(60 * 1024)	/* batch * (in + out) <= this [E2BIG] */
 #define LF_NL_BINARY_MAX	65000		/* any binary attribute (u16 nla_len) */
+#define LF_NL_BLOB_MAX		551152		/* LOAD_MODEL: BLOB_SIZE <= this, the engine's
+						 * largest blob (8 layers of 256 x 256) [E2BIG] */
 #define LF_NL_UPCALL_MAX_ITERS	1000000		/* UPCALL_BENCH: iterations <= this [E2BIG] */
 #define LF_NL_UPCALL_TIMEOUT_MS	1000		/* UPCALL_BENCH: default per-query timeout, ms */
-#define LF_NL_UPCALL_MAX_TIMEOUT_MS 60000	/* per-query timeout <= this, ms [E2BIG] */
+#define LF_NL_UPCALL_MAX_TIMEOUT_MS 1000	/* per-query timeout <= this, ms [E2BIG] */
+#define LF_NL_UPCALL_MAX_NS	(1000 * 1000 * 1000) /* UPCALL_BENCH: one request starts no
+						 * round trip after this, ns */
 
 enum lf_cmd {
 	LF_CMD_UNSPEC,
@@ -37,7 +42,7 @@ enum lf_cmd {
 	 * ACTIVE_ID, STANDBY_ID (0 = empty slot), ACTIVE_ORIGIN,
 	 * STANDBY_ORIGIN (module name, "hot" for a hot-loaded snapshot, ""
 	 * for an empty slot), SAMPLES_SENT, SAMPLES_DROPPED, SAMPLE_EVERY,
-	 * SAMPLE_BATCH, SWAPS, IO_COUNT.  Unprivileged.
+	 * SAMPLE_BATCH, SWAPS, IO_COUNT, MAX_MACS.  Unprivileged.
 	 */
 	LF_CMD_LIST_APPS,
 	/*
@@ -64,15 +69,27 @@ enum lf_cmd {
 	 * time the kernel spent on it, update lock wait included, so a client
 	 * can tell its own share of an update from the kernel's.  -EINVAL
 	 * malformed or size mismatch, -EBADMSG bad crc, -E2BIG over the
-	 * limits.  CAP_NET_ADMIN.
+	 * limits, -EEXIST a snapshot with SNAPSHOT_ID is already loaded (for
+	 * any app), -EFBIG the snapshot costs more multiply-accumulates per
+	 * query than the app's budget (MAX_MACS).  CAP_NET_ADMIN.
+	 *
+	 * A blob over LF_NL_BINARY_MAX goes in chunks: each request carries
+	 * BLOB_SIZE (the whole blob, <= LF_NL_BLOB_MAX) and BLOB_OFFSET, and
+	 * the chunks come in order from one socket; offset 0 (re)starts the
+	 * app's upload.  Every chunk but the last is only acknowledged; the
+	 * last one loads the blob and replies as above (TOTAL_NS then covers
+	 * that request).  -EINVAL a chunk out of sequence (the upload is
+	 * dropped).
 	 */
 	LF_CMD_LOAD_MODEL,
 	/*
 	 * BENCH(APP_ID, ITERATIONS) -> APP_ID, SNAPSHOT_ID, ITERATIONS,
 	 * TOTAL_NS, NS_PER_QUERY, MACS (per inference).  Runs the active
-	 * snapshot ITERATIONS (1..LF_NL_BENCH_MAX_ITERS) times on one random
-	 * input, each under rcu_read_lock like the fast path.  -EINTR on a
-	 * signal.  CAP_NET_ADMIN.
+	 * snapshot up to ITERATIONS (1..LF_NL_BENCH_MAX_ITERS) times on one
+	 * random input, each under rcu_read_lock like the fast path, but
+	 * stops after about LF_NL_BENCH_MAX_NS: the reply's ITERATIONS says
+	 * how many ran, and a client loops for more.  -EINTR on a signal.
+	 * CAP_NET_ADMIN.
 	 */
 	LF_CMD_BENCH,
 	/*
@@ -92,7 +109,9 @@ enum lf_cmd {
 	 * SAMPLES (kernel -> group "samples" only): APP_ID, SNAPSHOT_ID (the
 	 * snapshot that produced every output of the batch), COUNT (k),
 	 * INPUTS (k * input_size), OUTPUTS (k * output_size),
-	 * SAMPLES_DROPPED (app total so far).
+	 * SAMPLES_DROPPED (app total so far).  Joining the group needs
+	 * CAP_NET_ADMIN (CAP_SYS_ADMIN on kernels with only the older check;
+	 * where the kernel has neither, SET_SAMPLING fails with EOPNOTSUPP).
 	 */
 	LF_CMD_SAMPLES,
 	/*
@@ -123,15 +142,17 @@ enum lf_cmd {
 	/*
 	 * UPCALL_BENCH(APP_ID, ITERATIONS, TIMEOUT_MS optional) -> APP_ID,
 	 * ITERATIONS, TOTAL_NS, NS_PER_QUERY, ERRORS, TIMEOUTS,
-	 * STALE_ANSWERS.  Runs ITERATIONS (1..LF_NL_UPCALL_MAX_ITERS) round
-	 * trips through the app's agent on one random input, one at a time,
-	 * from the caller's process context; each waits at most TIMEOUT_MS
-	 * (1..LF_NL_UPCALL_MAX_TIMEOUT_MS, default LF_NL_UPCALL_TIMEOUT_MS).
-	 * A timeout, a send failure or a malformed answer counts in ERRORS;
-	 * the run stops early, the rest counted as ERRORS, when the agent or
-	 * the app leaves or after 5 timeouts in a row.  TOTAL_NS includes
-	 * the failures.  -ENOTCONN no agent, -EINTR on a signal.
-	 * CAP_NET_ADMIN.
+	 * STALE_ANSWERS.  Runs up to ITERATIONS (1..LF_NL_UPCALL_MAX_ITERS)
+	 * round trips through the app's agent on one random input, one at a
+	 * time, from the caller's process context; each waits at most
+	 * TIMEOUT_MS (1..LF_NL_UPCALL_MAX_TIMEOUT_MS, default
+	 * LF_NL_UPCALL_TIMEOUT_MS).  No round trip starts after
+	 * LF_NL_UPCALL_MAX_NS: the reply's ITERATIONS says how many were
+	 * accounted for, and a client loops for more.  A timeout, a send
+	 * failure or a malformed answer counts in ERRORS; the run stops
+	 * early, the rest of ITERATIONS counted as ERRORS, when the agent or
+	 * the app leaves or after 5 timeouts in a row.  TOTAL_NS includes the
+	 * failures.  -ENOTCONN no agent, -EINTR on a signal.  CAP_NET_ADMIN.
 	 */
 	LF_CMD_UPCALL_BENCH,
 	__LF_CMD_MAX
@@ -173,6 +194,9 @@ enum lf_attr {
 	LF_ATTR_TIMEOUT_MS,		/* u32, per-query upcall timeout, ms */
 	LF_ATTR_TIMEOUTS,		/* u64, upcalls that got no answer in time */
 	LF_ATTR_STALE_ANSWERS,		/* u64, answers whose QUERY_SEQ nobody waited for */
+	LF_ATTR_BLOB_SIZE,		/* u32, a chunked blob's whole size */
+	LF_ATTR_BLOB_OFFSET,		/* u32, where this chunk goes in the blob */
+	LF_ATTR_MAX_MACS,		/* u64, the app's cost budget per query */
 	__LF_ATTR_MAX
 };
 #define LF_ATTR_MAX (__LF_ATTR_MAX - 1)

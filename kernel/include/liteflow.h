@@ -35,7 +35,7 @@
  */
 struct lf_model {
 	u32 app_id;
-	u64 snapshot_id;		/* unique per snapshot, != 0, chosen by the toolchain */
+	u64 snapshot_id;		/* != 0, unique among loaded snapshots (-EEXIST) */
 	struct lf_snapshot_spec spec;
 	struct module *owner;
 	/* private to the core */
@@ -44,11 +44,16 @@ struct lf_model {
 };
 
 /*
- * Register an app; sizes in 1..LF_MAX_UNITS.  App ids are never reused
- * while the core is loaded.  -EEXIST for a name already taken, -ENOSPC
- * beyond LF_MAX_APPS, -EINVAL for bad sizes or name.
+ * Register an app; sizes in 1..LF_MAX_UNITS.  @max_macs (> 0) is the most
+ * multiply-accumulates one query may cost (lf_engine_macs of a snapshot):
+ * a query runs whole inside an RCU read section, in softirq for most
+ * apps, so the app bounds it, and any snapshot over it is refused with
+ * -EFBIG however it arrives.  App ids are never reused while the core is
+ * loaded.  -EEXIST for a name already taken, -ENOSPC beyond LF_MAX_APPS,
+ * -EINVAL for bad sizes, name or budget.
  */
-int lf_register_app(const char *name, u16 input_size, u16 output_size, u32 *app_id);
+int lf_register_app(const char *name, u16 input_size, u16 output_size,
+		    u64 max_macs, u32 *app_id);
 
 /*
  * Unregister an app.  -EBUSY while io modules are registered for it (they
@@ -64,11 +69,18 @@ int lf_unregister_app(u32 app_id);
  * (-EINVAL and a warning naming both otherwise), install it into standby
  * and switch it active; the previous active becomes standby, a standby it
  * displaces is dropped (freed if hot-loaded).  Sleeps (synchronize_rcu).
- * -ENOENT unknown app, -EEXIST already installed, -ENODEV owner going away.
+ * -ENOENT unknown app, -EEXIST a snapshot with this id is already loaded
+ * (for any app), -EFBIG over the app's cost budget, -ENODEV owner going
+ * away.
  */
 int lf_register_model(struct lf_model *model);
 
-/* Remove from the standby slot; the active snapshot cannot be removed (-EBUSY). */
+/*
+ * Remove from the standby slot, then wait for a grace period.  The active
+ * snapshot's module is pinned, so only rmmod -f gets here with it: it is
+ * then taken out of service (the standby, if any, becomes active) before
+ * the grace period, and the module may go.
+ */
 int lf_unregister_model(struct lf_model *model);
 
 /*

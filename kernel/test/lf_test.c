@@ -4,9 +4,9 @@
  * any datapath function plugs in as an app with an input collector and an
  * output enforcer; this one has neither a datapath nor real features).
  *
- * It registers app "lf_test" with input_size / output_size from module
- * parameters, plus an lf_io with the same sizes, and exposes in debugfs
- * (liteflow_test/):
+ * It registers app "lf_test" with input_size / output_size and its cost
+ * budget (max_macs) from module parameters, plus an lf_io with the same
+ * sizes, and exposes in debugfs (liteflow_test/):
  *
  *   app_id   read: the app id, decimal.
  *   query    write input_size raw s8 bytes: runs lf_query_model();
@@ -44,6 +44,11 @@
 #define LF_TEST_DIR		"liteflow_test"
 #define LF_TEST_RESCHED_EVERY	1024	/* queries between cond_resched() */
 #define LF_TEST_NUM_LEN		24	/* bytes for a decimal u64 and '\n' */
+/*
+ * Half the engine's largest network (8 x 256 x 256): room for every
+ * network the experiments run, yet a bound on one query's cost.
+ */
+#define LF_TEST_DEFAULT_MAX_MACS	(1UL << 18)
 
 static ushort input_size = 30;
 module_param(input_size, ushort, 0444);
@@ -52,6 +57,10 @@ MODULE_PARM_DESC(input_size, "features per query (1..256, default 30)");
 static ushort output_size = 1;
 module_param(output_size, ushort, 0444);
 MODULE_PARM_DESC(output_size, "outputs per query (1..256, default 1)");
+
+static ulong max_macs = LF_TEST_DEFAULT_MAX_MACS;
+module_param(max_macs, ulong, 0444);
+MODULE_PARM_DESC(max_macs, "cost budget: multiply-accumulates per query (> 0, default 262144)");
 
 static uint app_id;
 module_param(app_id, uint, 0444);
@@ -293,7 +302,8 @@ static int __init lf_test_init(void)
 	if (!lf_test_threads)
 		return -ENOMEM;
 
-	err = lf_register_app(LF_TEST_NAME, input_size, output_size, &app_id);
+	err = lf_register_app(LF_TEST_NAME, input_size, output_size, max_macs,
+			      &app_id);
 	if (err)
 		goto free_threads;
 
