@@ -69,8 +69,9 @@ def test(c, test_args="", unit=False):
     "fresh": "start new runs even where an unfinished run could be resumed",
     "list": "list the experiments with their descriptions and stop",
     "accel": "auto (probe KVM), kvm or tcg",
+    "kernel": "run every experiment on this guest kernel instead of its data file's (e.g. linux-4.15)",
 })
-def bench(c, only="", quick=False, fresh=False, list=False, accel="auto"):  # noqa: A002 - invoke's flag name
+def bench(c, only="", quick=False, fresh=False, list=False, accel="auto", kernel=""):  # noqa: A002 - invoke's flag name
     """Run benchmark experiments (`invoke bench` for all, `invoke bench iperf` for one) into results/<run-id>/,
     then rebuild results/REPORT.md with the figures."""
     from workloads import registry
@@ -79,7 +80,8 @@ def bench(c, only="", quick=False, fresh=False, list=False, accel="auto"):  # no
         for name in registry.names():
             print(f"{name:16s} {registry.description(name)}")
         return
-    _run_experiments([n for n in only.split(",") if n] or registry.names(), quick=quick, fresh=fresh, accel=accel)
+    _run_experiments([n for n in only.split(",") if n] or registry.names(), quick=quick, fresh=fresh, accel=accel,
+                     overrides={"kernel": kernel} if kernel else None)
 
 
 def _run_experiments(names: list[str], *, quick: bool = False, fresh: bool = False, accel: str = "auto",
@@ -252,11 +254,13 @@ def unload(c):
     "quick": "the quick profile (10 swaps instead of 100)",
     "accel": "auto, kvm or tcg",
     "keep_vm": "leave a VM this smoke booted running afterwards",
+    "kernel": "guest kernel instead of the data file's debian-6.1 (e.g. linux-4.15)",
 })
-def smoke(c, quick=False, accel="auto", keep_vm=False):
+def smoke(c, quick=False, accel="auto", keep_vm=False, kernel=""):
     """Boot (or reuse) the VM, swap snapshots 100 times under load on every vCPU, check everything
     (the experiment "smoke": workloads/experiments/smoke.toml)."""
-    _run_experiments(["smoke"], quick=quick, fresh=True, accel=accel, keep_vm=keep_vm)
+    _run_experiments(["smoke"], quick=quick, fresh=True, accel=accel, keep_vm=keep_vm,
+                     overrides={"kernel": kernel} if kernel else None)
 
 
 @task(help={
