@@ -323,7 +323,7 @@ def _build(spec: KernelSpec, wheels: WheelSet, key: str, tmp: Path, progress: Pr
     if spec.is_source:
         from vm.kernelsrc import ensure_kernel  # noqa: PLC0415
 
-        built = ensure_kernel(spec, progress=not progress.quiet)  # cached, else built (~11 min)
+        built = ensure_kernel(spec, progress=progress.enabled)  # cached, else built (~11 min)
         with progress.step(f"install the built kernel {built.release} (bzImage, modules)"):
             _install_built_kernel(root, built)
     release = _kernel_release(root)
