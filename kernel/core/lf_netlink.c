@@ -32,7 +32,6 @@
 #include <linux/cache.h>
 #include <linux/module.h>
 #include <linux/mm.h>
-#include <linux/overflow.h>
 #include <linux/sched.h>
 #include <net/genetlink.h>
 #include "compat.h"
@@ -354,14 +353,17 @@ static void lf_nl_stage_drop_locked(struct lf_app *app)
 	app->stage = NULL;
 }
 
-/* A chunk at offset 0: (re)start the app's upload of a @size-byte blob. */
+/*
+ * A chunk at offset 0: (re)start the app's upload of a @size-byte blob. The caller bounds @size
+ * by LF_NL_BLOB_MAX, so the sum below cannot overflow (struct_size() is 4.18+, and 4.15 builds).
+ */
 static int lf_nl_stage_start_locked(struct lf_app *app, u64 snapshot_id,
 				    u32 size, u32 portid)
 {
 	struct lf_blob_stage *stage;
 
 	lf_nl_stage_drop_locked(app);
-	stage = kvmalloc(struct_size(stage, data, size), GFP_KERNEL);
+	stage = kvmalloc(sizeof(*stage) + size, GFP_KERNEL);
 	if (!stage)
 		return -ENOMEM;
 	stage->snapshot_id = snapshot_id;
