@@ -15,6 +15,7 @@ from collections.abc import Iterator
 class Progress:
     def __init__(self, label: str = "", enabled: bool = True):
         self.label = f"{label}: " if label else ""
+        self.enabled = enabled
         self.console = None
         if enabled:
             from rich.console import Console

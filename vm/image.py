@@ -401,7 +401,7 @@ def _copy_build_root(spec: KernelSpec, dest: Path, progress: Progress):
     except ImportError:
         return None
     try:
-        br = ensure_build_root(spec, progress=not progress.quiet)
+        br = ensure_build_root(spec, progress=progress.enabled)
     except Exception as exc:  # noqa: BLE001 - fall back to debootstrap, loudly
         progress.warn(f"no build root for {spec.name} ({str(exc).splitlines()[0][:300]}); "
                       "debootstrapping the image instead")

@@ -144,3 +144,27 @@ def test_an_image_from_debootstrap_has_everything_a_build_root_copy_has():
     from vm.buildroot import BOOTSTRAP_PACKAGES
 
     assert set(BOOTSTRAP_PACKAGES) <= set(img.GUEST_PACKAGES)
+
+
+def test_the_image_is_based_on_the_build_root_when_one_can_be_made(tmp_path, monkeypatch):
+    """A failure inside the copy path falls back to debootstrap with a warning; that fallback
+    must not hide a plain bug of ours (it once hid a renamed progress attribute)."""
+    from common.progress import Progress
+    from vm import buildroot
+
+    seen = {}
+
+    def fake_root(spec, progress=True):
+        seen["progress"] = progress
+        root = tmp_path / "root"
+        root.mkdir()
+        return type("Root", (), {"path": root})()
+
+    monkeypatch.setattr(buildroot, "ensure_build_root", fake_root)
+    monkeypatch.delenv("LITEFLOW_IMAGE_NO_BUILDROOT", raising=False)
+    monkeypatch.setattr(img, "run", lambda argv, step, timeout: "")
+    progress = Progress(enabled=False)
+    warnings = []
+    monkeypatch.setattr(progress, "warn", warnings.append)
+    copied = img._copy_build_root(resolve_kernel("debian-6.1"), tmp_path / "dest", progress)
+    assert copied is not None and not warnings and seen["progress"] is False
