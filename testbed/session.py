@@ -200,8 +200,8 @@ class GuestSession:
                     (run.logs / f"{log_name}.{name}").write_text(got.stdout)
                 report = _last_json_line(result.stdout)
                 if report is None:
-                    raise SessionError(current, f"guest.{driver} gave no report (exit {result.exited}): "
-                                                f"{result.stderr.strip()[-2000:]}")
+                    raise SessionError(current, self._with_vm_state(
+                        f"guest.{driver} gave no report (exit {result.exited}): {result.stderr.strip()[-2000:]}"))
                 if report.get("dmesg_new"):
                     (run.logs / f"{log_name}.dmesg.txt").write_text("\n".join(report["dmesg_new"]) + "\n")
                 if report.get("ok") is False or not all(c.get("ok", True) for c in report.get("checks", [])):
