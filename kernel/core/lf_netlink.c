@@ -30,6 +30,7 @@
 
 #include <linux/kernel.h>
 #include <linux/cache.h>
+#include <linux/capability.h>
 #include <linux/module.h>
 #include <linux/mm.h>
 #include <linux/sched.h>
@@ -846,6 +847,14 @@ static const struct genl_multicast_group lf_genl_mcgrps[] = {
 	},
 };
 
+#ifdef LF_GENL_MCAST_BIND_CHECK
+/* Runs in the process joining one of our groups (compat.h): only an admin collects samples. */
+static int lf_nl_mcast_bind(struct net *net, int group)
+{
+	return ns_capable(net->user_ns, CAP_NET_ADMIN) ? 0 : -EPERM;
+}
+#endif
+
 static struct genl_family lf_genl_family __ro_after_init = {
 	.name		= LF_GENL_NAME,
 	.version	= LF_GENL_VERSION,
@@ -858,6 +867,9 @@ static struct genl_family lf_genl_family __ro_after_init = {
 	.n_ops		= ARRAY_SIZE(lf_genl_ops),
 	.mcgrps		= lf_genl_mcgrps,
 	.n_mcgrps	= ARRAY_SIZE(lf_genl_mcgrps),
+#ifdef LF_GENL_MCAST_BIND_CHECK
+	.mcast_bind	= lf_nl_mcast_bind,
+#endif
 };
 
 int __init lf_netlink_init(void)

@@ -47,8 +47,12 @@
  *    checks CAP_SYS_ADMIN on bind, stricter than we need but never
  *    looser.  A bitfield cannot be probed by the preprocessor, so Kbuild
  *    greps the kernel's header and defines LF_HAVE_MCGRP_CAP_SYS_ADMIN.
- *  - neither: there is no hook to refuse a join, so the core refuses to
- *    sample at all (SET_SAMPLING fails with EOPNOTSUPP) rather than
+ *  - neither, but genl_family.mcast_bind (3.19 until its removal; 4.15,
+ *    the paper's kernel): the family's own callback runs in the joining
+ *    process and refuses it without CAP_NET_ADMIN.  Kbuild greps for it
+ *    and defines LF_HAVE_GENL_MCAST_BIND.
+ *  - none of these: there is no hook to refuse a join, so the core refuses
+ *    to sample at all (SET_SAMPLING fails with EOPNOTSUPP) rather than
  *    multicast to anyone.
  */
 #if defined(GENL_MCAST_CAP_NET_ADMIN)
@@ -59,6 +63,11 @@
 #define LF_GENL_MCGRP_ADMIN_FLAGS	.cap_sys_admin = 1,
 #define LF_SAMPLES_PRIVATE		1
 #define LF_SAMPLES_GUARD		"CAP_SYS_ADMIN"
+#elif defined(LF_HAVE_GENL_MCAST_BIND)
+#define LF_GENL_MCGRP_ADMIN_FLAGS
+#define LF_GENL_MCAST_BIND_CHECK	1
+#define LF_SAMPLES_PRIVATE		1
+#define LF_SAMPLES_GUARD		"CAP_NET_ADMIN (mcast_bind)"
 #else
 #define LF_GENL_MCGRP_ADMIN_FLAGS
 #define LF_SAMPLES_PRIVATE		0
