@@ -92,6 +92,13 @@ def _run_experiments(names: list[str], *, quick: bool = False, fresh: bool = Fal
     from workloads.contract import ExperimentError
     from workloads.runner import run_experiment, sessions
 
+    if overrides and overrides.get("kernel"):
+        from vm.kernels import KernelNameError, resolve_kernel
+
+        try:
+            resolve_kernel(overrides["kernel"])
+        except KernelNameError as exc:
+            raise _fail(str(exc)) from exc
     ensure_host_tools()
     runs = []
     failed = []
@@ -304,11 +311,14 @@ def _experiment_names() -> list[str]:
     return names()
 
 
-def _experiment_task(name: str):
-    def body(c):
-        _run_experiments([name])
+EXPERIMENT_FLAGS = ("quick", "fresh", "kernel")  # an experiment task takes these, as bench does
 
-    body.__doc__ = f"Run the '{name}' experiment (same as `invoke bench {name}`)."
+
+def _experiment_task(name: str):
+    def body(c, quick=False, fresh=False, kernel=""):
+        _run_experiments([name], quick=quick, fresh=fresh, overrides={"kernel": kernel} if kernel else None)
+
+    body.__doc__ = f"Run the '{name}' experiment (same as `invoke bench {name}`; --quick, --fresh, --kernel as bench)."
     body.__name__ = name.replace("-", "_")
     return task(body, name=name)
 
@@ -318,7 +328,8 @@ class BenchExecutor(Executor):
 
     Invoke's positional arguments are always required, so `invoke bench NAME` with an optional
     NAME cannot be declared; instead each experiment is also a task, and experiment tasks right
-    after `bench` become bench's `only`, so they run once each, with bench's flags.
+    after `bench` become bench's `only`, so they run once each, with bench's flags and their own
+    (`invoke bench iperf --quick` parses --quick as iperf's).
     """
 
     def execute(self, *calls):
@@ -337,6 +348,11 @@ class BenchExecutor(Executor):
         bench_call = calls[at]
         only = bench_call.args["only"]
         only.value = ",".join([*filter(None, str(only.value or "").split(",")), *following])
+        for call in calls[at + 1:at + 1 + len(following)]:  # `invoke bench iperf --quick` means bench's --quick
+            for flag in EXPERIMENT_FLAGS:
+                value = call.args[flag].value if flag in call.args else None
+                if value:
+                    bench_call.args[flag].value = value
         kept = [*calls[:at + 1], *calls[at + 1 + len(following):]]
         return super().execute(*kept)
 

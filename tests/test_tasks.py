@@ -44,9 +44,10 @@ def test_unknown_kernel_is_a_clear_error():
 class _Parsed:
     """What invoke's parser hands the executor: a task name and its parsed arguments."""
 
-    def __init__(self, name, only=""):
+    def __init__(self, name, only="", **flags):
         self.name = name
-        self.args = {"only": SimpleNamespace(value=only)}
+        self.args = {"only": SimpleNamespace(value=only),
+                     **{flag: SimpleNamespace(value=flags.get(flag)) for flag in ("quick", "fresh", "kernel")}}
 
 
 def _execute(*calls):
@@ -66,6 +67,20 @@ def test_bench_followed_by_experiments_runs_them_once_with_benchs_flags():
     assert _execute(_Parsed("bench", "overhead"), _Parsed("engine")) == [("bench", "overhead,engine")]
     assert _execute(_Parsed("bench"), _Parsed("test")) == [("bench", ""), ("test", "")]
     assert _execute(_Parsed("engine")) == [("engine", "")]
+
+
+def test_an_experiments_own_flags_become_benchs():
+    seen = []
+    executor = object.__new__(tasks.BenchExecutor)
+    original = tasks.Executor.execute
+    tasks.Executor.execute = lambda self, *t: seen.extend(t)
+    try:
+        tasks.BenchExecutor.execute(executor, _Parsed("bench"), _Parsed("iperf", quick=True, kernel="linux-4.15"))
+    finally:
+        tasks.Executor.execute = original
+    (bench,) = seen
+    assert bench.args["only"].value == "iperf"
+    assert bench.args["quick"].value is True and bench.args["kernel"].value == "linux-4.15"
 
 
 def test_bench_list_names_every_experiment_with_its_description(capsys):
