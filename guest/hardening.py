@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,11 +67,7 @@ class Report(CheckedReport):
     big_blob_bytes: int = 0
 
 
-def main(plan: dict, base: Path) -> dict:
-    return asdict(run(plan, base))
-
-
-def run(plan: dict, base: Path) -> Report:
+def main(plan: dict, base: Path) -> Report:
     report = Report()
     dmesg_before = len(dmesg_lines())
     started = time.monotonic()

@@ -83,11 +83,7 @@ def stop_agent(proc: subprocess.Popen) -> dict:
 # ---------------------------------------------------------------------------- the run
 
 
-def main(plan: dict, base: Path) -> dict:
-    return asdict(run(plan, base))
-
-
-def run(plan: dict, base: Path) -> Report:
+def main(plan: dict, base: Path) -> Report:
     report = Report()
     dmesg_before = len(dmesg_lines())
     started = time.monotonic()

@@ -49,11 +49,7 @@ class Report(CheckedReport):
     stress: dict = field(default_factory=dict)
 
 
-def main(plan: dict, base: Path) -> dict:
-    return asdict(run(plan, base))
-
-
-def run(plan: dict, base: Path) -> Report:
+def main(plan: dict, base: Path) -> Report:
     report = Report()
     dmesg_before = len(dmesg_lines())
     started = time.monotonic()
