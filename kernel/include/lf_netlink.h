@@ -23,7 +23,9 @@
 #define LF_NL_BENCH_MAX_ITERS	10000000	/* BENCH: iterations <= this [E2BIG] */
 #define LF_NL_BENCH_MAX_NS	(100 * 1000 * 1000) /* BENCH: one request stops after this, ns */
 #define LF_NL_SAMPLE_MAX_BATCH	256		/* SET_SAMPLING: batch <= this [E2BIG] */
-#define LF_NL_SAMPLE_MAX_BYTES	(60 * 1024)	/* batch * (in + out) <= this [E2BIG] */
+#define LF_NL_SAMPLE_MAX_BYTES	(60 * 1024)	/* batch * (in + out + context) <= this [E2BIG] */
+#define LF_NL_FLUSH_MS		100		/* SET_SAMPLING: default flush delay, ms */
+#define LF_NL_FLUSH_MAX_MS	10000		/* SET_SAMPLING: FLUSH_MS in 1..this [ERANGE] */
 #define LF_NL_BINARY_MAX	65000		/* any binary attribute (u16 nla_len) */
 #define LF_NL_BLOB_MAX		551152		/* LOAD_MODEL: BLOB_SIZE <= this, the engine's
 						 * largest blob (8 layers of 256 x 256) [E2BIG] */
@@ -42,15 +44,21 @@ enum lf_cmd {
 	 * ACTIVE_ID, STANDBY_ID (0 = empty slot), ACTIVE_ORIGIN,
 	 * STANDBY_ORIGIN (module name, "hot" for a hot-loaded snapshot, ""
 	 * for an empty slot), SAMPLES_SENT, SAMPLES_DROPPED, SAMPLE_EVERY,
-	 * SAMPLE_BATCH, SWAPS, IO_COUNT, MAX_MACS.  Unprivileged.
+	 * SAMPLE_BATCH, SWAPS, IO_COUNT, MAX_MACS, CONTEXT_SIZE, FLUSH_MS,
+	 * QUANT_MODE (enum lf_app_quant_mode), and for a FIXED app
+	 * INPUT_QUANT and OUTPUT_QUANT; ACTIVE_INPUT_QUANT and
+	 * ACTIVE_OUTPUT_QUANT when a snapshot is active.  Unprivileged.
 	 */
 	LF_CMD_LIST_APPS,
 	/*
-	 * SET_SAMPLING(APP_ID, SAMPLE_EVERY, SAMPLE_BATCH): sample every Nth
-	 * query per CPU (0 = off, the default), flush batches of SAMPLE_BATCH
-	 * pairs (1..LF_NL_SAMPLE_MAX_BATCH, batch * (in + out) <=
-	 * LF_NL_SAMPLE_MAX_BYTES).  Partial batches of the previous setting
-	 * are discarded.  CAP_NET_ADMIN.
+	 * SET_SAMPLING(APP_ID, SAMPLE_EVERY, SAMPLE_BATCH, FLUSH_MS optional):
+	 * sample every Nth query (or lf_record_sample report, for an app with
+	 * context) per CPU (0 = off, the default), send batches of
+	 * SAMPLE_BATCH pairs (1..LF_NL_SAMPLE_MAX_BATCH, batch * (in + out +
+	 * context) <= LF_NL_SAMPLE_MAX_BYTES); a partial batch is sent at
+	 * most FLUSH_MS (1..LF_NL_FLUSH_MAX_MS, default LF_NL_FLUSH_MS) after
+	 * its first pair, so a quiet CPU's samples are not stale.  Partial
+	 * batches of the previous setting are discarded.  CAP_NET_ADMIN.
 	 */
 	LF_CMD_SET_SAMPLING,
 	/*
@@ -71,7 +79,8 @@ enum lf_cmd {
 	 * malformed or size mismatch, -EBADMSG bad crc, -E2BIG over the
 	 * limits, -EEXIST a snapshot with SNAPSHOT_ID is already loaded (for
 	 * any app), -EFBIG the snapshot costs more multiply-accumulates per
-	 * query than the app's budget (MAX_MACS).  CAP_NET_ADMIN.
+	 * query than the app's budget (MAX_MACS), -EPROTO the snapshot's
+	 * quantization is not the one the app declared.  CAP_NET_ADMIN.
 	 *
 	 * A blob over LF_NL_BINARY_MAX goes in chunks: each request carries
 	 * BLOB_SIZE (the whole blob, <= LF_NL_BLOB_MAX) and BLOB_OFFSET, and
@@ -109,7 +118,9 @@ enum lf_cmd {
 	 * SAMPLES (kernel -> group "samples" only): APP_ID, SNAPSHOT_ID (the
 	 * snapshot that produced every output of the batch), COUNT (k),
 	 * INPUTS (k * input_size), OUTPUTS (k * output_size),
-	 * SAMPLES_DROPPED (app total so far).  Joining the group needs
+	 * SAMPLES_DROPPED (app total so far), and for an app with context
+	 * CONTEXT_SIZE and CONTEXTS (k * context_size, pair i's at
+	 * i * context_size).  Joining the group needs
 	 * CAP_NET_ADMIN (CAP_SYS_ADMIN on kernels with only the older check;
 	 * where the kernel has neither, SET_SAMPLING fails with EOPNOTSUPP).
 	 */
@@ -197,6 +208,14 @@ enum lf_attr {
 	LF_ATTR_BLOB_SIZE,		/* u32, a chunked blob's whole size */
 	LF_ATTR_BLOB_OFFSET,		/* u32, where this chunk goes in the blob */
 	LF_ATTR_MAX_MACS,		/* u64, the app's cost budget per query */
+	LF_ATTR_CONTEXT_SIZE,		/* u32, bytes of app context per sample */
+	LF_ATTR_CONTEXTS,		/* binary, u8[k][context_size] */
+	LF_ATTR_FLUSH_MS,		/* u32, a partial sample batch's flush delay */
+	LF_ATTR_QUANT_MODE,		/* u32, enum lf_app_quant_mode */
+	LF_ATTR_INPUT_QUANT,		/* binary, struct lf_quant (3 x s32) */
+	LF_ATTR_OUTPUT_QUANT,		/* binary, struct lf_quant */
+	LF_ATTR_ACTIVE_INPUT_QUANT,	/* binary, struct lf_quant of the active snapshot */
+	LF_ATTR_ACTIVE_OUTPUT_QUANT,	/* binary, struct lf_quant of the active snapshot */
 	__LF_ATTR_MAX
 };
 #define LF_ATTR_MAX (__LF_ATTR_MAX - 1)

@@ -12,7 +12,8 @@
  *    once and its module is pinned while it stays active, so rmmod fails
  *    with EBUSY) and calls lf_unregister_model in exit (it can only be
  *    unloaded once it is standby or detached).
- *  - Everything here may sleep except lf_query_model.
+ *  - Everything here may sleep except lf_query_model, lf_query_model_ex
+ *    and lf_record_sample.
  */
 #ifndef _LITEFLOW_H
 #define _LITEFLOW_H
@@ -43,17 +44,54 @@ struct lf_model {
 	struct rcu_head rcu;
 };
 
+#define LF_MAX_CONTEXT		64	/* bytes of app context per sample */
+
 /*
- * Register an app; sizes in 1..LF_MAX_UNITS.  @max_macs (> 0) is the most
- * multiply-accumulates one query may cost (lf_engine_macs of a snapshot):
- * a query runs whole inside an RCU read section, in softirq for most
- * apps, so the app bounds it, and any snapshot over it is refused with
- * -EFBIG however it arrives.  App ids are never reused while the core is
- * loaded.  -EEXIST for a name already taken, -ENOSPC beyond LF_MAX_APPS,
- * -EINVAL for bad sizes, name or budget.
+ * What an app is, declared once at registration.
+ *
+ * Quantization.  TFLite recalibrates scales at every conversion, so an app
+ * that encodes features or decodes decisions with constants it was built
+ * with must never be served a snapshot quantized differently: with
+ * LF_APP_QUANT_FIXED the core refuses (-EPROTO) any snapshot whose
+ * input_quant or output_quant is not exactly the declared one, whichever
+ * way it arrives (insmod or hot load).  An app that passes raw int8 and
+ * never interprets it (lf_test) declares LF_APP_QUANT_ANY and may read
+ * the active snapshot's quantization with each decision
+ * (lf_query_model_ex).
+ *
+ * Context.  An app with context_size > 0 ships, with each sampled
+ * (input, output) pair, context_size bytes of its own (a congestion
+ * controller: what the interval after the decision delivered), so the slow
+ * path can learn from what followed a decision.  Such an app reports its
+ * samples itself, once the outcome is known (lf_record_sample);
+ * lf_query_model never samples for it.
  */
-int lf_register_app(const char *name, u16 input_size, u16 output_size,
-		    u64 max_macs, u32 *app_id);
+enum lf_app_quant_mode {
+	LF_APP_QUANT_FIXED	= 0,	/* snapshots must use input_quant/output_quant */
+	LF_APP_QUANT_ANY	= 1,	/* any quantization; the app reads it per query */
+};
+
+struct lf_app_desc {
+	const char *name;		/* < LF_APP_NAME_MAX bytes */
+	u16 input_size;			/* 1..LF_MAX_UNITS */
+	u16 output_size;		/* 1..LF_MAX_UNITS */
+	u16 context_size;		/* 0..LF_MAX_CONTEXT bytes per sample */
+	u64 max_macs;			/* > 0, see lf_register_app */
+	enum lf_app_quant_mode quant_mode;
+	struct lf_quant input_quant;	/* LF_APP_QUANT_FIXED only */
+	struct lf_quant output_quant;	/* LF_APP_QUANT_FIXED only */
+};
+
+/*
+ * Register an app.  @desc->max_macs is the most multiply-accumulates one
+ * query may cost (lf_engine_macs of a snapshot): a query runs whole inside
+ * an RCU read section, in softirq for most apps, so the app bounds it, and
+ * any snapshot over it is refused with -EFBIG however it arrives.  App ids
+ * are never reused while the core is loaded.  -EEXIST for a name already
+ * taken, -ENOSPC beyond LF_MAX_APPS, -EINVAL for bad sizes, name, budget,
+ * context size or quantization (a zero or negative scale multiplier).
+ */
+int lf_register_app(const struct lf_app_desc *desc, u32 *app_id);
 
 /*
  * Unregister an app.  -EBUSY while io modules are registered for it (they
@@ -90,6 +128,28 @@ int lf_unregister_model(struct lf_model *model);
  * -ENOENT: no such app or no active snapshot; -EINVAL: malformed.
  */
 int lf_query_model(u32 app_id, const s8 *input, s8 *output);
+
+/*
+ * The same, and says which snapshot answered (@snapshot_id, for
+ * lf_record_sample) and, when @in_quant / @out_quant are not NULL, how it
+ * quantizes (for LF_APP_QUANT_ANY apps).  Outputs are left untouched on
+ * error.
+ */
+int lf_query_model_ex(u32 app_id, const s8 *input, s8 *output,
+		      u64 *snapshot_id, struct lf_quant *in_quant,
+		      struct lf_quant *out_quant);
+
+/*
+ * An app with context (context_size > 0) reports a decision once its
+ * outcome is known: the (input, output) pair that snapshot @snapshot_id
+ * produced, and context_size bytes of @context.  Sampled like queries
+ * (every Nth report per CPU, SET_SAMPLING), batched per CPU, flushed off
+ * the hot path when a batch fills or its flush delay passes.  Safe from
+ * any context, never waits; a report nobody samples costs a few loads.
+ * Reports of apps without context, or with sampling off, are ignored.
+ */
+void lf_record_sample(u32 app_id, u64 snapshot_id, const s8 *input,
+		      const s8 *output, const void *context);
 
 /*
  * Input collectors / output enforcers declare the sizes they produce /
