@@ -8,6 +8,10 @@
     flow_count, duration_s, flow_dst = "first" | "round_robin"  (senders round-robin)
     link_changes  [{at_s, link, rate_mbit?, delay_ms?, queue_packets?, loss_pct?}]  (optional)
     interval_s    iperf3 reporting interval, default 1
+    scheme_options  a table the scheme's setup receives (files in the plan's folder it loads, the
+                  slow path's settings), default {}
+    faults        [{at_s, kind}] (optional): faults injected into the scheme during the traffic;
+                  kind "kill_service" SIGKILLs a LiteFlow scheme's slow-path service
 
 The whole plan is validated before the network is built, so a typo costs no VM time. The report
 is described in main(); a failed flow fails the run (ok false) and keeps its error.
@@ -27,7 +31,9 @@ from guest.net.spec import Blueprint, parse_topology
 from guest.net.traffic import FIRST_PORT, FlowPlan, aggregate, run_flows
 from guest.tools import CheckedReport, DriverAbort, dmesg_lines, kernel_trouble
 
-PLAN_KEYS = ("topology", "scheme", "flows", "flow_count", "duration_s", "flow_dst", "link_changes", "interval_s")
+PLAN_KEYS = ("topology", "scheme", "flows", "flow_count", "duration_s", "flow_dst", "link_changes", "interval_s",
+             "scheme_options", "faults")
+FAULT_KINDS = {"kill_service": "kill_service"}    # fault kind -> the scheme's method that injects it
 FLOW_KEYS = ("src", "dst", "start_s", "duration_s")
 PING_SUMMARY = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 
@@ -45,6 +51,9 @@ class Report(CheckedReport):
     link_changes: list[dict] = field(default_factory=list)
     queues: dict = field(default_factory=dict)
     link_bytes: dict = field(default_factory=dict)
+    scheme_results: dict = field(default_factory=dict)
+    traffic_started_unix: float | None = None
+    faults: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class Experiment:
     flows: list[FlowPlan]
     link_changes: list[LinkChange]
     interval_s: float
+    scheme_options: dict
+    faults: list[dict]
 
 
 def _whole_seconds(where: str, value: object) -> int:
@@ -126,8 +137,46 @@ def prepare(plan: dict) -> Experiment:
     interval = plan.get("interval_s", 1)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.1 <= interval <= 60:
         raise ValueError(f"interval_s: expected seconds in [0.1, 60], got {interval!r}")
+    options = plan.get("scheme_options", {})
+    if not isinstance(options, dict):
+        raise ValueError(f"scheme_options: expected a table, got {options!r}")
     return Experiment(blueprint, scheme, expand_flows(plan, blueprint, scheme.congestion_control),
-                      parse_link_changes(plan.get("link_changes", []), blueprint), float(interval))
+                      parse_link_changes(plan.get("link_changes", []), blueprint), float(interval), options,
+                      parse_faults(plan.get("faults", []), scheme))
+
+
+def parse_faults(faults: object, scheme: Scheme) -> list[dict]:
+    """[{at_s, kind}], each kind one the scheme can inject (it has the method FAULT_KINDS names)."""
+    if not isinstance(faults, list):
+        raise ValueError(f"faults: expected a list of tables, got {faults!r}")
+    parsed = []
+    for i, fault in enumerate(faults):
+        where = f"faults[{i}]"
+        if not isinstance(fault, dict) or set(fault) != {"at_s", "kind"}:
+            raise ValueError(f"{where}: expected a table with exactly at_s and kind, got {fault!r}")
+        if fault["kind"] not in FAULT_KINDS or not hasattr(scheme, FAULT_KINDS[fault["kind"]]):
+            raise ValueError(f"{where}.kind: {fault['kind']!r} is not a fault scheme {scheme.name!r} can inject")
+        at = fault["at_s"]
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or at < 0:
+            raise ValueError(f"{where}.at_s: expected seconds >= 0, got {at!r}")
+        parsed.append({"at_s": float(at), "kind": fault["kind"]})
+    return parsed
+
+
+def fault_actions(scheme: Scheme, faults: list[dict], records: list[dict]) -> list[tuple[float, object]]:
+    """(time, action) pairs for run_flows that inject each fault and record when it happened."""
+    def action(fault: dict):
+        def inject(clock) -> None:
+            record = {"at_s": fault["at_s"], "kind": fault["kind"], "applied_at_s": round(clock(), 3)}
+            try:
+                record.update(getattr(scheme, FAULT_KINDS[fault["kind"]])())
+                record["ok"] = True
+            except Exception as exc:  # recorded, checked after the traffic: the flows go on
+                record.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+            records.append(record)
+        return inject
+
+    return [(fault["at_s"], action(fault)) for fault in faults]
 
 
 def parse_ping(text: str) -> dict | None:
@@ -176,7 +225,8 @@ def _run(net, experiment: Experiment, report: Report, work: Path) -> None:
     mark = time.monotonic()
     report.step = "scheme setup"
     try:
-        scheme.setup(net, {"flows": [asdict(flow) for flow in experiment.flows]})
+        scheme.setup(net, {"flows": [asdict(flow) for flow in experiment.flows], "work": work,
+                           "options": experiment.scheme_options})
         report.scheme = scheme.describe()
         report.timings_s["scheme_setup"] = round(time.monotonic() - mark, 2)
 
@@ -193,12 +243,15 @@ def _run(net, experiment: Experiment, report: Report, work: Path) -> None:
         bytes_before = {name: net.tx_bytes(name) for name in _fabric_links(bp)}
         mark = time.monotonic()
         actions = scheduled(net, experiment.link_changes, report.link_changes)
+        actions += fault_actions(scheme, experiment.faults, report.faults)
+        report.traffic_started_unix = round(time.time(), 3)
         traffic = run_flows(net, experiment.flows, experiment.interval_s, work / "iperf3", actions)
         report.timings_s["traffic"] = round(time.monotonic() - mark, 2)
         report.flows, report.cpu = traffic["flows"], traffic["cpu"]
 
         report.step = "collect"
         report.queues = {name: net.qdisc_stats(name) for name in bp.bottlenecks}
+        report.scheme_results = scheme.results()
         report.link_bytes = {name: {way: after - bytes_before[name][way] for way, after in net.tx_bytes(name).items()}
                              for name in bytes_before}
     finally:
@@ -212,6 +265,9 @@ def _run(net, experiment: Experiment, report: Report, work: Path) -> None:
     report.check("every flow completed", not failed, "\n".join(failed))
     wrong_cc = [flow["id"] for flow in report.flows if "error" not in flow and flow["cc_used"] != flow["cc"]]
     report.check("flows ran the scheme's congestion control", not wrong_cc, f"flows {wrong_cc}")
+    failed_faults = [f"{fault['kind']}: {fault.get('error')}" for fault in report.faults if not fault["ok"]]
+    report.check("every fault injected", not failed_faults and len(report.faults) == len(experiment.faults),
+                 "\n".join(failed_faults))
     unapplied = [change for change in report.link_changes if not change["ok"]]
     report.check("every link change applied", not unapplied and len(report.link_changes) == len(experiment.link_changes),
                  "\n".join(change.get("error", "") for change in unapplied))

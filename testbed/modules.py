@@ -24,8 +24,8 @@ KERNEL_SOURCE = Path(__file__).resolve().parent.parent / "kernel"
 
 GUEST_MODULE_DIR = "/root/lf_modules"
 GUEST_CORE_SYMVERS = f"{GUEST_MODULE_DIR}/core.Module.symvers"  # snapshot modules built in the guest link to it
-LOAD_ORDER = ("liteflow", "lf_test")  # then snapshot modules (lf_snap_*)
-LITEFLOW_MODULE = re.compile(r"^(liteflow|lf_test|lf_snap_\w+)$")
+LOAD_ORDER = ("liteflow", "lf_test", "lf_cc")  # then snapshot modules (lf_snap_*)
+LITEFLOW_MODULE = re.compile(r"^(liteflow|lf_test|lf_cc|lf_snap_\w+)$")
 
 
 class ModuleError(RuntimeError):
@@ -58,7 +58,7 @@ def build_with_snapshots(root: BuildRoot, out_dir: Path, snapshots: list[Snapsho
     with tempfile.TemporaryDirectory(prefix="liteflow-modules-") as tmp:
         staging = Path(tmp) / "kernel"
         shutil.copytree(KERNEL_SOURCE, staging, ignore=shutil.ignore_patterns("*.o", "*.ko", "*.cmd", "*.mod*"))
-        folders = ["core", "test"]
+        folders = ["core", "test", "cc"]
         if snapshots:
             folder = staging / "snapshots"
             folder.mkdir()

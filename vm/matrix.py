@@ -19,7 +19,7 @@ from vm.kernels import KernelSpec, all_kernels, matrix_kernels, resolve_kernel
 
 REPO = Path(__file__).resolve().parent.parent
 KERNEL_SRC = REPO / "kernel"
-MODULE_DIRS = ("core", "test")
+MODULE_DIRS = ("core", "test", "cc")
 SNAPSHOT_DIR = "snapshots"
 EXAMPLE_APP = "lf_test"
 EXAMPLE_SNAPSHOT_ID = 0x5EED

@@ -32,8 +32,9 @@ class Scheme(ABC):
 
     @abstractmethod
     def setup(self, network, plan: dict) -> None:
-        """Prepare the datapath on a built network (guest.net.topology.Network). `plan` is the
-        driver's plan with `flows` expanded (each has src, dst)."""
+        """Prepare the datapath on a built network (guest.net.topology.Network). `plan` holds
+        `flows` (expanded, each has src, dst), `work` (the plan's folder, where the host put the
+        modules and blobs the scheme needs) and `options` (the plan's scheme_options)."""
 
     @abstractmethod
     def teardown(self) -> None:
@@ -42,6 +43,11 @@ class Scheme(ABC):
     def describe(self) -> dict:
         """What the report says about this scheme (name, cc, and whatever setup chose)."""
         return {"name": self.name, "congestion_control": self.congestion_control}
+
+    def results(self) -> dict:
+        """What the scheme measured itself, read after the traffic and before teardown (counters,
+        the updates a slow path made with their times)."""
+        return {}
 
 
 def known_schemes() -> list[str]:

@@ -1,0 +1,390 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * lf_cc: TCP congestion control driven by a LiteFlow snapshot.
+ *
+ * LiteFlow (Zhang et al., "LiteFlow: Towards High-Performance Adaptive
+ * Neural Networks for Kernel Datapath", SIGCOMM 2022) evaluates its
+ * congestion control with Aurora's network (Jay et al., ICML 2019): a
+ * rate-based sender whose pacing rate an MLP moves once per monitor
+ * interval (MI) from a history of the last ten MIs' latency inflation,
+ * latency ratio and send ratio.  Here the network is the active snapshot of
+ * the LiteFlow app "cc", run in the kernel on the ACK path
+ * (lf_query_model_ex); the slow path adapts it on the samples this module
+ * reports and hot-swaps the snapshot.
+ *
+ * Per socket, ACK by ACK (cong_control), the MI accumulates RTT samples in
+ * the two halves of its time, and the segments sent, delivered and lost.
+ * When it has lasted max(srtt / 2, the time to send five segments at the
+ * current rate) and has an RTT sample, it ends:
+ *  1. the decision taken at its start, with what the MI measured (struct
+ *     lf_cc_context), is reported to the sampler (lf_record_sample);
+ *  2. its three features are encoded (lf_cc_model.h) and shifted into the
+ *     history;
+ *  3. the snapshot answers an action, which moves the pacing rate by at
+ *     most ~10%, clamped to a floor and to sk_max_pacing_rate;
+ *  4. a new MI starts.
+ * cwnd is only a cap (two rate-BDPs over the minimum RTT), reset every ACK,
+ * so the pacing rate is the control, as in Aurora.
+ *
+ * The reference LiteFlow module queried the network on every ACK (one MI
+ * per ACK), so its latency inflation was always 0 and its send ratio, on
+ * 4.15, a constant 1; its cwnd was pinned at 5000.  Here an MI is Aurora's
+ * (many ACKs), both halves of its RTT samples give a real inflation, the
+ * send ratio comes from the MI's own segment counters, and cwnd follows
+ * the rate.
+ *
+ * Without an active snapshot (the slow path has not loaded one yet) or when
+ * a query fails, the MI falls back to an AIMD on the rate
+ * (lf_cc_fallback_rate) and the fallback is counted; the history keeps
+ * filling so the network starts from real features when it arrives.
+ *
+ * The app declares its quantization (input 1/16, output 1/128, both zero
+ * point 0): the core refuses a snapshot encoded differently, so a retrained
+ * network can never be decoded with stale scales.  Counters are in
+ * /sys/module/lf_cc/parameters/stats.
+ */
+#define pr_fmt(fmt) "lf_cc: " fmt
+
+#include <linux/module.h>
+#include <linux/kernel.h>
+#include <linux/percpu.h>
+#include <linux/string.h>
+#include <net/tcp.h>
+#include "compat.h"
+#include "liteflow.h"
+#include "lf_cc_model.h"
+
+#define LF_CC_APP_NAME		"cc"
+#define LF_CC_MIN_RATE_KBPS	100	/* default pacing floor, kbit/s */
+#define LF_CC_MAX_MACS		8192	/* default budget: Aurora's MLP needs 1488 */
+#define LF_CC_RTT_COUNT_MAX	0xffffU
+#define LF_CC_FALLBACK_RATE_BPS	125000U	/* 1 Mbit/s before any RTT is known */
+
+static unsigned int min_rate_kbps = LF_CC_MIN_RATE_KBPS;
+module_param(min_rate_kbps, uint, 0644);
+MODULE_PARM_DESC(min_rate_kbps, "pacing-rate floor, kbit/s (default 100)");
+
+static ulong max_macs = LF_CC_MAX_MACS;
+module_param(max_macs, ulong, 0444);
+MODULE_PARM_DESC(max_macs, "cost budget of a snapshot: multiply-accumulates per query (default 8192)");
+
+enum lf_cc_flags {
+	LF_CC_MI_OPEN		= 1 << 0,	/* an MI is being measured */
+};
+
+/* Per-socket state, in the congestion-control private area (88 bytes on 4.15). */
+struct lf_cc {
+	u64 snapshot_id;		/* decided the current MI's rate; 0 = fallback */
+	u32 rate_Bps;			/* pacing rate set for the current MI */
+	u32 mi_start_us;		/* tcp_mstamp at the MI's first ACK (low 32 bits) */
+	u32 mi_target_us;		/* the MI ends once it lasted this long */
+	u32 rtt_sum_us[2];		/* RTT samples of the MI's two time halves */
+	u16 rtt_count[2];
+	u32 segs_out_start;		/* tp->data_segs_out at the MI's start */
+	u32 delivered_start;		/* tp->delivered at the MI's start */
+	u32 segs_lost;			/* rs->losses summed over the MI */
+	u32 min_mean_rtt_us;		/* over the connection's MIs; 0 = none yet */
+	u8 flags;			/* enum lf_cc_flags */
+	s8 action;			/* the current MI's decision, output units */
+	s8 history[LF_CC_INPUTS];	/* encoded features, oldest MI first */
+};
+
+/* Counters, per CPU, summed when read. */
+struct lf_cc_stats {
+	u64 intervals;			/* MIs ended */
+	u64 decisions;			/* MIs the snapshot decided */
+	u64 fallback_no_snapshot;	/* MIs decided by the fallback: no snapshot */
+	u64 fallback_error;		/* ... a query failed otherwise */
+	u64 samples;			/* decisions reported with their outcome */
+};
+
+static DEFINE_PER_CPU(struct lf_cc_stats, lf_cc_stats);
+static u32 lf_cc_app_id;
+
+static u64 lf_cc_min_rate_Bps(void)
+{
+	return (u64)READ_ONCE(min_rate_kbps) * 1000 / 8;
+}
+
+static u32 lf_cc_min_rtt_us(const struct tcp_sock *tp)
+{
+	u32 min_rtt_us = tcp_min_rtt(tp);
+
+	if (min_rtt_us == ~0U || !min_rtt_us)
+		min_rtt_us = tp->srtt_us >> 3;
+	return min_rtt_us;
+}
+
+static void lf_cc_set_rate(struct sock *sk, struct lf_cc *ca, u64 rate_Bps)
+{
+	rate_Bps = lf_cc_clamp_rate(rate_Bps, lf_cc_min_rate_Bps(),
+				    min_t(u64, U32_MAX,
+					  READ_ONCE(sk->sk_max_pacing_rate)));
+	ca->rate_Bps = (u32)rate_Bps;
+	lf_set_pacing_rate(sk, rate_Bps);
+}
+
+/* Initial window over the handshake's RTT, as TCP's first round would send. */
+static u64 lf_cc_initial_rate_Bps(const struct tcp_sock *tp)
+{
+	u32 srtt_us = tp->srtt_us >> 3;
+
+	if (!srtt_us)
+		return LF_CC_FALLBACK_RATE_BPS;
+	return div64_u64((u64)TCP_INIT_CWND * tp->mss_cache * LF_CC_USEC_PER_SEC,
+			 srtt_us);
+}
+
+static void lf_cc_start_mi(struct sock *sk, struct lf_cc *ca)
+{
+	const struct tcp_sock *tp = tcp_sk(sk);
+
+	ca->mi_start_us = (u32)tp->tcp_mstamp;
+	ca->mi_target_us = lf_cc_mi_target_us(tp->srtt_us >> 3, ca->rate_Bps,
+					      tp->mss_cache);
+	ca->rtt_sum_us[0] = ca->rtt_sum_us[1] = 0;
+	ca->rtt_count[0] = ca->rtt_count[1] = 0;
+	ca->segs_out_start = tp->data_segs_out;
+	ca->delivered_start = tp->delivered;
+	ca->segs_lost = 0;
+	ca->flags |= LF_CC_MI_OPEN;
+}
+
+static void lf_cc_init(struct sock *sk)
+{
+	struct lf_cc *ca = inet_csk_ca(sk);
+
+	LF_CA_PRIV_ASSERT(struct lf_cc);
+	memset(ca, 0, sizeof(*ca));
+	lf_cc_set_rate(sk, ca, lf_cc_initial_rate_Bps(tcp_sk(sk)));
+	/* Pace in TCP itself when no fq qdisc does (as tcp_bbr.c). */
+	cmpxchg(&sk->sk_pacing_status, SK_PACING_NONE, SK_PACING_NEEDED);
+}
+
+/* Add one ACK's RTT sample to the half of the MI it falls in. */
+static void lf_cc_add_rtt(struct lf_cc *ca, u32 elapsed_us, long rtt_us)
+{
+	int half = (u64)elapsed_us * 2 >= ca->mi_target_us;
+
+	if (rtt_us <= 0 || ca->rtt_count[half] == LF_CC_RTT_COUNT_MAX ||
+	    ca->rtt_sum_us[half] > U32_MAX - (u32)rtt_us)
+		return;
+	ca->rtt_sum_us[half] += (u32)rtt_us;
+	ca->rtt_count[half]++;
+}
+
+static void lf_cc_measure(const struct tcp_sock *tp, const struct lf_cc *ca,
+			  u32 elapsed_us, struct lf_cc_mi *mi)
+{
+	mi->duration_us = elapsed_us;
+	mi->rtt_count[0] = ca->rtt_count[0];
+	mi->rtt_count[1] = ca->rtt_count[1];
+	mi->rtt_sum_us[0] = ca->rtt_sum_us[0];
+	mi->rtt_sum_us[1] = ca->rtt_sum_us[1];
+	mi->segs_sent = tp->data_segs_out - ca->segs_out_start;
+	mi->segs_delivered = tp->delivered - ca->delivered_start;
+	mi->segs_lost = ca->segs_lost;
+}
+
+static u32 lf_cc_per_sec(u64 segs, u32 mss, u32 duration_us)
+{
+	return (u32)min_t(u64, U32_MAX,
+			  div64_u64(segs * mss * LF_CC_USEC_PER_SEC,
+				    max_t(u32, duration_us, 1)));
+}
+
+/* Report the decision that set this MI's rate, with what the MI measured. */
+static void lf_cc_report(const struct tcp_sock *tp, const struct lf_cc *ca,
+			 const struct lf_cc_mi *mi, u32 mean_rtt_us)
+{
+	struct lf_cc_context ctx = {
+		.mi_duration_us = mi->duration_us,
+		.pacing_rate_Bps = ca->rate_Bps,
+		.send_rate_Bps = lf_cc_per_sec(mi->segs_sent, tp->mss_cache,
+					       mi->duration_us),
+		.delivery_rate_Bps = lf_cc_per_sec(mi->segs_delivered,
+						   tp->mss_cache, mi->duration_us),
+		.mean_rtt_us = mean_rtt_us,
+		.min_mean_rtt_us = ca->min_mean_rtt_us,
+		.segs_sent = mi->segs_sent,
+		.segs_delivered = mi->segs_delivered,
+		.segs_lost = mi->segs_lost,
+		.mss_bytes = tp->mss_cache,
+	};
+
+	lf_record_sample(lf_cc_app_id, ca->snapshot_id, ca->history,
+			 &ca->action, &ctx);
+	this_cpu_inc(lf_cc_stats.samples);
+}
+
+/* The MI is over: learn from it, decide the next one's rate. */
+static void lf_cc_end_mi(struct sock *sk, struct lf_cc *ca, u32 elapsed_us)
+{
+	const struct tcp_sock *tp = tcp_sk(sk);
+	struct lf_cc_mi mi;
+	u32 mean_rtt_us;
+	s8 action;
+	int err;
+
+	lf_cc_measure(tp, ca, elapsed_us, &mi);
+	mean_rtt_us = lf_cc_mean_rtt_us(&mi);
+	if (!ca->min_mean_rtt_us || mean_rtt_us < ca->min_mean_rtt_us)
+		ca->min_mean_rtt_us = mean_rtt_us;
+	if (ca->snapshot_id)
+		lf_cc_report(tp, ca, &mi, mean_rtt_us);
+
+	lf_cc_push_history(ca->history, lf_cc_q_latency_inflation(&mi),
+			   lf_cc_q_latency_ratio(mean_rtt_us, ca->min_mean_rtt_us),
+			   lf_cc_q_send_ratio(mi.segs_sent, mi.segs_delivered));
+	this_cpu_inc(lf_cc_stats.intervals);
+
+	err = lf_query_model_ex(lf_cc_app_id, ca->history, &action,
+				&ca->snapshot_id, NULL, NULL);
+	if (likely(!err)) {
+		ca->action = action;
+		lf_cc_set_rate(sk, ca, lf_cc_apply_action(ca->rate_Bps, action));
+		this_cpu_inc(lf_cc_stats.decisions);
+	} else {
+		ca->snapshot_id = 0;
+		ca->action = 0;
+		lf_cc_set_rate(sk, ca, lf_cc_fallback_rate(ca->rate_Bps, &mi,
+							   mean_rtt_us,
+							   ca->min_mean_rtt_us));
+		if (err == -ENOENT)
+			this_cpu_inc(lf_cc_stats.fallback_no_snapshot);
+		else
+			this_cpu_inc(lf_cc_stats.fallback_error);
+	}
+	lf_cc_start_mi(sk, ca);
+}
+
+static LF_CONG_CONTROL_FN(lf_cc_cong_control)
+{
+	struct tcp_sock *tp = tcp_sk(sk);
+	struct lf_cc *ca = inet_csk_ca(sk);
+	u32 elapsed_us;
+
+	if (!(ca->flags & LF_CC_MI_OPEN))
+		lf_cc_start_mi(sk, ca);
+	elapsed_us = (u32)tp->tcp_mstamp - ca->mi_start_us;
+	lf_cc_add_rtt(ca, elapsed_us, rs->rtt_us);
+	if (rs->losses > 0)
+		ca->segs_lost += rs->losses;
+	if (elapsed_us >= ca->mi_target_us && ca->rtt_count[0] + ca->rtt_count[1])
+		lf_cc_end_mi(sk, ca, elapsed_us);
+
+	lf_tcp_snd_cwnd_set(tp, min_t(u32, lf_cc_cwnd_cap(ca->rate_Bps,
+							   lf_cc_min_rtt_us(tp),
+							   tp->mss_cache),
+				       tp->snd_cwnd_clamp));
+}
+
+/* The rate, not ssthresh, reacts to loss: keep slow start out of the way. */
+static u32 lf_cc_ssthresh(struct sock *sk)
+{
+	return tcp_sk(sk)->snd_ssthresh;
+}
+
+static u32 lf_cc_undo_cwnd(struct sock *sk)
+{
+	return lf_tcp_snd_cwnd(tcp_sk(sk));
+}
+
+/* ---- counters --------------------------------------------------------- */
+
+static int lf_cc_stats_get(char *buf, const struct kernel_param *kp)
+{
+	struct lf_cc_stats sum = {};
+	const struct lf_cc_stats *c;
+	int cpu;
+
+	for_each_possible_cpu(cpu) {
+		c = per_cpu_ptr(&lf_cc_stats, cpu);
+		sum.intervals += READ_ONCE(c->intervals);
+		sum.decisions += READ_ONCE(c->decisions);
+		sum.fallback_no_snapshot += READ_ONCE(c->fallback_no_snapshot);
+		sum.fallback_error += READ_ONCE(c->fallback_error);
+		sum.samples += READ_ONCE(c->samples);
+	}
+	return scnprintf(buf, PAGE_SIZE,
+			 "app_id %u\nintervals %llu\ndecisions %llu\nfallback_no_snapshot %llu\nfallback_error %llu\nsamples %llu\n",
+			 lf_cc_app_id, sum.intervals, sum.decisions,
+			 sum.fallback_no_snapshot, sum.fallback_error,
+			 sum.samples);
+}
+
+static const struct kernel_param_ops lf_cc_stats_ops = {
+	.get = lf_cc_stats_get,
+};
+module_param_cb(stats, &lf_cc_stats_ops, NULL, 0444);
+MODULE_PARM_DESC(stats, "counters: MIs, snapshot decisions, fallbacks, samples reported");
+
+/* ---- module ----------------------------------------------------------- */
+
+static struct tcp_congestion_ops lf_cc_ops __read_mostly = {
+	.flags		= TCP_CONG_NON_RESTRICTED,
+	.name		= "liteflow",
+	.owner		= THIS_MODULE,
+	.init		= lf_cc_init,
+	.cong_control	= lf_cc_cong_control,
+	.ssthresh	= lf_cc_ssthresh,
+	.undo_cwnd	= lf_cc_undo_cwnd,
+};
+
+static int __init lf_cc_module_init(void)
+{
+	const struct lf_app_desc desc = {
+		.name		= LF_CC_APP_NAME,
+		.input_size	= LF_CC_INPUTS,
+		.output_size	= LF_CC_OUTPUTS,
+		.context_size	= sizeof(struct lf_cc_context),
+		.max_macs	= max_macs,
+		.quant_mode	= LF_APP_QUANT_FIXED,
+		.input_quant	= {
+			.zero_point = 0,
+			.scale_multiplier = LF_CC_INPUT_QUANT_MULT,
+			.scale_shift = LF_CC_INPUT_QUANT_SHIFT,
+		},
+		.output_quant	= {
+			.zero_point = 0,
+			.scale_multiplier = LF_CC_OUTPUT_QUANT_MULT,
+			.scale_shift = LF_CC_OUTPUT_QUANT_SHIFT,
+		},
+	};
+	int err;
+
+	BUILD_BUG_ON(sizeof(struct lf_cc_context) > LF_MAX_CONTEXT);
+	err = lf_register_app(&desc, &lf_cc_app_id);
+	if (err) {
+		pr_err("cannot register app %s (%d)\n", LF_CC_APP_NAME, err);
+		return err;
+	}
+	err = tcp_register_congestion_control(&lf_cc_ops);
+	if (err) {
+		pr_err("cannot register congestion control %s (%d)\n",
+		       lf_cc_ops.name, err);
+		lf_unregister_app(lf_cc_app_id);
+		return err;
+	}
+	pr_info("congestion control %s uses app %s (id %u)\n", lf_cc_ops.name,
+		LF_CC_APP_NAME, lf_cc_app_id);
+	return 0;
+}
+
+/*
+ * Sockets using "liteflow" hold a reference on this module, so the exit
+ * only runs once none is left (rmmod fails with EBUSY before), as for any
+ * congestion-control module.
+ */
+static void __exit lf_cc_module_exit(void)
+{
+	tcp_unregister_congestion_control(&lf_cc_ops);
+	lf_unregister_app(lf_cc_app_id);
+}
+
+module_init(lf_cc_module_init);
+module_exit(lf_cc_module_exit);
+
+MODULE_AUTHOR("LiteFlow Testbed");
+MODULE_DESCRIPTION("LiteFlow congestion control: Aurora-style rate control by an in-kernel NN snapshot");
+MODULE_LICENSE("GPL");
