@@ -1,0 +1,204 @@
+"""Experiment "cc-adapt": goodput and delay over time when the link changes under the flows.
+
+The bottleneck steps down in bandwidth, back up, then its RTT steps up, while the flows run.
+LiteFlow (adapting), kernel-frozen (the same starting snapshot, never updated), Cubic and BBR
+run the same schedule side by side in one guest per repetition. Per scheme and phase (between
+two changes) the record keeps the goodput as a fraction of the link's rate *at that time* and the
+flows' mean smoothed RTT; per job the whole per-interval series and, for LiteFlow, when each
+snapshot update happened (the slow-path service's log, on the traffic's clock), so the figure
+marks them. The comparison that matters is LiteFlow against kernel-frozen after each change:
+they differ only in the slow path.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from reports import plots
+from workloads import cc_plan
+from workloads.contract import Context, Experiment, Field, Job, RunView, group, spread
+
+CHANGE_SCHEMA = {"at_s": Field(float, minimum=0.0), "name": Field(str),
+                 "rate_mbit": Field(float, required=False, minimum=0.1),
+                 "rtt_ms": Field(float, required=False, minimum=0.0)}
+FAULT_SCHEMA = {"at_s": Field(float, minimum=0.0), "kind": Field(str, choices=("kill_service",))}
+SETTLE_S = 2.0     # seconds after a change left out of its phase: the change itself, not the response
+
+
+class CcAdapt(Experiment):
+    title = "Congestion control: adapting to link changes over time"
+    schema = {**cc_plan.COMMON_CC_SCHEMA, "flow_count": Field(int, minimum=1),
+              "changes": Field(list, item_schema=CHANGE_SCHEMA),
+              "faults": Field(list, required=False, item_schema=FAULT_SCHEMA)}
+
+    def jobs(self, config: dict[str, Any]) -> list[Job]:
+        return [Job(scheme, {"scheme": scheme, "phases": phases(config)}) for scheme in config["schemes"]]
+
+    def prepare(self, ctx: Context) -> None:
+        if any(s in cc_plan.LF_SCHEMES for s in ctx.config["schemes"]):
+            cc_plan.prepare_cc(ctx)
+
+    def run_job(self, ctx: Context, job: Job) -> dict[str, Any]:
+        scheme = job.params["scheme"]
+        faults = [f for f in ctx.config.get("faults", []) if scheme == "liteflow"]
+        plan = cc_plan.cc_plan(ctx, scheme, ctx.config["flow_count"], link_changes(ctx.config), faults)
+        return cc_plan.run_cc_job(ctx, job.key, plan)
+
+    def records(self, job: Job, raw: dict[str, Any]) -> list[dict[str, Any]]:
+        record = cc_plan.common_record(job.key, raw, job.params["phases"][0])
+        series = time_series(raw)
+        started = raw.get("traffic_started_unix")
+        results = raw.get("scheme_results") or {}
+        record.update(scheme=job.params["scheme"], series=series,
+                      update_times_s=[round(u["t_unix"] - started, 2) for u in results.get("updates") or []
+                                      if started is not None],
+                      fault_times_s=[f["applied_at_s"] for f in raw.get("faults") or []],
+                      service_alive_at_end=results.get("service_alive"),
+                      active_id_end=(results.get("core") or {}).get("active_id"),
+                      decisions=(results.get("lf_cc") or {}).get("decisions"))
+        for phase in job.params["phases"]:
+            rows = [p for p in series if phase["from_s"] + SETTLE_S <= p["t_s"] < phase["to_s"]]
+            mbit = [p["mbit"] for p in rows]
+            rtts = [p["rtt_ms"] for p in rows if p["rtt_ms"] is not None]
+            record[f"{phase['name']}_link_fraction"] = statistics.fmean(mbit) / phase["rate_mbit"] if mbit else None
+            record[f"{phase['name']}_rtt_ms"] = statistics.fmean(rtts) if rtts else None
+        return [record]
+
+    def summarize(self, config: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+        names = [p["name"] for p in phases(config)]
+        cells = []
+        for (scheme,), rows in group(records, "scheme").items():
+            cells.append({"scheme": scheme, "failed_runs": sum(1 for r in rows if not r["ok"]),
+                          "updates": spread([len(r["update_times_s"]) for r in rows]),
+                          **{f"{n}_{m}": spread([r[f"{n}_{m}"] for r in rows])
+                             for n in names for m in ("link_fraction", "rtt_ms")}})
+        by = {c["scheme"]: c for c in cells}
+        versus = {}
+        if "liteflow" in by and "frozen" in by:
+            for n in names[1:]:
+                lf, fr = by["liteflow"], by["frozen"]
+                versus[n] = {"goodput_ratio": _ratio(lf[f"{n}_link_fraction"], fr[f"{n}_link_fraction"]),
+                             "rtt_ratio": _ratio(lf[f"{n}_rtt_ms"], fr[f"{n}_rtt_ms"])}
+        return {"phases": phases(config), "cells": cells, "liteflow_vs_frozen": versus,
+                "failed_runs": sum(c["failed_runs"] for c in cells)}
+
+    def passed(self, summary: dict[str, Any]) -> bool | None:
+        return None if summary["failed_runs"] == 0 else False
+
+    def figures(self, view: RunView) -> list[Path]:
+        records = view.records
+        if not records:
+            return []
+        phase_list = view.summary.get("phases", [])
+        fig, (top, bottom) = plots.plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+        for (scheme,), rows in group(records, "scheme").items():
+            t, goodput = _median_series(rows, "mbit")
+            line, = top.plot(t, goodput, label=scheme, linewidth=1.2)
+            t_rtt, rtt = _median_series(rows, "rtt_ms")
+            bottom.plot(t_rtt, rtt, color=line.get_color(), linewidth=1.2, label=scheme)
+            updates = sorted(u for r in rows for u in r["update_times_s"])
+            if updates:
+                top.plot(updates, [0] * len(updates), marker="^", linestyle="none", color=line.get_color(),
+                         label=f"{scheme} snapshot updates ({len(updates)} over {len(rows)} runs)")
+        capacity_t = [p for ph in phase_list for p in (ph["from_s"], ph["to_s"])]
+        capacity = [ph["rate_mbit"] for ph in phase_list for _ in (0, 1)]
+        top.plot(capacity_t, capacity, color="grey", linestyle="--", linewidth=0.8, label="link rate")
+        for ph in phase_list[1:]:
+            for ax in (top, bottom):
+                ax.axvline(ph["from_s"], color="grey", linewidth=0.6, linestyle=":")
+            top.annotate(ph["name"], (ph["from_s"], top.get_ylim()[1]), fontsize=7, va="top")
+        top.set_ylabel("aggregate goodput (Mbit/s)\nmedian over runs")
+        bottom.set_ylabel("mean smoothed RTT (ms)\nmedian over runs")
+        bottom.set_xlabel("time since the flows started (s)")
+        top.legend(fontsize=7, loc="upper right")
+        fig.suptitle(plots.title("Congestion control under link changes", view), fontsize=9)
+        return [plots.save(fig, view, "cc-adapt.png")]
+
+    def section(self, view: RunView) -> list[str]:
+        s = view.summary
+        names = [p["name"] for p in s.get("phases", [])]
+        lines = ["Phases: " + "; ".join(f"{p['name']} from {p['from_s']:.0f} s ({p['rate_mbit']} Mbit/s, "
+                                         f"{p['rtt_ms']} ms)" for p in s.get("phases", [])) + ".", "",
+                 "| scheme | updates | " + " | ".join(f"{n} goodput/link | {n} RTT ms" for n in names) + " |",
+                 "|---|---|" + "---|---|" * len(names)]
+        for c in s.get("cells", []):
+            lines.append(f"| {c['scheme']} | {plots.cell(c['updates'], '.0f')} | " + " | ".join(
+                f"{plots.cell(c[f'{n}_link_fraction'], '.2f')} | {plots.cell(c[f'{n}_rtt_ms'], '.1f')}"
+                for n in names) + " |")
+        for name, ratio in s.get("liteflow_vs_frozen", {}).items():
+            lines.append(f"- after *{name}*: LiteFlow / frozen goodput {_fmt(ratio['goodput_ratio'])}, "
+                         f"RTT {_fmt(ratio['rtt_ratio'])} (ratios of medians)")
+        lines += ["", f"Medians over {view.metadata.get('repetitions')} repetitions, [min–max] in brackets; the "
+                      f"first {SETTLE_S:.0f} s after each change are left out of its phase."]
+        return lines
+
+
+def phases(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The link's settings between changes: name, from_s, to_s, rate_mbit, rtt_ms."""
+    link = config["link"]
+    current = {"name": "start", "from_s": 0.0, "rate_mbit": link["rate_mbit"], "rtt_ms": link["rtt_ms"]}
+    out = []
+    for change in sorted(config["changes"], key=lambda c: c["at_s"]):
+        out.append({**current, "to_s": change["at_s"]})
+        current = {"name": change["name"], "from_s": change["at_s"],
+                   "rate_mbit": change.get("rate_mbit", current["rate_mbit"]),
+                   "rtt_ms": change.get("rtt_ms", current["rtt_ms"])}
+    out.append({**current, "to_s": float(config["duration_s"])})
+    return out
+
+
+def link_changes(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The changes as the guest's link-change schedule: rate, and delay (half the RTT each way)."""
+    out = []
+    for change in config["changes"]:
+        item = {"at_s": change["at_s"], "link": "bottleneck"}
+        if "rate_mbit" in change:
+            item["rate_mbit"] = change["rate_mbit"]
+        if "rtt_ms" in change:
+            item["delay_ms"] = change["rtt_ms"] / 2
+        out.append(item)
+    return out
+
+
+def time_series(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per interval: aggregate goodput and the flows' mean smoothed RTT."""
+    goodput = (raw.get("aggregate") or {}).get("series", [])
+    if not goodput:
+        return []
+    interval = goodput[1]["t_s"] - goodput[0]["t_s"] if len(goodput) > 1 else 2 * goodput[0]["t_s"]
+    rtts: dict[int, list[float]] = {}
+    for flow in raw.get("flows", []):
+        if "error" in flow:
+            continue
+        for point in flow.get("series", []):
+            if point.get("rtt_ms"):
+                mid = flow.get("started_at_s", 0.0) + (point["start_s"] + point["end_s"]) / 2
+                rtts.setdefault(int(mid // interval), []).append(point["rtt_ms"])
+    return [{"t_s": point["t_s"], "mbit": point["mbit"],
+             "rtt_ms": round(statistics.fmean(rtts[i]), 3) if rtts.get(i) else None}
+            for i, point in enumerate(goodput)]
+
+
+def _median_series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    by_t: dict[float, list[float]] = {}
+    for row in rows:
+        for point in row["series"]:
+            if point.get(key) is not None:
+                by_t.setdefault(point["t_s"], []).append(point[key])
+    times = sorted(by_t)
+    return times, [statistics.median(by_t[t]) for t in times]
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    if a.get("median") is None or not b.get("median"):
+        return None
+    return a["median"] / b["median"]
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+EXPERIMENT = CcAdapt()

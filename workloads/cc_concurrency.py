@@ -1,0 +1,92 @@
+"""Experiment "cc-concurrency": goodput, delay, fairness and CPU against the number of flows.
+
+LiteFlow (lf_cc's snapshot in the kernel, adapted online by the slow-path service), kernel-frozen
+(the same snapshot, no adaptation), and the kernel's Cubic and BBR, side by side in one guest per
+repetition: 1, 4, 16 and 64 concurrent iperf3 flows over one dumbbell bottleneck. Per job:
+aggregate goodput as a fraction of the link, p95 of the flows' smoothed RTT (sampled by iperf3
+every interval), Jain's fairness over per-flow goodput, and the guest's CPU use (everything runs
+in the one guest, so that is the datapath's cost plus the slow path's for LiteFlow).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reports import plots
+from workloads import cc_plan
+from workloads.contract import Context, Experiment, Field, Job, RunView, group, spread
+
+METRICS = ("link_fraction", "goodput_mbit", "p95_rtt_ms", "mean_rtt_ms", "jain_fairness", "guest_cpu_busy",
+           "retransmits", "fallbacks", "updates")
+PANELS = (("link_fraction", "goodput / link rate"), ("p95_rtt_ms", "p95 RTT (ms)"),
+          ("jain_fairness", "Jain's fairness"), ("guest_cpu_busy", "guest CPU busy (fraction)"))
+
+
+class CcConcurrency(Experiment):
+    title = "Congestion control: goodput, delay, fairness and CPU vs concurrent flows"
+    schema = {**cc_plan.COMMON_CC_SCHEMA, "flow_counts": Field(list, minimum=1)}
+
+    def jobs(self, config: dict[str, Any]) -> list[Job]:
+        return [Job(f"{flows}-flows/{scheme}", {"flows": flows, "scheme": scheme, "link": config["link"]})
+                for flows in config["flow_counts"] for scheme in config["schemes"]]
+
+    def prepare(self, ctx: Context) -> None:
+        if any(s in cc_plan.LF_SCHEMES for s in ctx.config["schemes"]):
+            cc_plan.prepare_cc(ctx)
+
+    def run_job(self, ctx: Context, job: Job) -> dict[str, Any]:
+        plan = cc_plan.cc_plan(ctx, job.params["scheme"], job.params["flows"])
+        return cc_plan.run_cc_job(ctx, job.key, plan)
+
+    def records(self, job: Job, raw: dict[str, Any]) -> list[dict[str, Any]]:
+        record = cc_plan.common_record(job.key, raw, job.params["link"])
+        return [{**record, "flows": job.params["flows"], "scheme": job.params["scheme"]}]
+
+    def summarize(self, config: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+        cells = [{"flows": flows, "scheme": scheme, **{key: spread([r[key] for r in rows]) for key in METRICS},
+                  "failed_runs": sum(1 for r in rows if not r["ok"])}
+                 for (flows, scheme), rows in group(records, "flows", "scheme").items()]
+        single = {c["scheme"]: c for c in cells if c["flows"] == min(config["flow_counts"])}
+        return {"link": config["link"], "cells": cells, "failed_runs": sum(c["failed_runs"] for c in cells),
+                "single_flow": {scheme: {"link_fraction": c["link_fraction"]["median"],
+                                         "p95_rtt_ms": c["p95_rtt_ms"]["median"]} for scheme, c in single.items()}}
+
+    def passed(self, summary: dict[str, Any]) -> bool | None:
+        return None if summary["failed_runs"] == 0 else False
+
+    def figures(self, view: RunView) -> list[Path]:
+        cells = view.summary.get("cells", [])
+        if not cells:
+            return []
+        flows = sorted({c["flows"] for c in cells})
+        schemes = list(dict.fromkeys(c["scheme"] for c in cells))
+        by = {(c["flows"], c["scheme"]): c for c in cells}
+        fig, axes = plots.plt.subplots(2, 2, figsize=(11, 7))
+        labels = [f"{n} flow{'s' if n > 1 else ''}" for n in flows]
+        for ax, (key, ylabel) in zip(axes.flat, PANELS):
+            plots.grouped_bars(labels, {s: [by[(n, s)][key] if (n, s) in by else None for n in flows]
+                                        for s in schemes}, ylabel=f"{ylabel}\n(median, bars: min-max)", ax=ax)
+        axes[0][0].axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        link = view.summary.get("link", {})
+        fig.suptitle(plots.title(f"Congestion control vs concurrent flows, {link.get('name', '')}", view), fontsize=9)
+        return [plots.save(fig, view, "cc-concurrency.png")]
+
+    def section(self, view: RunView) -> list[str]:
+        link = view.summary.get("link", {})
+        lines = [f"Bottleneck {link.get('rate_mbit')} Mbit/s, base RTT {link.get('rtt_ms')} ms, queue "
+                 f"{link.get('queue_bdp')} BDP.", "",
+                 "| flows | scheme | goodput / link | p95 RTT ms | Jain | guest CPU | retransmits | fallback MIs | "
+                 "updates |", "|---|---|---|---|---|---|---|---|---|"]
+        for c in view.summary.get("cells", []):
+            lines.append(f"| {c['flows']} | {c['scheme']} | {plots.cell(c['link_fraction'], '.2f')} | "
+                         f"{plots.cell(c['p95_rtt_ms'], '.1f')} | {plots.cell(c['jain_fairness'], '.2f')} | "
+                         f"{plots.cell(c['guest_cpu_busy'], '.2f')} | {plots.cell(c['retransmits'], '.0f')} | "
+                         f"{plots.cell(c['fallbacks'], '.0f')} | {plots.cell(c['updates'], '.0f')} |")
+        lines += ["", f"Medians over {view.metadata.get('repetitions')} repetitions, [min–max] in brackets. "
+                      "LiteFlow and frozen run the same snapshot of the committed network; only LiteFlow's "
+                      "slow path adapts it. Fallback MIs are monitor intervals lf_cc decided without a snapshot."]
+        return lines
+
+
+EXPERIMENT = CcConcurrency()

@@ -1,0 +1,153 @@
+"""What the congestion-control experiments share: the link, the snapshot every lf_cc scheme starts
+from, and the guest plan of one job.
+
+Every lf_cc scheme (LiteFlow adapting, kernel-frozen, and the deployments of the next issue)
+starts from the same snapshot of the committed network (userspace/cc/model), quantized on the
+host with the input range pinned so its quantization is the one lf_cc declares: only the
+deployment differs between them. The plan reuses the guest's iperf driver (guest/iperf.py): a
+dumbbell whose bottleneck carries the whole base RTT, iperf3 -J bulk flows, link changes and
+faults at given times, and the scheme's own counters.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+from workloads.contract import Context, Field
+
+MTU_BYTES = 1500
+LF_SCHEMES = ("liteflow", "frozen")
+KERNEL_SCHEMES = ("cubic", "bbr")
+SCHEMES = (*LF_SCHEMES, *KERNEL_SCHEMES)
+SETUP_TIMEOUT_S = 300       # under TCG: guest Python, Mininet, modules, ping, teardown
+SERVICE_TIMEOUT_S = 600     # under TCG: the slow-path service imports TensorFlow (~80 s) and loads the model
+
+LINK_SCHEMA = {"name": Field(str), "rate_mbit": Field(float, minimum=0.1), "rtt_ms": Field(float, minimum=0.0),
+               "queue_bdp": Field(float, minimum=0.01)}
+OFFLOAD_SCHEMA = {key: Field(bool) for key in ("tso", "gso", "gro")}
+SLOWPATH_SCHEMA = {"threshold": Field(float, minimum=0.0), "window": Field(int, minimum=1),
+                   "sample_every": Field(int, minimum=1), "sample_batch": Field(int, minimum=1),
+                   "round_wait_s": Field(float, minimum=0.1), "adapter": Field(dict)}
+COMMON_CC_SCHEMA = {
+    "schemes": Field(list, choices=SCHEMES),
+    "duration_s": Field(int, minimum=1),
+    "interval_s": Field(float, minimum=0.1),
+    "offloads": Field(dict, table_schema=OFFLOAD_SCHEMA),
+    "link": Field(dict, table_schema=LINK_SCHEMA),
+    "slowpath": Field(dict, table_schema=SLOWPATH_SCHEMA),
+}
+
+
+MODEL_DIR = Path(__file__).resolve().parent.parent / "userspace" / "cc" / "model"
+# lf_cc's input encoding (kernel/cc/lf_cc_model.h): calibrated on exactly [-8, 8 - 1/16], TFLite's
+# int8 input scale is 1/16 with zero point 0 for every retrained network.
+CC_INPUT_RANGE = (-8.0, 7.9375)
+CC_INPUT_SCALE, CC_OUTPUT_SCALE = 1 / 16, 1 / 128
+
+
+def model_path() -> Path:
+    """The committed network (`invoke train cc` writes it)."""
+    found = sorted(p for p in MODEL_DIR.glob("*") if p.suffix in (".keras", ".h5"))
+    if len(found) != 1:
+        raise FileNotFoundError(f"expected one trained network (.keras/.h5) in {MODEL_DIR}, found "
+                                f"{[p.name for p in found]}; `invoke train cc` makes it")
+    return found[0]
+
+
+def cc_blob(model: Path) -> bytes:
+    """The hot-update blob of `model`, with lf_cc's quantization (checked here: the kernel would
+    refuse anything else with EPROTO, later and less clearly)."""
+    from userspace.snapshot import build_snapshot, write_blob
+
+    spec = build_snapshot(model, input_range=CC_INPUT_RANGE).spec
+    for name, quant, scale in (("input", spec.input_quant, CC_INPUT_SCALE), ("output", spec.output_quant,
+                                                                              CC_OUTPUT_SCALE)):
+        real = float(quant.multiplier) * 2.0 ** (int(quant.shift) - 31)
+        if quant.zero_point != 0 or real != scale:
+            raise ValueError(f"{model.name}: {name} quantization is scale {real}, zero point {quant.zero_point}; "
+                             f"lf_cc needs scale {scale}, zero point 0")
+    return write_blob(spec)
+
+
+def prepare_cc(ctx: Context) -> None:
+    """Modules for this kernel and the initial snapshot, once per run, into ctx.state["prepared"]."""
+    from userspace.snapshot import new_snapshot_id
+
+    session = ctx.session
+    prepared = session.plan_dir(ctx.run, "prepared")
+    session.build_modules(prepared)
+    model = model_path()
+    (prepared / "cc.blob").write_bytes(cc_blob(model))
+    shutil.copy(model, prepared / f"cc{model.suffix}")
+    ctx.state["prepared"] = prepared
+    ctx.state["scheme_files"] = {"blob": "cc.blob", "model": f"cc{model.suffix}", "snapshot_id": new_snapshot_id()}
+
+
+def scheme_options(ctx: Context, scheme: str) -> dict[str, Any]:
+    if scheme not in LF_SCHEMES:
+        return {}
+    options = dict(ctx.state["scheme_files"])
+    if scheme == "liteflow":
+        options.update(ctx.config["slowpath"], startup_timeout_s=SERVICE_TIMEOUT_S)
+    return options
+
+
+def cc_plan(ctx: Context, scheme: str, flows: int, link_changes: list[dict] = (),
+            faults: list[dict] = ()) -> dict[str, Any]:
+    """The guest driver's plan for one job."""
+    config, link = ctx.config, ctx.config["link"]
+    bdp_packets = link["rate_mbit"] * 1e6 * link["rtt_ms"] / 1e3 / (8 * MTU_BYTES)
+    bottleneck = {"rate_mbit": link["rate_mbit"], "delay_ms": link["rtt_ms"] / 2,
+                  "queue_packets": max(2, round(link["queue_bdp"] * bdp_packets)), "loss_pct": 0.0}
+    return {"topology": {"kind": "dumbbell", "senders": flows, "receivers": 1, "bottleneck": bottleneck,
+                         "access": {"rate_mbit": 1000.0, "delay_ms": 0.0}, "offloads": config["offloads"]},
+            "scheme": scheme, "flow_count": flows, "duration_s": config["duration_s"],
+            "interval_s": config["interval_s"], "scheme_options": scheme_options(ctx, scheme),
+            "link_changes": list(link_changes), "faults": list(faults)}
+
+
+def run_cc_job(ctx: Context, name: str, plan: dict[str, Any]) -> dict[str, Any]:
+    session = ctx.session
+    files = sorted(ctx.state["prepared"].iterdir()) if plan["scheme"] in LF_SCHEMES else []
+    plan_dir = session.plan_dir(ctx.run, f"{name.replace('/', '_')}-{ctx.repetition}", files)
+    timeout = SETUP_TIMEOUT_S + 3 * ctx.config["duration_s"]
+    if plan["scheme"] == "liteflow":
+        timeout += SERVICE_TIMEOUT_S
+    return session.run_driver(ctx.run, "iperf", plan, plan_dir, step=f"{plan['scheme']} {name}",
+                              timeout_s=timeout, fetch=("service.jsonl",) if plan["scheme"] == "liteflow" else ()
+                              ).report
+
+
+def rtt_samples_ms(raw: dict[str, Any]) -> list[float]:
+    """Every flow's smoothed RTT at every reporting interval (the kernel's, through iperf3)."""
+    return [point["rtt_ms"] for flow in raw.get("flows", []) if "error" not in flow
+            for point in flow.get("series", []) if point.get("rtt_ms")]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
+
+
+def common_record(job_key: str, raw: dict[str, Any], link: dict[str, Any]) -> dict[str, Any]:
+    """What every CC job reports, from the guest's raw report."""
+    aggregate = raw.get("aggregate", {})
+    rtts = rtt_samples_ms(raw)
+    results = raw.get("scheme_results") or {}
+    lf_cc = results.get("lf_cc") or {}
+    goodput = aggregate.get("goodput_mbit")
+    return {"job": job_key, "ok": bool(raw.get("ok")),
+            "failed_checks": [c["name"] for c in raw.get("checks", []) if not c["ok"]],
+            "goodput_mbit": goodput, "link_fraction": goodput / link["rate_mbit"] if goodput is not None else None,
+            "p95_rtt_ms": percentile(rtts, 95), "mean_rtt_ms": statistics.fmean(rtts) if rtts else None,
+            "jain_fairness": aggregate.get("jain_fairness"), "retransmits": aggregate.get("retransmits"),
+            "guest_cpu_busy": (raw.get("cpu") or {}).get("busy"),
+            "mi_count": lf_cc.get("intervals"), "decisions": lf_cc.get("decisions"),
+            "fallbacks": (lf_cc.get("fallback_no_snapshot", 0) + lf_cc.get("fallback_error", 0)) if lf_cc else None,
+            "updates": len(results.get("updates") or []) if raw.get("scheme", {}).get("name") == "liteflow" else None}
