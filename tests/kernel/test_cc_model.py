@@ -1,0 +1,135 @@
+"""lf_cc's arithmetic (kernel/cc/lf_cc_model.h), run as the module runs it, against hand-computed
+monitor intervals: the three features and their int8 encoding, the action-to-rate rule, the MI
+length, the cwnd cap and the fallback. The header is compiled into a user-space library with the
+kernel's C dialect (gnu89) and called through ctypes, so the code under test is the module's."""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CC_DIR = Path(__file__).resolve().parents[2] / "kernel" / "cc"
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory) -> ctypes.CDLL:
+    out = tmp_path_factory.mktemp("lf_cc") / "liblf_cc_model.so"
+    subprocess.run(["gcc", "-O2", "-fPIC", "-shared", "-std=gnu89", "-Wall", "-Wextra", "-Werror",
+                    "-Wdeclaration-after-statement", f"-I{CC_DIR}", "-o", str(out), str(CC_DIR / "lf_cc_user.c")],
+                   check=True, capture_output=True, text=True)
+    lib = ctypes.CDLL(str(out))
+    u32, u64, s8 = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int8
+    signatures = {
+        "lf_cc_user_latency_inflation": (s8, [u32, u32, u64, u32, u64]),
+        "lf_cc_user_mean_rtt_us": (u32, [u32, u64, u32, u64]),
+        "lf_cc_user_latency_ratio": (s8, [u32, u32]),
+        "lf_cc_user_send_ratio": (s8, [u32, u32]),
+        "lf_cc_user_push_history": (None, [ctypes.POINTER(s8), s8, s8, s8]),
+        "lf_cc_user_apply_action": (u64, [u64, s8]),
+        "lf_cc_user_mi_target_us": (u32, [u32, u64, u32]),
+        "lf_cc_user_cwnd_cap": (u32, [u64, u32, u32]),
+        "lf_cc_user_fallback_rate": (u64, [u64, u32, u32, u32]),
+        "lf_cc_user_context_size": (ctypes.c_uint, []),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        getattr(lib, name).restype = restype
+        getattr(lib, name).argtypes = argtypes
+    return lib
+
+
+@pytest.mark.parametrize("duration_us, halves, expected", [
+    (10_000, ((2, 40_000), (2, 42_000)), 16),      # +1 ms over 10 ms: inflation 0.1, x = 1.0, q = 16
+    (10_000, ((2, 42_000), (2, 40_000)), -16),     # the RTT fell
+    (320, ((1, 20_000), (1, 20_001)), 1),          # 160 * 1 / 320 = 0.5: halves round away from zero
+    (320, ((1, 20_001), (1, 20_000)), -1),
+    (10_000, ((1, 20_000), (1, 30_000)), 127),     # inflation 1.0 is over the encoding's range: clamped
+    (10_000, ((0, 0), (3, 60_000)), 0),            # no sample in the first half: no trend to measure
+    (0, ((1, 20_000), (1, 21_000)), 0),
+])
+def test_latency_inflation(lib, duration_us, halves, expected):
+    (c0, s0), (c1, s1) = halves
+    assert lib.lf_cc_user_latency_inflation(duration_us, c0, s0, c1, s1) == expected
+
+
+def test_mean_rtt(lib):
+    assert lib.lf_cc_user_mean_rtt_us(2, 40_000, 2, 44_000) == 21_000
+    assert lib.lf_cc_user_mean_rtt_us(0, 0, 0, 0) == 0
+
+
+@pytest.mark.parametrize("mean, minimum, expected", [
+    (25_000, 20_000, 32),      # ratio 1.25: x = 8 * 0.25 = 2, q = 32
+    (20_000, 20_000, 0),       # no queue
+    (60_000, 20_000, 127),     # ratio 3 saturates
+    (20_001, 20_000, 0),       # 128 / 20000 rounds to 0
+    (0, 20_000, 0),
+])
+def test_latency_ratio(lib, mean, minimum, expected):
+    assert lib.lf_cc_user_latency_ratio(mean, minimum) == expected
+
+
+@pytest.mark.parametrize("sent, delivered, expected", [
+    (110, 100, 13),            # 128 * 10 / 100 = 12.8
+    (90, 100, -13),
+    (100, 100, 0),
+    (5, 0, 0),                 # nothing delivered: ratio 1, as Aurora
+    (0, 100, -128),            # ratio 0: x = -8
+    (300, 100, 127),
+])
+def test_send_ratio(lib, sent, delivered, expected):
+    assert lib.lf_cc_user_send_ratio(sent, delivered) == expected
+
+
+def test_history_keeps_the_latest_ten_intervals_oldest_first(lib):
+    history = (ctypes.c_int8 * 30)(*range(30))
+    lib.lf_cc_user_push_history(history, 100, 101, 102)
+    assert list(history) == [*range(3, 30), 100, 101, 102]
+
+
+@pytest.mark.parametrize("q, expected", [
+    (0, 1_280_000),
+    (127, 1_407_000),          # a = 4 * 127/128: x(1 + 0.025 a) = x 1407/1280
+    (-128, 1_163_636),         # a = -4: /(1 + 0.1) = x 1280/1408, rounded down
+    (64, 1_344_000),
+    (-64, 1_219_047),
+])
+def test_action_moves_the_rate_by_aurora_rule(lib, q, expected):
+    assert lib.lf_cc_user_apply_action(1_280_000, q) == expected
+
+
+def test_action_rule_is_symmetric_in_log_rate(lib):
+    up = lib.lf_cc_user_apply_action(10**9, 100)
+    assert lib.lf_cc_user_apply_action(up, -100) == pytest.approx(10**9, rel=1e-6)
+
+
+@pytest.mark.parametrize("srtt_us, rate, expected", [
+    (20_000, 5_000_000, 10_000),       # half the RTT: 5 segments take only 1448 us
+    (20_000, 12_500, 579_200),         # 0.1 Mbit/s: five segments take longer than half an RTT
+    (20_000, 1_000, 1_000_000),        # capped at one second
+    (100, 10**9, 1_000),               # floored at one millisecond
+])
+def test_monitor_interval(lib, srtt_us, rate, expected):
+    assert lib.lf_cc_user_mi_target_us(srtt_us, rate, 1448) == expected
+
+
+def test_cwnd_cap_is_two_rate_bdps(lib):
+    # 5 MB/s * 20 ms / 1448 B = 69 segments; 2 x 69 + 4
+    assert lib.lf_cc_user_cwnd_cap(5_000_000, 20_000, 1448) == 142
+    assert lib.lf_cc_user_cwnd_cap(0, 20_000, 1448) == 4
+    assert lib.lf_cc_user_cwnd_cap(10**12, 10**6, 1448) == 0xFFFF
+
+
+@pytest.mark.parametrize("lost, mean, minimum, expected", [
+    (1, 20_000, 20_000, 700_000),      # a loss: x 7/10
+    (0, 26_000, 20_000, 700_000),      # a queue (ratio 1.3 > 5/4): x 7/10
+    (0, 25_000, 20_000, 1_050_000),    # ratio exactly 5/4 is not a queue: x 21/20
+    (0, 0, 0, 1_050_000),              # nothing known yet: probe up
+])
+def test_fallback(lib, lost, mean, minimum, expected):
+    assert lib.lf_cc_user_fallback_rate(1_000_000, lost, mean, minimum) == expected
+
+
+def test_context_is_forty_bytes(lib):
+    assert lib.lf_cc_user_context_size() == 40
