@@ -1,0 +1,87 @@
+"""lf_cc for real: a TCG guest, the real core and lf_cc, TCP through the guest's ACK path.
+
+Two tests. `test_lf_cc_in_the_kernel` runs guest/cc_checks.py: the counted fallback without a
+snapshot, snapshots of the wrong sizes (EINVAL) and quantization (EPROTO) refused, the network
+deciding with the committed snapshot, sampled decisions arriving with their context, and lf_cc
+refusing to leave while a socket uses it. `test_liteflow_keeps_its_snapshot_when_the_service_dies`
+runs the experiment cc-adapt (quick, LiteFlow alone) with the slow-path service SIGKILLed in the
+middle of the traffic: the flows go on, the network keeps deciding, and the kernel keeps the
+last snapshot it had.
+"""
+
+import os
+
+import pytest
+
+from testbed.session import GuestSession
+from testbed.store import new_run
+from workloads.runner import run_experiment, sessions
+
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.tensorflow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="provisioning and booting the guest need root"),
+]
+
+GUEST_TIMEOUT_S = 900
+KILL_AT_S = 14.0
+
+
+def _prepare(plan_dir, build) -> dict:
+    from userspace.snapshot import build_snapshot, new_snapshot_id, write_blob
+    from userspace.snapshot.random_model import random_spec
+    from workloads.cc_plan import cc_blob, model_path
+
+    build(plan_dir)
+    model = model_path()
+    (plan_dir / "right.blob").write_bytes(cc_blob(model))
+    # calibrated on a different input range: another scale, refused by the core
+    (plan_dir / "wrong_quant.blob").write_bytes(write_blob(build_snapshot(model, input_range=(-4.0, 4.0)).spec))
+    (plan_dir / "wrong_sizes.blob").write_bytes(write_blob(random_spec(3, sizes=[8, 4, 1])))
+    return {"transfer_s": 4, "sample_batch": 16, "sample_wait_s": 10,
+            **{name: {"blob": f"{name}.blob", "snapshot_id": new_snapshot_id()}
+               for name in ("right", "wrong_quant", "wrong_sizes")}}
+
+
+def test_lf_cc_in_the_kernel(tmp_path, monkeypatch):
+    monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
+    run = new_run("cc-checks", profile="quick")
+    with GuestSession("debian-6.1") as session:
+        plan_dir = session.plan_dir(run, "cc-checks")
+        plan = _prepare(plan_dir, session.build_modules)
+        result = session.run_driver(run, "cc_checks", plan, plan_dir, timeout_s=GUEST_TIMEOUT_S,
+                                    step="run the lf_cc checks in the guest")
+    report = result.report
+    checks = {check["name"]: check for check in report["checks"]}
+    failed = {name: check["detail"] for name, check in checks.items() if not check["ok"]}
+    assert not failed, failed
+    for name in ("without a snapshot the fallback decides every interval, and counts it",
+                 "a snapshot with wrong sizes is refused with EINVAL",
+                 "a snapshot with wrong quant is refused with EPROTO",
+                 "with a snapshot the network decides the intervals",
+                 "sampled decisions arrive with a 40-byte context each",
+                 "lf_cc cannot be removed while a socket uses it",
+                 "lf_cc is removed once no socket uses it"):
+        assert name in checks, sorted(checks)
+
+
+def test_liteflow_keeps_its_snapshot_when_the_service_dies(tmp_path, monkeypatch):
+    monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
+    with sessions() as pool:
+        run = run_experiment("cc-adapt", pool, profile="quick", overrides={
+            "schemes": ["liteflow"], "repetitions": 1, "faults": [{"at_s": KILL_AT_S, "kind": "kill_service"}]})
+    raw = run.repetition("liteflow", 0)
+    assert raw["ok"], [c for c in raw["checks"] if not c["ok"]]
+    (fault,) = raw["faults"]
+    assert fault["ok"] and fault["applied_at_s"] >= KILL_AT_S
+    results = raw["scheme_results"]
+    assert not results["service_alive"]
+    # the kernel kept the snapshot it had when the service died: the last update's, or the first
+    updates_before = [u for u in results["updates"] if u["t_unix"] <= fault["t_unix"]]
+    expected = updates_before[-1]["new_id"] if updates_before else raw["scheme"]["initial_snapshot_id"]
+    assert results["core"]["active_id"] == expected
+    # and the network went on deciding: no fallback, no failed query, flows at a real rate
+    assert results["lf_cc"]["fallback_error"] == 0 and results["lf_cc"]["fallback_no_snapshot"] == 0
+    assert results["core"]["errors"] == 0
+    after_kill = [p["mbit"] for p in raw["aggregate"]["series"] if p["t_s"] > fault["applied_at_s"] + 1]
+    assert after_kill and min(after_kill) > 1.0, after_kill
