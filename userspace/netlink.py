@@ -10,9 +10,11 @@ so callers can tell EPERM (unprivileged) from EINVAL (bad blob) from ENOENT (no 
 from __future__ import annotations
 
 import errno
+import struct
 import time
 from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 import numpy as np
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, genlmsg
@@ -23,6 +25,36 @@ from userspace.uapi import load_uapi
 
 # Requests in a row whose every round trip timed out before upcall_bench gives up on the agent.
 UPCALL_GIVE_UP_REQUESTS = 3
+
+# enum lf_app_quant_mode (kernel/include/liteflow.h): LIST_APPS's QUANT_MODE.
+QUANT_FIXED = 0     # every snapshot must use the app's declared quantization (else EPROTO)
+QUANT_ANY = 1       # any quantization; the app reads the active one per query
+
+_LF_QUANT = struct.Struct("=iii")   # struct lf_quant: zero_point, scale_multiplier, scale_shift
+
+
+class LfQuant(NamedTuple):
+    """struct lf_quant: real = (q - zero_point) * multiplier * 2^(shift - 31)."""
+
+    zero_point: int
+    multiplier: int
+    shift: int
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> "LfQuant | None":
+        if raw is None:
+            return None
+        if len(raw) != _LF_QUANT.size:
+            raise LiteFlowNetlinkError(errno.EPROTO, f"struct lf_quant of {len(raw)} bytes, not {_LF_QUANT.size}")
+        return cls(*_LF_QUANT.unpack(raw))
+
+    @classmethod
+    def of(cls, quant) -> "LfQuant":
+        """From anything with zero_point, multiplier and shift (userspace.snapshot.Quant)."""
+        return cls(int(quant.zero_point), int(quant.multiplier), int(quant.shift))
+
+    def pack(self) -> bytes:
+        return _LF_QUANT.pack(*self)
 
 
 class LiteFlowNetlinkError(OSError):
@@ -56,6 +88,17 @@ class AppStats:
     swaps: int
     io_count: int
     max_macs: int = 0    # the app's cost budget per query (0: a core that has none)
+    context_size: int = 0                      # bytes of app context per sample (0: none)
+    flush_ms: int = 0                          # a partial sample batch's flush delay (0: sampling off)
+    quant_mode: int = QUANT_ANY                # QUANT_FIXED or QUANT_ANY
+    input_quant: LfQuant | None = None         # declared, QUANT_FIXED apps only
+    output_quant: LfQuant | None = None
+    active_input_quant: LfQuant | None = None  # the active snapshot's (None: no active snapshot)
+    active_output_quant: LfQuant | None = None
+
+    @property
+    def quant_fixed(self) -> bool:
+        return self.quant_mode == QUANT_FIXED
 
 
 @dataclass(frozen=True)
@@ -88,6 +131,7 @@ class SampleBatch:
     inputs: np.ndarray  # int8 [k, input_size]
     outputs: np.ndarray  # int8 [k, output_size]
     dropped_total: int
+    contexts: np.ndarray | None = None  # uint8 [k, context_size] for an app with context
 
 
 class LiteFlowNetlink:
@@ -142,8 +186,14 @@ class LiteFlowNetlink:
                 return stats
         raise LiteFlowNetlinkError(errno.ENOENT, f"no LiteFlow app named {name!r}")
 
-    def set_sampling(self, app_id: int, every: int, batch: int) -> None:
-        self._request("SET_SAMPLING", {"APP_ID": app_id, "SAMPLE_EVERY": every, "SAMPLE_BATCH": batch})
+    def set_sampling(self, app_id: int, every: int, batch: int, flush_ms: int | None = None) -> None:
+        """Sample every Nth query (or report, for an app with context) per CPU, `batch` pairs a
+        message; a partial batch goes out `flush_ms` after its first pair (kernel default
+        LF_NL_FLUSH_MS; 1..LF_NL_FLUSH_MAX_MS, else ERANGE). every=0 turns sampling off."""
+        attrs: dict[str, object] = {"APP_ID": app_id, "SAMPLE_EVERY": every, "SAMPLE_BATCH": batch}
+        if flush_ms is not None:
+            attrs["FLUSH_MS"] = flush_ms
+        self._request("SET_SAMPLING", attrs)
 
     def evaluate(self, app_id: int, inputs: np.ndarray) -> tuple[int, np.ndarray]:
         """Run the kernel's active snapshot on `inputs` (int8 [k, n]); returns (snapshot id, outputs)."""
@@ -278,12 +328,16 @@ class LiteFlowNetlink:
             if msg.get("cmd") != samples_cmd:
                 continue
             count = msg.get_attr("LF_ATTR_COUNT")
+            raw_contexts = msg.get_attr("LF_ATTR_CONTEXTS")
+            contexts = (np.frombuffer(raw_contexts, dtype=np.uint8).reshape(count, -1)
+                        if raw_contexts is not None and msg.get_attr("LF_ATTR_CONTEXT_SIZE") else None)
             batches.append(SampleBatch(
                 app_id=msg.get_attr("LF_ATTR_APP_ID"),
                 snapshot_id=msg.get_attr("LF_ATTR_SNAPSHOT_ID"),
                 inputs=np.frombuffer(msg.get_attr("LF_ATTR_INPUTS"), dtype=np.int8).reshape(count, -1),
                 outputs=np.frombuffer(msg.get_attr("LF_ATTR_OUTPUTS"), dtype=np.int8).reshape(count, -1),
                 dropped_total=msg.get_attr("LF_ATTR_SAMPLES_DROPPED"),
+                contexts=contexts,
             ))
         return batches
 
@@ -308,4 +362,11 @@ class LiteFlowNetlink:
             swaps=get("LF_ATTR_SWAPS"),
             io_count=get("LF_ATTR_IO_COUNT"),
             max_macs=get("LF_ATTR_MAX_MACS") or 0,
+            context_size=get("LF_ATTR_CONTEXT_SIZE") or 0,
+            flush_ms=get("LF_ATTR_FLUSH_MS") or 0,
+            quant_mode=QUANT_ANY if get("LF_ATTR_QUANT_MODE") is None else get("LF_ATTR_QUANT_MODE"),
+            input_quant=LfQuant.from_bytes(get("LF_ATTR_INPUT_QUANT")),
+            output_quant=LfQuant.from_bytes(get("LF_ATTR_OUTPUT_QUANT")),
+            active_input_quant=LfQuant.from_bytes(get("LF_ATTR_ACTIVE_INPUT_QUANT")),
+            active_output_quant=LfQuant.from_bytes(get("LF_ATTR_ACTIVE_OUTPUT_QUANT")),
         )

@@ -38,11 +38,23 @@ struct lf_blob_stage {
 	u8 data[] __aligned(8);		/* the parser needs 8-byte alignment */
 };
 
+/*
+ * Scale shifts an app may declare: the range the engine accepts for a
+ * layer's requantization shift (lf_engine.c, TFLite's QuantizeMultiplier
+ * in a single-rounding build), which is where a snapshot's scales come from.
+ */
+#define LF_QUANT_MIN_SHIFT	(-31)
+#define LF_QUANT_MAX_SHIFT	30
+
 struct lf_app {
 	u32 id;
 	char name[LF_APP_NAME_MAX];
 	u16 input_size;
 	u16 output_size;
+	u16 context_size;			/* bytes per sample, 0 = none */
+	enum lf_app_quant_mode quant_mode;
+	struct lf_quant input_quant;		/* LF_APP_QUANT_FIXED only */
+	struct lf_quant output_quant;		/* LF_APP_QUANT_FIXED only */
 	struct lf_model __rcu *active;		/* read under RCU */
 	struct lf_model __rcu *standby;		/* lf_mutex; LIST_APPS reads under RCU */
 	struct lf_sampler __rcu *sampler;	/* read under RCU, NULL = off */
@@ -75,17 +87,19 @@ int lf_bench(u32 app_id, u32 iterations, u32 *done, u64 *total_ns,
 
 /* lf_sample.c */
 int lf_sampling_set_locked(struct lf_app *app, u32 every_n, u32 batch,
-			   struct netlink_ext_ack *extack);
-void lf_sampling_get_rcu(struct lf_app *app, u32 *every_n, u32 *batch);
+			   u32 flush_ms, struct netlink_ext_ack *extack);
+void lf_sampling_get_rcu(struct lf_app *app, u32 *every_n, u32 *batch,
+			 u32 *flush_ms);
 void lf_sample_record(struct lf_app *app, struct lf_sampler *s,
-		      const struct lf_model *model, const s8 *input,
-		      const s8 *output);
+		      u64 snapshot_id, const s8 *input, const s8 *output,
+		      const void *context);
 
 /* lf_netlink.c */
 int lf_netlink_init(void);
 void lf_netlink_exit(void);
 int lf_netlink_send_samples(struct lf_app *app, u64 snapshot_id, u32 count,
-			    const s8 *inputs, const s8 *outputs);
+			    const s8 *inputs, const s8 *outputs,
+			    const u8 *contexts);
 int lf_netlink_send_query(u32 portid, u32 app_id, u64 seq, const s8 *inputs,
 			  u16 input_size);
 

@@ -87,6 +87,19 @@ static const struct nla_policy lf_nl_policy[LF_ATTR_MAX + 1] = {
 	[LF_ATTR_BLOB_SIZE]		= { .type = NLA_U32 },
 	[LF_ATTR_BLOB_OFFSET]		= { .type = NLA_U32 },
 	[LF_ATTR_MAX_MACS]		= { .type = NLA_U64 },
+	[LF_ATTR_CONTEXT_SIZE]		= { .type = NLA_U32 },
+	[LF_ATTR_CONTEXTS]		= { .type = NLA_BINARY,
+					    .len = LF_NL_BINARY_MAX },
+	[LF_ATTR_FLUSH_MS]		= { .type = NLA_U32 },
+	[LF_ATTR_QUANT_MODE]		= { .type = NLA_U32 },
+	[LF_ATTR_INPUT_QUANT]		= { .type = NLA_BINARY,
+					    .len = sizeof(struct lf_quant) },
+	[LF_ATTR_OUTPUT_QUANT]		= { .type = NLA_BINARY,
+					    .len = sizeof(struct lf_quant) },
+	[LF_ATTR_ACTIVE_INPUT_QUANT]	= { .type = NLA_BINARY,
+					    .len = sizeof(struct lf_quant) },
+	[LF_ATTR_ACTIVE_OUTPUT_QUANT]	= { .type = NLA_BINARY,
+					    .len = sizeof(struct lf_quant) },
 };
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -126,6 +139,36 @@ static int lf_put_u64(struct sk_buff *skb, int attr, u64 value)
 	return nla_put_u64_64bit(skb, attr, value, LF_ATTR_PAD);
 }
 
+static int lf_put_quant(struct sk_buff *skb, int attr, const struct lf_quant *q)
+{
+	return nla_put(skb, attr, sizeof(*q), q);
+}
+
+/*
+ * What an app declared beyond its sizes, and how its active snapshot
+ * quantizes: the slow path checks a candidate snapshot against the former
+ * before it tries to load it.
+ */
+static int lf_nl_put_app_decl(struct sk_buff *skb, const struct lf_app *app,
+			      const struct lf_model *active, u32 flush_ms)
+{
+	if (nla_put_u32(skb, LF_ATTR_CONTEXT_SIZE, app->context_size) ||
+	    nla_put_u32(skb, LF_ATTR_FLUSH_MS, flush_ms) ||
+	    nla_put_u32(skb, LF_ATTR_QUANT_MODE, app->quant_mode))
+		return -EMSGSIZE;
+	if (app->quant_mode == LF_APP_QUANT_FIXED &&
+	    (lf_put_quant(skb, LF_ATTR_INPUT_QUANT, &app->input_quant) ||
+	     lf_put_quant(skb, LF_ATTR_OUTPUT_QUANT, &app->output_quant)))
+		return -EMSGSIZE;
+	if (active &&
+	    (lf_put_quant(skb, LF_ATTR_ACTIVE_INPUT_QUANT,
+			  &active->spec.input_quant) ||
+	     lf_put_quant(skb, LF_ATTR_ACTIVE_OUTPUT_QUANT,
+			  &active->spec.output_quant)))
+		return -EMSGSIZE;
+	return 0;
+}
+
 /* ---- LIST_APPS ------------------------------------------------------------ */
 
 /*
@@ -142,7 +185,7 @@ static int lf_nl_fill_app(struct sk_buff *skb, struct lf_app *app, u32 portid,
 	const struct lf_model *active = rcu_dereference(app->active);
 	const struct lf_model *standby = rcu_dereference(app->standby);
 	struct lf_app_stats stats;
-	u32 every_n, batch;
+	u32 every_n, batch, flush_ms;
 	void *hdr;
 
 	hdr = genlmsg_put(skb, portid, seq, &lf_genl_family, flags,
@@ -150,7 +193,7 @@ static int lf_nl_fill_app(struct sk_buff *skb, struct lf_app *app, u32 portid,
 	if (!hdr)
 		return -EMSGSIZE;
 	lf_app_stats_sum(app, &stats);
-	lf_sampling_get_rcu(app, &every_n, &batch);
+	lf_sampling_get_rcu(app, &every_n, &batch, &flush_ms);
 
 	if (nla_put_u32(skb, LF_ATTR_APP_ID, app->id) ||
 	    nla_put_string(skb, LF_ATTR_APP_NAME, app->name) ||
@@ -169,7 +212,8 @@ static int lf_nl_fill_app(struct sk_buff *skb, struct lf_app *app, u32 portid,
 	    nla_put_u32(skb, LF_ATTR_SAMPLE_BATCH, batch) ||
 	    lf_put_u64(skb, LF_ATTR_SWAPS, READ_ONCE(app->swaps)) ||
 	    nla_put_u32(skb, LF_ATTR_IO_COUNT, READ_ONCE(app->n_ios)) ||
-	    lf_put_u64(skb, LF_ATTR_MAX_MACS, app->max_macs)) {
+	    lf_put_u64(skb, LF_ATTR_MAX_MACS, app->max_macs) ||
+	    lf_nl_put_app_decl(skb, app, active, flush_ms)) {
 		genlmsg_cancel(skb, hdr);
 		return -EMSGSIZE;
 	}
@@ -231,8 +275,9 @@ static int lf_nl_list_apps_dumpit(struct sk_buff *skb,
 
 static int lf_nl_set_sampling(struct sk_buff *skb, struct genl_info *info)
 {
+	const struct nlattr *flush = info->attrs[LF_ATTR_FLUSH_MS];
+	u32 every_n, batch = 0, flush_ms = LF_NL_FLUSH_MS;
 	struct lf_app *app;
-	u32 every_n, batch = 0;
 	int err;
 
 	err = lf_nl_require(info, LF_ATTR_APP_ID, "liteflow: APP_ID required") ?:
@@ -243,10 +288,20 @@ static int lf_nl_set_sampling(struct sk_buff *skb, struct genl_info *info)
 	every_n = nla_get_u32(info->attrs[LF_ATTR_SAMPLE_EVERY]);
 	if (info->attrs[LF_ATTR_SAMPLE_BATCH])
 		batch = nla_get_u32(info->attrs[LF_ATTR_SAMPLE_BATCH]);
+	if (flush) {
+		flush_ms = nla_get_u32(flush);
+		/* checked here too, so that turning sampling off with a bad one fails alike */
+		if (!flush_ms || flush_ms > LF_NL_FLUSH_MAX_MS) {
+			NL_SET_ERR_MSG_ATTR(info->extack, flush,
+					    "liteflow: FLUSH_MS must be 1..LF_NL_FLUSH_MAX_MS");
+			return -ERANGE;
+		}
+	}
 
 	mutex_lock(&lf_mutex);
 	app = lf_nl_app_locked(info);
-	err = app ? lf_sampling_set_locked(app, every_n, batch, info->extack)
+	err = app ? lf_sampling_set_locked(app, every_n, batch, flush_ms,
+					   info->extack)
 		  : -ENOENT;
 	mutex_unlock(&lf_mutex);
 	return err;
@@ -600,12 +655,17 @@ static int lf_nl_bench(struct sk_buff *skb, struct genl_info *info)
 
 /* ---- SAMPLES (multicast) -------------------------------------------------- */
 
-/* Process context (the sampler's work item); never under lf_mutex. */
+/*
+ * Process context (the sampler's work item); never under lf_mutex.
+ * @contexts is count * context_size bytes for an app with context.
+ */
 int lf_netlink_send_samples(struct lf_app *app, u64 snapshot_id, u32 count,
-			    const s8 *inputs, const s8 *outputs)
+			    const s8 *inputs, const s8 *outputs,
+			    const u8 *contexts)
 {
 	size_t in_bytes = (size_t)count * app->input_size;
 	size_t out_bytes = (size_t)count * app->output_size;
+	size_t ctx_bytes = (size_t)count * app->context_size;
 	struct lf_app_stats stats;
 	struct sk_buff *msg;
 	void *hdr;
@@ -613,10 +673,10 @@ int lf_netlink_send_samples(struct lf_app *app, u64 snapshot_id, u32 count,
 	/* a batch is up to LF_NL_SAMPLE_MAX_BYTES: build none nobody reads */
 	if (!genl_has_listeners(&lf_genl_family, &init_net, LF_MCGRP_SAMPLES))
 		return -ESRCH;
-	msg = genlmsg_new(2 * nla_total_size(sizeof(u32)) +
+	msg = genlmsg_new(3 * nla_total_size(sizeof(u32)) +
 			  2 * nla_total_size_64bit(sizeof(u64)) +
-			  nla_total_size(in_bytes) + nla_total_size(out_bytes),
-			  GFP_KERNEL);
+			  nla_total_size(in_bytes) + nla_total_size(out_bytes) +
+			  nla_total_size(ctx_bytes), GFP_KERNEL);
 	if (!msg)
 		return -ENOMEM;
 	lf_app_stats_sum(app, &stats);
@@ -627,7 +687,10 @@ int lf_netlink_send_samples(struct lf_app *app, u64 snapshot_id, u32 count,
 	    nla_put_u32(msg, LF_ATTR_COUNT, count) ||
 	    nla_put(msg, LF_ATTR_INPUTS, in_bytes, inputs) ||
 	    nla_put(msg, LF_ATTR_OUTPUTS, out_bytes, outputs) ||
-	    lf_put_u64(msg, LF_ATTR_SAMPLES_DROPPED, stats.samples_dropped)) {
+	    lf_put_u64(msg, LF_ATTR_SAMPLES_DROPPED, stats.samples_dropped) ||
+	    (ctx_bytes &&
+	     (nla_put_u32(msg, LF_ATTR_CONTEXT_SIZE, app->context_size) ||
+	      nla_put(msg, LF_ATTR_CONTEXTS, ctx_bytes, contexts)))) {
 		nlmsg_free(msg);
 		return -EMSGSIZE;
 	}

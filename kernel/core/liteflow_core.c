@@ -13,7 +13,10 @@
  * that registers itself, or a weight blob loaded over netlink.
  *
  * Registry.  An app (a datapath function: congestion control, flow
- * scheduling, ...) is registered with its input and output sizes.  Apps
+ * scheduling, ...) is registered with its input and output sizes, the
+ * bytes of context it ships with each sample, and how its snapshots must
+ * be quantized: an app that encodes features or decodes decisions with
+ * fixed constants is never served a snapshot quantized otherwise.  Apps
  * live in a small table of RCU pointers indexed by id modulo LF_MAX_APPS;
  * ids grow monotonically so a stale id never finds a newer app.  Writers
  * hold lf_mutex; the fast path only reads under rcu_read_lock(), like
@@ -34,7 +37,9 @@
  * uses no floating point; the engine keeps its scratch on the stack.
  * Statistics are per-CPU counters.  Sampling (lf_sample.c) appends every
  * Nth (input, output) pair to a per-CPU batch that a work item multicasts
- * off the hot path (lf_netlink.c); a busy buffer drops, never blocks.
+ * off the hot path (lf_netlink.c); a busy buffer drops, never blocks.  An
+ * app with context samples at lf_record_sample() instead, once it knows
+ * what followed a decision, through the same per-CPU batches.
  */
 #define pr_fmt(fmt) "liteflow: " fmt
 
@@ -256,6 +261,40 @@ static bool lf_model_within_budget(const struct lf_app *app,
 	return false;
 }
 
+static bool lf_quant_equal(const struct lf_quant *a, const struct lf_quant *b)
+{
+	return a->zero_point == b->zero_point &&
+	       a->scale_multiplier == b->scale_multiplier &&
+	       a->scale_shift == b->scale_shift;
+}
+
+/*
+ * TFLite recalibrates scales at every conversion: an app that encodes its
+ * features and decodes its decisions with the constants it was built with
+ * would silently misread a snapshot quantized otherwise.  Exact match: a
+ * multiplier one unit off is another scale.
+ */
+static bool lf_model_quant_matches(const struct lf_app *app,
+				   const struct lf_model *model)
+{
+	const struct lf_quant *in = &model->spec.input_quant;
+	const struct lf_quant *out = &model->spec.output_quant;
+
+	if (app->quant_mode != LF_APP_QUANT_FIXED ||
+	    (lf_quant_equal(&app->input_quant, in) &&
+	     lf_quant_equal(&app->output_quant, out)))
+		return true;
+	pr_warn("app %s (id %u) quantizes input (zp %d, mult %d, shift %d) output (zp %d, mult %d, shift %d), snapshot %llu input (zp %d, mult %d, shift %d) output (zp %d, mult %d, shift %d): refused\n",
+		app->name, app->id, app->input_quant.zero_point,
+		app->input_quant.scale_multiplier, app->input_quant.scale_shift,
+		app->output_quant.zero_point, app->output_quant.scale_multiplier,
+		app->output_quant.scale_shift,
+		(unsigned long long)model->snapshot_id, in->zero_point,
+		in->scale_multiplier, in->scale_shift, out->zero_point,
+		out->scale_multiplier, out->scale_shift);
+	return false;
+}
+
 /*
  * Checks shared by module snapshots and hot loads, then the switch.
  * Snapshot ids are unique among loaded snapshots: unloads and sample
@@ -265,6 +304,8 @@ static int lf_install_locked(struct lf_app *app, struct lf_model *model)
 {
 	if (!lf_model_sizes_match(app, model))
 		return -EINVAL;
+	if (!lf_model_quant_matches(app, model))
+		return -EPROTO;
 	if (lf_snapshot_id_taken_locked(model->snapshot_id))
 		return -EEXIST;
 	if (!lf_model_within_budget(app, model))
@@ -386,6 +427,8 @@ int lf_hot_load_locked(struct lf_app *app, u64 snapshot_id, const void *blob,
 			NL_SET_ERR_MSG(extack, "liteflow: a snapshot with this id is already loaded");
 		else if (err == -EFBIG)
 			NL_SET_ERR_MSG(extack, "liteflow: snapshot exceeds the app's cost budget");
+		else if (err == -EPROTO)
+			NL_SET_ERR_MSG(extack, "liteflow: snapshot quantization differs from the app's");
 	}
 	if (err) {
 		kvfree(model->blob);
@@ -421,39 +464,78 @@ int lf_swap_locked(struct lf_app *app)
 
 /* ---- apps ------------------------------------------------------------- */
 
-int lf_register_app(const char *name, u16 input_size, u16 output_size,
-		    u64 max_macs, u32 *app_id)
+/* A declared scale must be one the engine can produce: Q31, shift in range. */
+static bool lf_quant_ok(const struct lf_quant *q)
+{
+	return q->zero_point >= S8_MIN && q->zero_point <= S8_MAX &&
+	       q->scale_multiplier > 0 &&
+	       q->scale_shift >= LF_QUANT_MIN_SHIFT &&
+	       q->scale_shift <= LF_QUANT_MAX_SHIFT;
+}
+
+static bool lf_app_desc_ok(const struct lf_app_desc *desc)
+{
+	if (!desc->name || !desc->name[0] ||
+	    strlen(desc->name) >= LF_APP_NAME_MAX ||
+	    !lf_sizes_ok(desc->input_size, desc->output_size) ||
+	    !desc->max_macs || desc->context_size > LF_MAX_CONTEXT)
+		return false;
+	switch (desc->quant_mode) {
+	case LF_APP_QUANT_FIXED:
+		return lf_quant_ok(&desc->input_quant) &&
+		       lf_quant_ok(&desc->output_quant);
+	case LF_APP_QUANT_ANY:
+		return true;
+	}
+	return false;
+}
+
+static struct lf_app *lf_app_alloc(const struct lf_app_desc *desc)
+{
+	struct lf_app *app;
+
+	app = kzalloc(sizeof(*app), GFP_KERNEL);
+	if (!app)
+		return NULL;
+	app->stats = alloc_percpu(struct lf_app_stats);
+	if (!app->stats) {
+		kfree(app);
+		return NULL;
+	}
+	/* The name fits (checked before); 4.15's strscpy is __must_check. */
+	if (WARN_ON_ONCE(strscpy(app->name, desc->name, sizeof(app->name)) < 0)) {
+		free_percpu(app->stats);
+		kfree(app);
+		return NULL;
+	}
+	app->input_size = desc->input_size;
+	app->output_size = desc->output_size;
+	app->context_size = desc->context_size;
+	app->max_macs = desc->max_macs;
+	app->quant_mode = desc->quant_mode;
+	if (desc->quant_mode == LF_APP_QUANT_FIXED) {
+		app->input_quant = desc->input_quant;
+		app->output_quant = desc->output_quant;
+	}
+	atomic64_set(&app->samples_sent, 0);
+	INIT_LIST_HEAD(&app->ios);
+	return app;
+}
+
+int lf_register_app(const struct lf_app_desc *desc, u32 *app_id)
 {
 	struct lf_app *app;
 	int err = 0;
 	u32 id;
 
-	if (!name || !name[0] || strlen(name) >= LF_APP_NAME_MAX ||
-	    !lf_sizes_ok(input_size, output_size) || !max_macs)
+	if (!desc || !app_id || !lf_app_desc_ok(desc))
 		return -EINVAL;
-
-	app = kzalloc(sizeof(*app), GFP_KERNEL);
+	app = lf_app_alloc(desc);
 	if (!app)
 		return -ENOMEM;
-	app->stats = alloc_percpu(struct lf_app_stats);
-	if (!app->stats) {
-		kfree(app);
-		return -ENOMEM;
-	}
-	/* The name fits (checked above); 4.15's strscpy is __must_check. */
-	if (WARN_ON_ONCE(strscpy(app->name, name, sizeof(app->name)) < 0)) {
-		free_percpu(app->stats);
-		kfree(app);
-		return -EINVAL;
-	}
-	app->input_size = input_size;
-	app->output_size = output_size;
-	app->max_macs = max_macs;
-	atomic64_set(&app->samples_sent, 0);
-	INIT_LIST_HEAD(&app->ios);
 
 	mutex_lock(&lf_mutex);
-	if (lf_app_by_name_locked(name)) {
+	if (lf_app_by_name_locked(app->name)) {
 		err = -EEXIST;
 		goto unlock;
 	}
@@ -465,9 +547,10 @@ int lf_register_app(const char *name, u16 input_size, u16 output_size,
 	app->id = id;
 	rcu_assign_pointer(lf_apps[lf_app_slot(id)], app);
 	*app_id = id;
-	pr_info("app %s registered as id %u (%u inputs, %u outputs, at most %llu MACs per query)\n",
-		name, id, input_size, output_size,
-		(unsigned long long)max_macs);
+	pr_info("app %s registered as id %u (%u inputs, %u outputs, %u context bytes, at most %llu MACs per query, %s quantization)\n",
+		app->name, id, app->input_size, app->output_size,
+		app->context_size, (unsigned long long)app->max_macs,
+		app->quant_mode == LF_APP_QUANT_FIXED ? "fixed" : "any");
 unlock:
 	mutex_unlock(&lf_mutex);
 	if (err) {
@@ -514,7 +597,7 @@ int lf_unregister_app(u32 app_id)
 		err = -EBUSY;
 	} else {
 		RCU_INIT_POINTER(lf_apps[lf_app_slot(app_id)], NULL);
-		lf_sampling_set_locked(app, 0, 0, NULL);
+		lf_sampling_set_locked(app, 0, 0, 0, NULL);
 		pr_info("app %s (id %u) unregistered\n", app->name, app_id);
 		lf_app_destroy_locked(app);
 	}
@@ -568,7 +651,14 @@ EXPORT_SYMBOL_GPL(lf_unregister_io);
 
 /* ---- fast path -------------------------------------------------------- */
 
-int lf_query_model(u32 app_id, const s8 *input, s8 *output)
+/*
+ * The fast path behind lf_query_model and lf_query_model_ex.  An app with
+ * context samples when it reports an outcome (lf_record_sample), so its
+ * queries are never sampled here: a pair without its context would teach
+ * the slow path nothing.
+ */
+static int lf_query(u32 app_id, const s8 *input, s8 *output, u64 *snapshot_id,
+		    struct lf_quant *in_quant, struct lf_quant *out_quant)
 {
 	const struct lf_model *model;
 	struct lf_sampler *sampler;
@@ -591,14 +681,59 @@ int lf_query_model(u32 app_id, const s8 *input, s8 *output)
 		this_cpu_inc(app->stats->errors);
 		goto out;
 	}
+	if (snapshot_id)
+		*snapshot_id = model->snapshot_id;
+	if (in_quant)
+		*in_quant = model->spec.input_quant;
+	if (out_quant)
+		*out_quant = model->spec.output_quant;
 	sampler = rcu_dereference(app->sampler);
-	if (sampler)
-		lf_sample_record(app, sampler, model, input, output);
+	if (sampler && !app->context_size)
+		lf_sample_record(app, sampler, model->snapshot_id, input,
+				 output, NULL);
 out:
 	rcu_read_unlock();
 	return err;
 }
+
+int lf_query_model(u32 app_id, const s8 *input, s8 *output)
+{
+	return lf_query(app_id, input, output, NULL, NULL, NULL);
+}
 EXPORT_SYMBOL_GPL(lf_query_model);
+
+int lf_query_model_ex(u32 app_id, const s8 *input, s8 *output,
+		      u64 *snapshot_id, struct lf_quant *in_quant,
+		      struct lf_quant *out_quant)
+{
+	return lf_query(app_id, input, output, snapshot_id, in_quant,
+			out_quant);
+}
+EXPORT_SYMBOL_GPL(lf_query_model_ex);
+
+/*
+ * Costs a lookup and a pointer load when nobody samples; otherwise the
+ * sampler's per-CPU tick decides, exactly as for queries.
+ */
+void lf_record_sample(u32 app_id, u64 snapshot_id, const s8 *input,
+		      const s8 *output, const void *context)
+{
+	struct lf_sampler *sampler;
+	struct lf_app *app;
+
+	if (unlikely(!input || !output || !context))
+		return;
+	rcu_read_lock();
+	app = lf_app_lookup_rcu(app_id);
+	if (likely(app && app->context_size)) {
+		sampler = rcu_dereference(app->sampler);
+		if (sampler)
+			lf_sample_record(app, sampler, snapshot_id, input,
+					 output, context);
+	}
+	rcu_read_unlock();
+}
+EXPORT_SYMBOL_GPL(lf_record_sample);
 
 /* ---- in-kernel micro-benchmark ------------------------------------------ */
 
@@ -708,7 +843,7 @@ static void __exit liteflow_exit(void)
 		pr_warn("app %s (id %u) still registered at exit\n",
 			app->name, app->id);
 		RCU_INIT_POINTER(lf_apps[i], NULL);
-		lf_sampling_set_locked(app, 0, 0, NULL);
+		lf_sampling_set_locked(app, 0, 0, 0, NULL);
 		lf_app_destroy_locked(app);
 	}
 	mutex_unlock(&lf_mutex);

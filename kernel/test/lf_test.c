@@ -4,14 +4,24 @@
  * any datapath function plugs in as an app with an input collector and an
  * output enforcer; this one has neither a datapath nor real features).
  *
- * It registers app "lf_test" with input_size / output_size and its cost
- * budget (max_macs) from module parameters, plus an lf_io with the same
- * sizes, and exposes in debugfs (liteflow_test/):
+ * It registers app "lf_test" with input_size / output_size, its cost
+ * budget (max_macs) and context_size from module parameters, plus an
+ * lf_io with the same sizes.  By default it takes any quantization
+ * (LF_APP_QUANT_ANY: it passes raw int8 and never interprets it); with
+ * quant_fixed=1 it declares the quantization given by the in_* / out_*
+ * parameters (LF_APP_QUANT_FIXED), so tests can see a snapshot quantized
+ * otherwise refused.  It exposes in debugfs (liteflow_test/):
  *
  *   app_id   read: the app id, decimal.
  *   query    write input_size raw s8 bytes: runs lf_query_model();
  *            read: the output_size bytes of the last query, or the last
  *            query's errno as the read error (-ENODATA before any query).
+ *   record   (context_size > 0 only) write input_size raw s8 bytes then
+ *            context_size context bytes: runs lf_query_model_ex() and
+ *            reports the pair with that context (lf_record_sample), both
+ *            inside local_bh_disable()/local_bh_enable() as a congestion
+ *            controller's ACK processing would; read: as query, for the
+ *            last record.
  *   stress   write "<queries_per_cpu>": one kthread per online CPU, bound
  *            to it, runs that many queries on random inputs, each inside
  *            local_bh_disable()/local_bh_enable() (softirq-like context),
@@ -61,6 +71,29 @@ MODULE_PARM_DESC(output_size, "outputs per query (1..256, default 1)");
 static ulong max_macs = LF_TEST_DEFAULT_MAX_MACS;
 module_param(max_macs, ulong, 0444);
 MODULE_PARM_DESC(max_macs, "cost budget: multiply-accumulates per query (> 0, default 262144)");
+
+static ushort context_size;
+module_param(context_size, ushort, 0444);
+MODULE_PARM_DESC(context_size, "bytes of context per sample (0..64, default 0: queries are sampled)");
+
+/* A FIXED app's declared quantization (a zero multiplier is refused). */
+static bool quant_fixed;
+module_param(quant_fixed, bool, 0444);
+MODULE_PARM_DESC(quant_fixed, "declare the in_* / out_* quantization (LF_APP_QUANT_FIXED; default: any)");
+
+static int in_zp, in_mult, in_shift, out_zp, out_mult, out_shift;
+module_param(in_zp, int, 0444);
+MODULE_PARM_DESC(in_zp, "quant_fixed: input zero point");
+module_param(in_mult, int, 0444);
+MODULE_PARM_DESC(in_mult, "quant_fixed: input scale multiplier (Q31, > 0)");
+module_param(in_shift, int, 0444);
+MODULE_PARM_DESC(in_shift, "quant_fixed: input scale shift");
+module_param(out_zp, int, 0444);
+MODULE_PARM_DESC(out_zp, "quant_fixed: output zero point");
+module_param(out_mult, int, 0444);
+MODULE_PARM_DESC(out_mult, "quant_fixed: output scale multiplier (Q31, > 0)");
+module_param(out_shift, int, 0444);
+MODULE_PARM_DESC(out_shift, "quant_fixed: output scale shift");
 
 static uint app_id;
 module_param(app_id, uint, 0444);
@@ -115,6 +148,44 @@ static const struct file_operations lf_test_query_fops = {
 	.open	= simple_open,
 	.read	= lf_test_query_read,
 	.write	= lf_test_query_write,
+	.llseek	= default_llseek,
+};
+
+/* ---- record ----------------------------------------------------------- */
+
+static ssize_t lf_test_record_write(struct file *file, const char __user *ubuf,
+				    size_t count, loff_t *ppos)
+{
+	u8 buf[LF_MAX_UNITS + LF_MAX_CONTEXT];
+	s8 out[LF_MAX_UNITS];
+	u64 snapshot_id = 0;
+	int err;
+
+	if (count != (size_t)input_size + context_size)
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, count))
+		return -EFAULT;
+
+	mutex_lock(&lf_test_query_lock);
+	local_bh_disable();
+	err = lf_query_model_ex(app_id, (s8 *)buf, out, &snapshot_id, NULL,
+				NULL);
+	if (!err)
+		lf_record_sample(app_id, snapshot_id, (s8 *)buf, out,
+				 buf + input_size);
+	local_bh_enable();
+	lf_test_last_err = err;
+	if (!err)
+		memcpy(lf_test_last_out, out, output_size);
+	mutex_unlock(&lf_test_query_lock);
+	return count;
+}
+
+static const struct file_operations lf_test_record_fops = {
+	.owner	= THIS_MODULE,
+	.open	= simple_open,
+	.read	= lf_test_query_read,
+	.write	= lf_test_record_write,
 	.llseek	= default_llseek,
 };
 
@@ -289,12 +360,31 @@ static const struct file_operations lf_test_app_id_fops = {
 
 /* ---- module ----------------------------------------------------------- */
 
+static void lf_test_desc(struct lf_app_desc *desc)
+{
+	memset(desc, 0, sizeof(*desc));
+	desc->name = LF_TEST_NAME;
+	desc->input_size = input_size;
+	desc->output_size = output_size;
+	desc->context_size = context_size;
+	desc->max_macs = max_macs;
+	desc->quant_mode = quant_fixed ? LF_APP_QUANT_FIXED : LF_APP_QUANT_ANY;
+	desc->input_quant.zero_point = in_zp;
+	desc->input_quant.scale_multiplier = in_mult;
+	desc->input_quant.scale_shift = in_shift;
+	desc->output_quant.zero_point = out_zp;
+	desc->output_quant.scale_multiplier = out_mult;
+	desc->output_quant.scale_shift = out_shift;
+}
+
 static int __init lf_test_init(void)
 {
+	struct lf_app_desc desc;
 	int err;
 
 	if (!input_size || input_size > LF_MAX_UNITS ||
-	    !output_size || output_size > LF_MAX_UNITS)
+	    !output_size || output_size > LF_MAX_UNITS ||
+	    context_size > LF_MAX_CONTEXT)
 		return -EINVAL;
 
 	lf_test_threads = kcalloc(nr_cpu_ids, sizeof(*lf_test_threads),
@@ -302,8 +392,8 @@ static int __init lf_test_init(void)
 	if (!lf_test_threads)
 		return -ENOMEM;
 
-	err = lf_register_app(LF_TEST_NAME, input_size, output_size, max_macs,
-			      &app_id);
+	lf_test_desc(&desc);
+	err = lf_register_app(&desc, &app_id);
 	if (err)
 		goto free_threads;
 
@@ -322,6 +412,9 @@ static int __init lf_test_init(void)
 			    &lf_test_query_fops);
 	debugfs_create_file("stress", 0600, lf_test_dir, NULL,
 			    &lf_test_stress_fops);
+	if (context_size)
+		debugfs_create_file("record", 0600, lf_test_dir, NULL,
+				    &lf_test_record_fops);
 	return 0;
 
 unregister_app:

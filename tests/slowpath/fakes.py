@@ -3,7 +3,9 @@
 FakeKernel keeps an active and a standby snapshot like the core: LOAD_MODEL parses the blob with
 the real engine code (user-space build), installs it and switches in one step (atomic: either it
 happened or not); EVALUATE runs the active snapshot with that engine. Samples are handed out from
-a list. Module "insmod"/"rmmod" are simulated by `runner`.
+a list. Module "insmod"/"rmmod" are simulated by `runner`. An app may declare a fixed
+quantization (`fixed_quant`): LIST_APPS then reports it and a load of a snapshot quantized
+otherwise is refused with EPROTO, as the core does.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from userspace.netlink import LiteFlowNetlinkError, SampleBatch
+from userspace.netlink import QUANT_ANY, QUANT_FIXED, LfQuant, LiteFlowNetlinkError, SampleBatch
 from userspace.slowpath.interface import Adapter, Batch, Encoding
 from userspace.snapshot import Engine, EngineError, read_blob, write_blob
 from userspace.snapshot.random_model import random_spec
@@ -44,6 +46,11 @@ class FakeStats:
     active_origin: str
     standby_origin: str
     errors: int = 0
+    context_size: int = 0
+    flush_ms: int = 0
+    quant_mode: int = QUANT_ANY
+    input_quant: LfQuant | None = None
+    output_quant: LfQuant | None = None
 
 
 class FakeKernel:
@@ -59,17 +66,24 @@ class FakeKernel:
         self.fail_load_errno: int | None = None
         self.corrupt_outputs = False     # EVALUATE answers wrong numbers (a broken kernel)
         self.modules: dict[str, object] = {}  # "built" .ko path -> spec
+        self.fixed_quant: tuple[LfQuant, LfQuant] | None = None  # the app's (input, output), if FIXED
+        self.context_size = 0
 
     # the Kernel protocol
     def app(self, name: str) -> FakeStats:
         if name != self.app_name:
             raise LiteFlowNetlinkError(errno.ENOENT, name)
         sb = self.standby
+        fixed = self.fixed_quant
         return FakeStats(self.app_id, name, INPUT_SIZE, OUTPUT_SIZE, self.active[0], sb[0] if sb else 0,
-                         self.active[2], sb[2] if sb else "")
+                         self.active[2], sb[2] if sb else "", context_size=self.context_size,
+                         flush_ms=100 if self.sampling[0] else 0,
+                         quant_mode=QUANT_FIXED if fixed else QUANT_ANY,
+                         input_quant=fixed[0] if fixed else None, output_quant=fixed[1] if fixed else None)
 
-    def set_sampling(self, app_id: int, every: int, batch: int) -> None:
+    def set_sampling(self, app_id: int, every: int, batch: int, flush_ms: int | None = None) -> None:
         self.sampling = (every, batch)
+        self.flush_ms = flush_ms
 
     def evaluate(self, app_id: int, inputs: np.ndarray):
         self.evaluations += 1
@@ -88,6 +102,11 @@ class FakeKernel:
             engine = Engine.from_blob(blob)
         except EngineError as exc:
             raise LiteFlowNetlinkError(errno.EINVAL, str(exc)) from exc
+        if self.fixed_quant:
+            spec = read_blob(blob)
+            if (LfQuant.of(spec.input_quant), LfQuant.of(spec.output_quant)) != self.fixed_quant:
+                raise LiteFlowNetlinkError(errno.EPROTO, "LOAD_MODEL: liteflow: snapshot quantization differs "
+                                                         "from the app's")
         self._switch(snapshot_id, engine, "hot")
         return time.monotonic_ns() - started
 
@@ -148,11 +167,16 @@ class ListSource:
         pass
 
 
-def sample_batch(app_id: int = 3, k: int = 32, seed: int = 0, snapshot_id: int = 0x11) -> SampleBatch:
+def sample_batch(app_id: int = 3, k: int = 32, seed: int = 0, snapshot_id: int = 0x11,
+                 context_size: int = 0) -> SampleBatch:
+    """A batch as LiteFlowNetlink decodes one; with `context_size`, contexts as an app with context
+    reports them (uint8 [k, context_size])."""
     rng = np.random.default_rng(seed)
+    contexts = rng.integers(0, 256, (k, context_size)).astype(np.uint8) if context_size else None
     return SampleBatch(app_id=app_id, snapshot_id=snapshot_id,
                        inputs=rng.integers(-128, 128, (k, INPUT_SIZE)).astype(np.int8),
-                       outputs=rng.integers(-128, 128, (k, OUTPUT_SIZE)).astype(np.int8), dropped_total=0)
+                       outputs=rng.integers(-128, 128, (k, OUTPUT_SIZE)).astype(np.int8), dropped_total=0,
+                       contexts=contexts)
 
 
 class SpecAdapter(Adapter):
@@ -170,6 +194,7 @@ class SpecAdapter(Adapter):
         self.fail = fail
         self.adapted = 0
         self.last_metric = 1.0
+        self.batches: list[Batch] = []   # every batch adapt() got
 
     def _maybe_fail(self, where: str) -> None:
         if self.fail == where:
@@ -179,6 +204,7 @@ class SpecAdapter(Adapter):
         self._maybe_fail("adapt")
         assert batch.inputs.dtype == np.int8 and batch.x.shape == batch.inputs.shape
         self.adapted += 1
+        self.batches.append(batch)
 
     def evaluate(self) -> float:
         self._maybe_fail("evaluate")

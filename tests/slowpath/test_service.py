@@ -421,3 +421,79 @@ def test_a_missing_active_blob_is_an_error(tmp_path, initial, candidate):
     svc.config.active_blob = tmp_path / "nowhere.blob"
     with pytest.raises(FileNotFoundError, match="nowhere.blob"):
         svc._initial_active(kernel.app("lf_test"))
+
+
+# ---------------------------------------------------------------------------- context and quantization
+
+
+def test_contexts_of_the_kernel_batches_reach_the_adapter_row_for_row(tmp_path, initial):
+    kernel = fake_kernel(initial)
+    kernel.context_size = 40
+    adapter = SpecAdapter(initial)
+    svc = make_service(tmp_path, kernel, adapter, batches=0, threshold=1e9)
+    sent = [sample_batch(seed=i, k=5 + i, context_size=40) for i in range(3)]
+    svc.source.batches = list(sent)
+    svc.start()
+    got = 0
+    for _ in range(100):
+        got += svc.round().get("samples", 0)
+        if got == sum(len(b.inputs) for b in sent):
+            break
+    svc.close()
+    batches = adapter.batches
+    inputs = np.concatenate([b.inputs for b in batches])
+    contexts = np.concatenate([b.contexts for b in batches])
+    assert contexts.dtype == np.uint8 and contexts.shape == (len(inputs), 40)
+    assert np.array_equal(inputs, np.concatenate([b.inputs for b in sent]))
+    assert np.array_equal(contexts, np.concatenate([b.contexts for b in sent]))
+
+
+def test_an_app_without_context_gets_batches_without_contexts(tmp_path, initial):
+    adapter = SpecAdapter(initial)
+    svc = make_service(tmp_path, fake_kernel(initial), adapter, threshold=1e9)
+    svc.start()
+    rounds_until_samples(svc)
+    svc.close()
+    assert adapter.batches and all(b.contexts is None for b in adapter.batches)
+
+
+def test_flush_ms_is_passed_to_set_sampling(tmp_path, initial):
+    kernel = fake_kernel(initial)
+    svc = make_service(tmp_path, kernel, SpecAdapter(initial), flush_ms=250)
+    svc.start()
+    assert kernel.sampling == (svc.config.sample_every, svc.config.sample_batch) and kernel.flush_ms == 250
+    svc.close()
+
+
+def _declared(spec):
+    from userspace.netlink import LfQuant
+
+    return LfQuant.of(spec.input_quant), LfQuant.of(spec.output_quant)
+
+
+def test_fixed_app_refuses_a_candidate_quantized_otherwise_before_loading(tmp_path, initial, candidate):
+    from userspace.snapshot.spec import Quant
+
+    # a reconversion recalibrated the output scale (the zero point, in the last layer, stays)
+    candidate.output_quant = Quant.from_scale(initial.output_quant.scale * 1.5, candidate.output_quant.zero_point)
+    kernel = fake_kernel(initial)
+    kernel.fixed_quant = _declared(initial)
+    assert _declared(candidate)[1] != kernel.fixed_quant[1] and _declared(candidate)[0] == kernel.fixed_quant[0]
+    svc = make_service(tmp_path, kernel, SpecAdapter(candidate))
+    entry = _two_stable_rounds(svc)
+    assert entry["action"] == "update-rejected" and entry["rejected_step"] == "quantization", entry
+    assert "output quantization" in entry["reason"] and "EPROTO" in entry["reason"]
+    assert kernel.active[0] == 0x11 and kernel.loads == []      # never sent to the kernel
+    warnings = [l["message"] for l in log_lines(tmp_path) if l["event"] == "warning"]
+    assert any("candidate refused" in w and "stays active" in w for w in warnings), warnings
+
+
+def test_fixed_app_takes_a_candidate_with_its_quantization(tmp_path, initial, candidate):
+    assert candidate.output_quant.zero_point == initial.output_quant.zero_point
+    candidate.output_quant = initial.output_quant
+    kernel = fake_kernel(initial)
+    kernel.fixed_quant = _declared(initial)
+    svc = make_service(tmp_path, kernel, SpecAdapter(candidate))
+    entry = _two_stable_rounds(svc)
+    assert entry["action"] == "update" and entry["result"] == "switched", entry
+    assert kernel.active[0] == entry["new_id"]

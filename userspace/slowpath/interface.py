@@ -57,6 +57,9 @@ class Batch:
     `inputs` / `outputs` are the raw int8 pairs (the kernel's features and what the active
     snapshot answered); `x` and `y_kernel` are the same in reals, converted with the encodings
     the service passes (the app's input encoding, the active snapshot's output quantization).
+    `contexts` holds, for an app that declares a context (a congestion controller: what the
+    interval after each decision delivered), the app's own bytes for each pair as the kernel
+    reported them, row i with pair i; None for an app without context.
     """
 
     inputs: np.ndarray            # int8 [k, input_size]
@@ -65,6 +68,7 @@ class Batch:
     output_encoding: Encoding
     snapshot_ids: np.ndarray      # uint64 [k]: the snapshot that answered each sample
     received_at: float            # time.time() of the newest sample batch in it
+    contexts: np.ndarray | None = None  # uint8 [k, context_size], or None (no context)
 
     @property
     def x(self) -> np.ndarray:

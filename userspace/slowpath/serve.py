@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log", type=Path, help="JSON-lines decision log (also echoed to stderr)")
     p.add_argument("--sample-every", type=int, default=64)
     p.add_argument("--sample-batch", type=int, default=128)
+    p.add_argument("--flush-ms", type=int, default=None,
+                   help="a partial sample batch is sent this long after its first pair (kernel default 100)")
     p.add_argument("--queue-batches", type=int, default=64)
     p.add_argument("--round-wait", type=float, default=5.0, help="max seconds a round waits for samples")
     p.add_argument("--min-round-samples", type=int, default=1)
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     log = DecisionLog(args.log)
     config = ServiceConfig(
         app=args.app, update=args.update, threshold=args.threshold, window=args.window, band=args.band, band_floor=args.band_floor,
-        sample_every=args.sample_every, sample_batch=args.sample_batch, queue_batches=args.queue_batches,
+        sample_every=args.sample_every, sample_batch=args.sample_batch, flush_ms=args.flush_ms,
+        queue_batches=args.queue_batches,
         round_wait_s=args.round_wait, min_round_samples=args.min_round_samples, work_dir=args.work_dir,
         include_dir=args.include_dir, symvers=args.symvers, kernel_build_dir=args.kernel_build_dir,
         active_blob=args.active_blob, duration_s=args.duration)

@@ -12,7 +12,9 @@ One round of the loop (LiteFlow, SIGCOMM 2022, section 4):
 3. when stable and L > threshold: freeze, quantize, validate, then switch the kernel to the new
    snapshot, either "hot" (weight blob over LOAD_MODEL) or "module" (C source + Kbuild, make
    against the running kernel's headers with the core's Module.symvers, insmod, rmmod the module
-   that became standby). A candidate that fails any step is rejected with the reason and the
+   that became standby). An app that declares a fixed quantization (LIST_APPS: QUANT_MODE
+   FIXED) gets no candidate quantized otherwise: the kernel would refuse it with EPROTO, so the
+   service refuses it first and says why. A candidate that fails any step is rejected with the reason and the
    active snapshot stays; after the switch the kernel's outputs are checked against the user-space
    engine, and a mismatch rolls back to the last good snapshot.
 
@@ -69,6 +71,7 @@ class ServiceConfig:
     band_floor: float = 1e-3
     sample_every: int = 64              # SET_SAMPLING: every Nth query per CPU
     sample_batch: int = 128             # pairs per SAMPLES message
+    flush_ms: int | None = None         # SET_SAMPLING FLUSH_MS (None: the kernel's default)
     queue_batches: int = 64             # bound of the sample queue (batches)
     fidelity_samples: int = 512         # latest inputs kept for the fidelity loss and calibration
     min_round_samples: int = 1          # a round waits for at least this many new samples
@@ -257,7 +260,7 @@ class Kernel(Protocol):
     """What the service needs from userspace.netlink.LiteFlowNetlink (fakes implement it too)."""
 
     def app(self, name: str) -> Any: ...
-    def set_sampling(self, app_id: int, every: int, batch: int) -> None: ...
+    def set_sampling(self, app_id: int, every: int, batch: int, flush_ms: int | None = None) -> None: ...
     def evaluate(self, app_id: int, inputs: np.ndarray) -> tuple[int, np.ndarray]: ...
     def load_model(self, app_id: int, snapshot_id: int, blob: bytes) -> int | None: ...
 
@@ -424,6 +427,29 @@ def validate_candidate(cand: Candidate, encoding: Encoding, input_size: int, out
             raise Rejected("validate", f"engine differs from {'TFLite' if cand.tflite else 'the reference'} "
                                        f"on {bad}/{len(inputs)} inputs")
     return ours
+
+
+def _quant_text(q: Any) -> str:
+    return f"zero point {q.zero_point}, multiplier {q.multiplier}, shift {q.shift}"
+
+
+def check_app_quantization(cand: Candidate, stats: Any) -> None:
+    """Refuse a candidate the kernel would refuse with EPROTO: the app (as LIST_APPS reports it)
+    declares a fixed quantization and the candidate's input or output quantization is not exactly
+    it. An app without a fixed quantization (or a core that reports none) takes any."""
+    from userspace.netlink import QUANT_FIXED, LfQuant
+
+    if getattr(stats, "quant_mode", None) != QUANT_FIXED:
+        return
+    for side, declared, ours in (("input", stats.input_quant, cand.spec.input_quant),
+                                 ("output", stats.output_quant, cand.spec.output_quant)):
+        if declared is None:
+            raise Rejected("quantization", f"the app declares a fixed quantization but LIST_APPS gave no "
+                                           f"{side} quantization")
+        if LfQuant.of(ours) != LfQuant.of(declared):
+            raise Rejected("quantization", f"candidate's {side} quantization ({_quant_text(ours)}) differs from "
+                                           f"the one app {stats.name!r} declares ({_quant_text(declared)}); "
+                                           f"the kernel would refuse it (EPROTO)")
 
 
 # ------------------------------------------------------------------------------ logging
@@ -609,7 +635,11 @@ class Service:
             self.reader = SampleReader(self.source, self.app_id, self.queue, self._sample_error)
             self.reader.start()
             self.reader.subscribed.wait(30)
-        self.kernel.set_sampling(self.app_id, self.config.sample_every, self.config.sample_batch)
+        if self.config.flush_ms is None:
+            self.kernel.set_sampling(self.app_id, self.config.sample_every, self.config.sample_batch)
+        else:
+            self.kernel.set_sampling(self.app_id, self.config.sample_every, self.config.sample_batch,
+                                     flush_ms=self.config.flush_ms)
 
     def _sample_error(self, message: str) -> None:
         self.counters.sample_socket_errors += 1
@@ -659,7 +689,8 @@ class Service:
         outputs = np.concatenate([b.outputs for _, b in items]).astype(np.int8)
         ids = np.concatenate([np.full(len(b.inputs), b.snapshot_id, np.uint64) for _, b in items])
         self.recent = np.concatenate([self.recent, inputs])[-self.config.fidelity_samples:]
-        batch = Batch(inputs, outputs, self.encoding, self.active.output_encoding, ids, items[-1][0])
+        batch = Batch(inputs, outputs, self.encoding, self.active.output_encoding, ids, items[-1][0],
+                      contexts=self._contexts(items))
         entry["samples"] = len(inputs)
 
         with timer.step("adapt"):
@@ -690,6 +721,17 @@ class Service:
             action = "update" if result["result"] == "switched" else "update-rejected"
         return self.log.write("round", **entry, action=action, steps_s=timer.seconds,
                               sample_counters=self.queue.counters())
+
+    @staticmethod
+    def _contexts(items: list[tuple[float, Any]]) -> np.ndarray | None:
+        """The batches' contexts, row for row with their pairs; None when no batch has any (an app
+        without context). An app's batches all carry context or none do (the kernel's choice)."""
+        contexts = [getattr(b, "contexts", None) for _, b in items]
+        if all(c is None for c in contexts):
+            return None
+        if any(c is None for c in contexts):
+            raise ValueError("sample batches of one app with and without contexts")
+        return np.concatenate([np.asarray(c, np.uint8) for c in contexts])
 
     def fidelity(self) -> float:
         """L on the latest inputs: kernel arithmetic (EVALUATE) vs the adapter's NN."""
@@ -723,6 +765,8 @@ class Service:
             check_inputs = self._validation_inputs()
             expected = validate_candidate(cand, self.encoding, self.input_size, self.output_size,
                                           check_inputs, timer)
+            with timer.step("quantization"):
+                check_app_quantization(cand, self.kernel.app(self.config.app))
             self.updater.prepare(cand, timer)
             self.updater.switch(cand, timer)
             with timer.step("verify"):
@@ -744,6 +788,9 @@ class Service:
                     "output_encoding": vars(self.active.output_encoding),
                     "update_steps_s": timer.seconds}
         except Rejected as exc:
+            if exc.step == "quantization":
+                self.log.write("warning", message=f"candidate refused, snapshot {self.active.snapshot_id:#x} "
+                                                  f"stays active: {exc.reason}")
             self.counters.rejected += 1
             self.counters.reject_reasons.append(str(exc))
             del self.counters.reject_reasons[:-20]
