@@ -33,10 +33,10 @@ def test_every_debian_kernel_is_built(matrix):
 
 
 @pytest.mark.parametrize("index", range(3))
-def test_core_test_app_and_snapshot_build_warning_free(matrix, index):
+def test_core_apps_and_snapshot_build_warning_free(matrix, index):
     report = matrix[index]
     names = [module.name for module in report.modules]
-    assert names == ["liteflow", "lf_test", f"lf_snap_lf_test_{EXAMPLE_SNAPSHOT_ID:016x}"]
+    assert names == ["liteflow", "lf_test", "lf_cc", f"lf_snap_lf_test_{EXAMPLE_SNAPSHOT_ID:016x}"]
     for module in report.modules:
         assert module.path.is_file() and module.path.parent == report.out_dir
         assert module.vermagic.split()[0] == report.kernel_release
