@@ -1,0 +1,101 @@
+"""The congestion-control experiments' host side on fake guest reports: plans, phases, records,
+summaries and figures (the guest side is exercised for real by tests/integration/test_cc.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workloads import cc_adapt, cc_plan, registry
+from workloads.contract import ExperimentError, Job, RunView, experiment_path, load_config
+
+
+def _raw(goodput_series, rtts, *, scheme="liteflow", ok=True, updates=(), started=1000.0):
+    flows = [{"id": i, "started_at_s": 0.0, "series": [{"start_s": t, "end_s": t + 1.0, "rtt_ms": r}
+                                                        for t, r in enumerate(rtts)]} for i in range(2)]
+    return {"ok": ok, "checks": [{"name": "every flow completed", "ok": ok, "detail": ""}],
+            "flows": flows, "aggregate": {"goodput_mbit": sum(goodput_series) / len(goodput_series),
+                                          "jain_fairness": 0.99, "retransmits": 3,
+                                          "series": [{"t_s": t + 0.5, "mbit": m} for t, m in enumerate(goodput_series)]},
+            "cpu": {"busy": 0.4}, "scheme": {"name": scheme}, "traffic_started_unix": started,
+            "scheme_results": {"lf_cc": {"intervals": 100, "decisions": 90, "fallback_no_snapshot": 10,
+                                         "fallback_error": 0},
+                               "updates": [{"t_unix": started + u, "new_id": 7} for u in updates],
+                               "core": {"active_id": 7}}}
+
+
+def test_both_profiles_load_and_every_scheme_is_known():
+    for name in ("cc-concurrency", "cc-adapt"):
+        experiment = registry.load(name)
+        for profile in ("full", "quick"):
+            config = load_config(experiment_path(name), experiment.schema, profile)
+            assert set(config["schemes"]) <= set(cc_plan.SCHEMES)
+            assert config["repetitions"] >= 2
+
+
+def test_full_cc_concurrency_covers_one_to_sixty_four_flows_with_three_repetitions():
+    experiment = registry.load("cc-concurrency")
+    config = load_config(experiment_path("cc-concurrency"), experiment.schema, "full")
+    assert config["flow_counts"] == [1, 4, 16, 64] and config["repetitions"] >= 3
+    assert config["schemes"] == ["liteflow", "frozen", "cubic", "bbr"]
+
+
+def test_a_typo_in_a_scheme_is_refused():
+    experiment = registry.load("cc-concurrency")
+    with pytest.raises(ExperimentError, match="scheme|choices|cubc"):
+        load_config(experiment_path("cc-concurrency"), experiment.schema, "quick", {"schemes": ["cubc"]})
+
+
+def test_phases_follow_the_changes():
+    config = {"link": {"rate_mbit": 40.0, "rtt_ms": 20.0}, "duration_s": 100,
+              "changes": [{"name": "rtt-up", "at_s": 70.0, "rtt_ms": 60.0},
+                          {"name": "down", "at_s": 30.0, "rate_mbit": 10.0}]}
+    assert cc_adapt.phases(config) == [
+        {"name": "start", "from_s": 0.0, "to_s": 30.0, "rate_mbit": 40.0, "rtt_ms": 20.0},
+        {"name": "down", "from_s": 30.0, "to_s": 70.0, "rate_mbit": 10.0, "rtt_ms": 20.0},
+        {"name": "rtt-up", "from_s": 70.0, "to_s": 100.0, "rate_mbit": 10.0, "rtt_ms": 60.0}]
+    assert cc_adapt.link_changes(config) == [{"at_s": 70.0, "link": "bottleneck", "delay_ms": 30.0},
+                                             {"at_s": 30.0, "link": "bottleneck", "rate_mbit": 10.0}]
+
+
+def test_cc_adapt_records_phase_means_and_update_times():
+    phases = [{"name": "start", "from_s": 0.0, "to_s": 10.0, "rate_mbit": 40.0, "rtt_ms": 20.0},
+              {"name": "down", "from_s": 10.0, "to_s": 20.0, "rate_mbit": 10.0, "rtt_ms": 20.0}]
+    goodput = [36.0] * 10 + [9.0] * 10
+    rtts = [22.0] * 10 + [30.0] * 10
+    (record,) = cc_adapt.EXPERIMENT.records(Job("liteflow", {"scheme": "liteflow", "phases": phases}),
+                                            _raw(goodput, rtts, updates=(12.5, 15.0)))
+    assert record["start_link_fraction"] == pytest.approx(0.9)       # seconds 2..9 (2 s settle)
+    assert record["down_link_fraction"] == pytest.approx(0.9)
+    assert record["down_rtt_ms"] == pytest.approx(30.0)
+    assert record["update_times_s"] == [12.5, 15.0]
+    assert record["fallbacks"] == 10 and record["updates"] == 2
+
+
+def test_p95_rtt_is_over_every_flow_and_interval():
+    raw = _raw([10.0] * 20, [float(v) for v in range(1, 21)], scheme="cubic")
+    record = cc_plan.common_record("1-flows/cubic", raw, {"rate_mbit": 20.0})
+    assert record["p95_rtt_ms"] == pytest.approx(19.05)
+    assert record["link_fraction"] == pytest.approx(0.5)
+    assert record["updates"] is None          # only LiteFlow has a slow path
+
+
+def test_summaries_and_figures_from_fake_runs(tmp_path: Path):
+    experiment = registry.load("cc-concurrency")
+    config = load_config(experiment_path("cc-concurrency"), experiment.schema, "quick")
+    records = []
+    for flows in config["flow_counts"]:
+        for scheme in config["schemes"]:
+            job = experiment.jobs(config)[0].__class__(f"{flows}-flows/{scheme}",
+                                                       {"flows": flows, "scheme": scheme, "link": config["link"]})
+            for _ in range(2):
+                records += experiment.records(job, _raw([38.0] * 8, [22.0] * 8, scheme=scheme))
+    summary = experiment.summarize(config, records)
+    assert summary["failed_runs"] == 0
+    assert summary["single_flow"]["liteflow"]["link_fraction"] == pytest.approx(0.95)
+    view = RunView(tmp_path, {"repetitions": 2, "run_id": "r", "accelerator": "tcg"},
+                   {"records": records, "summary": summary})
+    (figure,) = experiment.figures(view)
+    assert figure.is_file() and figure.stat().st_size > 0
+    assert any("liteflow" in line for line in experiment.section(view))
