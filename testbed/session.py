@@ -65,7 +65,7 @@ def pack_plan(plan_dir: Path, archive: Path) -> None:
                 tar.add(path, arcname=path.name)
 
 
-def vm_for(image: Image, accel: str = "auto", name: str = "default") -> tuple[VmHandle, bool]:
+def vm_for(image: Image, accel: str = "auto", name: str | None = None) -> tuple[VmHandle, bool]:
     """Reuse the running VM if it runs this image and shares this checkout, else boot one; True
     when we booted it.
 
@@ -84,7 +84,7 @@ def vm_for(image: Image, accel: str = "auto", name: str = "default") -> tuple[Vm
 class GuestSession:
     """Provisioning, build root, modules, VM and driver runs for one guest kernel."""
 
-    def __init__(self, kernel: str = "debian-6.1", *, accel: str = "auto", vm_name: str = "default",
+    def __init__(self, kernel: str = "debian-6.1", *, accel: str = "auto", vm_name: str | None = None,
                  keep_vm: bool = False):
         self.kernel = kernel
         self.accel = accel

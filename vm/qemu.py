@@ -114,8 +114,20 @@ class VmStatus:
 # --------------------------------------------------------------------------- helpers
 
 
-def run_dir(name: str = "default") -> Path:
-    return cache_dir("vm") / name
+def default_name() -> str:
+    """The VM a checkout uses unless a caller names one: $LITEFLOW_VM_NAME, else ``default``.
+
+    A session never measures on a VM that shares another checkout, so it stops such a VM
+    first: two checkouts running at once on one cache must each name their own VM.
+    """
+    name = os.environ.get("LITEFLOW_VM_NAME", "default")
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise VmError(f"LITEFLOW_VM_NAME={name!r}: use letters, digits, '-' and '_'")
+    return name
+
+
+def run_dir(name: str | None = None) -> Path:
+    return cache_dir("vm") / (name or default_name())
 
 
 def _state_path(name: str) -> Path:
@@ -198,13 +210,14 @@ def _save_state(handle: VmHandle) -> None:
 
 
 def up(image: Image, accel: str = "auto", memory: int = DEFAULT_MEMORY_MB, cpus: int = DEFAULT_CPUS,
-       *, name: str = "default", repo: Path | None = REPO, wait: bool = True,
+       *, name: str | None = None, repo: Path | None = REPO, wait: bool = True,
        boot_timeout: float | None = None) -> VmHandle:
     """Boot `image` and (with `wait`) return once SSH answers. Raises VmError when it cannot.
 
     A VM of that name that is still running is an error (``down`` it first); a dead one's state
     is cleared. `repo` is shared read-only as 9p tag ``liteflow`` (None: no share).
     """
+    name = name or default_name()
     current = status(name)
     if current.state == "running":
         raise VmError(f"VM {name!r} is already running (pid {current.handle.pid}); run down first")
@@ -261,7 +274,7 @@ def down(handle: VmHandle | str | None = None, *, timeout: float | None = None) 
     then SIGKILL, by pid. Removes the overlay and the state; keeps serial.log. Returns True when
     the guest powered off cleanly."""
     if handle is None or isinstance(handle, str):
-        loaded = _load_state(handle or "default")
+        loaded = _load_state(handle or default_name())
         if loaded is None:
             return False
         handle = loaded
@@ -287,8 +300,9 @@ def down(handle: VmHandle | str | None = None, *, timeout: float | None = None) 
     return clean
 
 
-def status(name: str = "default") -> VmStatus:
+def status(name: str | None = None) -> VmStatus:
     """``running`` (pid alive and our qemu), ``dead`` (state says running, pid gone), ``stopped``."""
+    name = name or default_name()
     handle = _load_state(name)
     if handle is None:
         return VmStatus(name, "stopped", None)
