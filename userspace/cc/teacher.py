@@ -1,16 +1,25 @@
 """The training signal: a rule that says which output the network should have given.
 
-Two teachers share one rule, "move the rate toward a target rate":
+Two teachers share one rule, "move the rate toward a target rate", and the target is a
+proportional queue controller around the flow's fair share:
 
-* the **oracle** (offline, in the simulator) knows the link: target = the fair share of the
-  bottleneck (capacity / active flows) less a small headroom, less what it takes to drain this
-  flow's share of the standing queue within one base RTT;
+    target = share x (1 + (queue target - queue) / DRAIN_RTTS)
+
+with the queue in units of the base RTT (queueing delay / base RTT).  The queue target is
+small but not zero (QUEUE_TARGET = 0.1 RTT, at most half the buffer): a controller that holds
+the link exactly full and the queue exactly empty gives the network nothing to see -- its
+features (latency inflation, latency ratio, send ratio) are all zero both at the target and far
+below it, so imitation learns "hold the rate" everywhere.  With a small standing queue at the
+target, all-zero features always mean "below capacity, go up", and the equilibrium has a
+visible signature (a latency ratio of about 1.1).
+
+* the **oracle** (offline, in the simulator) knows the link: share = capacity / active flows,
+  queue = backlog / capacity / base RTT;
 * the **online teacher** (in the slow path, from lf_cc's `struct lf_cc_context`) knows only what
-  the MI after the decision measured: if the MI shows congestion (its mean RTT is inflated over
-  the connection's minimum, or it delivered clearly less than it sent) the flow's share is
-  estimated by its delivery rate and the target is that share less the headroom and the queue
-  it sees (delivery rate x RTT inflation, drained over one minimum RTT); otherwise the target is
-  a probe a little above the current rate.
+  the MI after the decision measured: when the MI shows the link saturated (its mean RTT is
+  inflated over the connection's minimum mean RTT, or it delivered clearly less than it sent)
+  the share is estimated by its delivery rate and the queue by the RTT inflation; otherwise the
+  flow is below capacity and the target is a full probe step above the current rate.
 
 The label for a target is the output y in [-1, 1] whose action (lf_cc's rule: x(1 + y/10) for
 y >= 0, x/(1 - y/10) otherwise) lands the rate on the target in one MI, saturated at +-1 (the
@@ -27,12 +36,13 @@ import numpy as np
 from . import features as F
 from .context import CONTEXT_DTYPE
 
-HEADROOM = 0.05          # aim at 95 % of the fair share: an empty queue at the cost of 5 %
-DRAIN_RTTS = 1.0         # drain the flow's share of the standing queue within one base RTT
+QUEUE_TARGET = 0.10       # standing queue aimed at, in base RTTs (a latency ratio of 1.1)
+QUEUE_TARGET_BUFFER = 0.5  # ... but at most this fraction of the buffer (shallow queues)
+DRAIN_RTTS = 1.0          # close the gap to the queue target within about one base RTT
 MIN_TARGET_FRACTION = 0.1  # never aim below 10 % of the (estimated) share while draining
-QUEUE_TOLERANCE = 0.10   # online: an MI mean RTT 10 % over the minimum means a queue
+SATURATED_INFLATION = 0.05  # online: an MI mean RTT 5 % over the minimum means a queue
 DELIVERY_TOLERANCE = 0.10  # online: delivering < 90 % of what was sent (net of losses) too
-PROBE = 0.05             # online: uncongested -> aim 5 % above the current rate
+PROBE = 0.10              # online: below capacity -> a full step (+10 %) up
 
 
 def step_label(rate_Bps: np.ndarray, target_Bps: np.ndarray) -> np.ndarray:
@@ -43,11 +53,18 @@ def step_label(rate_Bps: np.ndarray, target_Bps: np.ndarray) -> np.ndarray:
     return np.clip(y, -1.0, 1.0)
 
 
+def queue_target(truth: dict) -> np.ndarray:
+    """The oracle's queue target in base RTTs: QUEUE_TARGET, at most half the buffer."""
+    buffer_rtts = truth["queue_cap_bytes"] / (truth["capacity_Bps"] * truth["base_rtt_s"])
+    return np.minimum(QUEUE_TARGET, QUEUE_TARGET_BUFFER * buffer_rtts)
+
+
 def oracle_target(truth: dict) -> np.ndarray:
     """Target rate [Bps] from the link's truth (sim.TRUTH_FIELDS arrays)."""
     fair = np.asarray(truth["fair_Bps"], np.float64)
-    drain = truth["queue_bytes"] / (truth["flows"] * DRAIN_RTTS * truth["base_rtt_s"])
-    return np.maximum(fair * (1.0 - HEADROOM) - drain, fair * MIN_TARGET_FRACTION)
+    queue_rtts = truth["queue_bytes"] / (truth["capacity_Bps"] * truth["base_rtt_s"])
+    target = fair * (1.0 + (queue_target(truth) - queue_rtts) / DRAIN_RTTS)
+    return np.maximum(target, fair * MIN_TARGET_FRACTION)
 
 
 def oracle_label(truth: dict) -> np.ndarray:
@@ -72,11 +89,11 @@ def online_target(ctx: np.ndarray) -> np.ndarray:
     lost = ctx["segs_lost"].astype(np.float64)
     dlv = ctx["segs_delivered"].astype(np.float64)
     short = (sent > 0) & (dlv + lost < (1.0 - DELIVERY_TOLERANCE) * sent)
-    congested = (inflation > QUEUE_TOLERANCE) | short
+    saturated = (inflation > SATURATED_INFLATION) | short
     share = np.where(delivery > 0, delivery, pacing)
-    drained = share * (1.0 - HEADROOM) - share * inflation / DRAIN_RTTS
-    congested_target = np.maximum(drained, share * MIN_TARGET_FRACTION)
-    return np.where(congested, congested_target, pacing * (1.0 + PROBE))
+    target = share * (1.0 + (QUEUE_TARGET - inflation) / DRAIN_RTTS)
+    saturated_target = np.maximum(target, share * MIN_TARGET_FRACTION)
+    return np.where(saturated, saturated_target, pacing * (1.0 + PROBE))
 
 
 def rate_before(pacing_Bps: np.ndarray, q: np.ndarray) -> np.ndarray:
