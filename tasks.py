@@ -296,6 +296,25 @@ def liteflow_serve(c, app, adapter, update="hot", threshold=None, duration=None,
     os.execvp("ssh", ssh)
 
 
+@task(help={
+    "what": "what to train: cc (lf_cc's network, by DAgger imitation in the CC simulator)",
+    "quick": "a tiny budget (seconds; for tests), written to build/train-<what>-quick/",
+    "seed": "RNG seed (default: the committed model's)",
+})
+def train(c, what, quick=False, seed=-1):
+    """Train a datapath app's network from scratch: `invoke train cc` reproduces userspace/cc/model/."""
+    if what != "cc":
+        raise _fail(f"unknown training target {what!r} (known: cc)")
+    from userspace.cc import train as cc_train
+
+    cfg = cc_train.Config.quick() if quick else cc_train.Config()
+    if int(seed) >= 0:
+        cfg.seed = int(seed)
+    out = BUILD_DIR / "train-cc-quick" if quick else cc_train.MODEL_DIR
+    record = cc_train.train(cfg, out)
+    print(f"final imitation MSE {record['final_imitation_mse']:.4f}, {record['total_seconds']} s; wrote {out}")
+
+
 @task(help={"kind": "buildroots, engine, ... (default: everything)"})
 def clean_cache(c, kind=""):
     """Remove cached build roots, engine builds and images from the user's cache directory."""
@@ -370,7 +389,7 @@ vm.add_task(vm_down, name="down")
 vm.add_task(vm_status, name="status")
 vm.add_task(vm_ssh, name="ssh")
 
-ns = Collection(build, test, bench, report, clean_cache, provision, load, unload, smoke,
+ns = Collection(build, test, bench, report, clean_cache, provision, load, unload, smoke, train,
                 *(_experiment_task(name) for name in _experiment_names() if name != "smoke"))
 ns.add_collection(vm)
 ns.add_collection(liteflow)

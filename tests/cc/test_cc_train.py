@@ -1,0 +1,76 @@
+"""Training determinism, the committed model's quantization, and the CC adapter (TensorFlow)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from userspace.cc import features as F  # noqa: E402
+from userspace.cc import train  # noqa: E402
+from userspace.cc.adapter import DEFAULT_MODEL, CCAdapter  # noqa: E402
+from userspace.cc.context import CONTEXT_DTYPE, pack_contexts  # noqa: E402
+from userspace.slowpath.interface import Batch, Encoding  # noqa: E402
+
+pytestmark = pytest.mark.tensorflow
+
+
+def test_quick_training_is_deterministic():
+    cfg = train.Config.quick(seed=4)
+    a = train.train(cfg, out_dir=None, evaluate_snapshot=False, log=lambda *_: None)
+    b = train.train(train.Config.quick(seed=4), out_dir=None, evaluate_snapshot=False, log=lambda *_: None)
+    wa, wb = a["model"].get_weights(), b["model"].get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
+    assert a["iterations"] == [{**h, "seconds": a["iterations"][i]["seconds"]}
+                               for i, h in enumerate(b["iterations"])]
+
+
+def test_committed_model_quantizes_to_lf_ccs_encodings():
+    model = tf.keras.models.load_model(str(train.MODEL_DIR / train.MODEL_FILE), compile=False)
+    assert [w.shape for w in model.get_weights()[0::2]] == [(30, 32), (32, 16), (16, 1)]
+    spec = train.quantized_snapshot(model).spec          # asserts 1/16 zp 0 and 1/128 zp 0
+    assert (spec.input_quant.multiplier, spec.input_quant.shift) == (1 << 30, -3)
+    assert (spec.output_quant.multiplier, spec.output_quant.shift) == (1 << 30, -6)
+    # the engine's answer on an idle history (all-zero features: below capacity) is "go up"
+    from userspace.snapshot import Engine
+
+    assert Engine.from_spec(spec).infer(np.zeros((1, 30), np.int8))[0, 0] > 0
+
+
+@dataclass(frozen=True)
+class CCBatch(Batch):
+    contexts: np.ndarray | None = None
+
+
+def fake_batch(rng: np.random.Generator, k: int, with_contexts: bool = True) -> CCBatch:
+    """Samples whose contexts all say "queue building": the teacher consistently says slow down."""
+    inputs = rng.integers(-20, 40, (k, 30)).astype(np.int8)
+    outputs = rng.integers(-50, 50, (k, 1)).astype(np.int8)
+    ctx = np.zeros(k, CONTEXT_DTYPE)
+    ctx["pacing_rate_Bps"] = ctx["send_rate_Bps"] = 2_000_000
+    ctx["delivery_rate_Bps"] = 1_600_000
+    ctx["mean_rtt_us"], ctx["min_mean_rtt_us"] = 36_000, 20_000
+    ctx["segs_sent"], ctx["segs_delivered"], ctx["mss_bytes"] = 100, 80, 1448
+    return CCBatch(inputs=inputs, outputs=outputs, input_encoding=Encoding(1 / 16),
+                   output_encoding=Encoding(1 / 128), snapshot_ids=np.zeros(k, np.uint64),
+                   received_at=0.0, contexts=pack_contexts(ctx) if with_contexts else None)
+
+
+def test_adapter_learns_a_consistent_teacher_signal(tmp_path):
+    adapter = CCAdapter(initial_model=str(DEFAULT_MODEL), learning_rate=3e-3, steps=8, seed=0)
+    assert adapter.input_encoding == Encoding(1 / 16, 0)
+    rng = np.random.default_rng(0)
+    adapter.adapt(fake_batch(rng, 64, with_contexts=False))
+    assert adapter.skipped == 1 and np.isnan(adapter.evaluate())
+    adapter.adapt(fake_batch(rng, 256))
+    first = adapter.evaluate()
+    for _ in range(10):
+        adapter.adapt(fake_batch(rng, 256))
+    assert adapter.evaluate() < first * 0.5
+    frozen = adapter.freeze(tmp_path)
+    assert frozen.exists()
+    spec = adapter.snapshot_model(frozen)
+    assert spec.input_quant.scale == pytest.approx(F.INPUT_SCALE)

@@ -1,0 +1,106 @@
+"""The slow path's adapter for lf_cc: keep imitating the teacher, online, from the kernel's samples.
+
+Why this shape: offline, the network imitates an oracle that knows the link (train.py).  In the
+guest nobody knows the link, but lf_cc ships with every sampled decision a `struct lf_cc_context`
+-- what the MI after the decision measured (delivery rate, mean RTT against the connection's
+minimum, losses, the pacing rate the decision set).  The online teacher (teacher.online_label)
+turns that into the output the network should have given, with the same rule the oracle uses,
+so adaptation continues the offline objective instead of starting a new one.  A few small
+gradient steps per batch over a replay of recent samples keep it stable: the replay smooths over
+one batch's flows, the small learning rate keeps the network near the offline solution.
+
+Run it with
+    python -m userspace.slowpath.serve --app lf_cc --adapter userspace.cc.adapter:CCAdapter
+
+Batches without `contexts` (a kernel that does not send them) are skipped and counted.
+TensorFlow is imported once, in the constructor (slow to import under TCG in the guest).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from userspace.slowpath.interface import Adapter, Batch, Encoding
+
+from . import features as F
+from .context import parse_contexts
+from .teacher import online_label
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "model" / "cc.keras"
+
+
+class CCAdapter(Adapter):
+    """Online imitation of teacher.online_label on lf_cc's sampled (input, output, context)."""
+
+    input_encoding = Encoding(scale=F.INPUT_SCALE, zero_point=0)
+
+    def __init__(self, initial_model: str | None = None, learning_rate: float = 1e-4,
+                 steps: int = 4, batch_size: int = 256, replay: int = 8192, seed: int = 0):
+        import tensorflow as tf  # once, here
+
+        self.tf = tf
+        tf.keras.utils.set_random_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.model = tf.keras.models.load_model(str(initial_model or DEFAULT_MODEL), compile=False)
+        self.model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss="mse")
+        self.steps, self.batch_size, self.replay = steps, batch_size, replay
+        self.q = np.zeros((0, F.INPUTS), np.int8)      # replay: the kernel's int8 inputs
+        self.y = np.zeros((0, F.OUTPUTS), np.float32)  # replay: the teacher's labels
+        self.loss = float("nan")
+        self.skipped = 0
+        self.samples = 0
+        self.freezes = 0
+
+    def label(self, batch: Batch) -> tuple[np.ndarray, np.ndarray] | None:
+        """(int8 inputs [k, 30], labels [k, 1]) for a batch, or None without contexts."""
+        raw = getattr(batch, "contexts", None)
+        if raw is None or len(raw) == 0:
+            return None
+        ctx = parse_contexts(raw)
+        k = min(len(ctx), len(batch))
+        q_in = np.asarray(batch.inputs, np.int8)[:k].reshape(k, F.INPUTS)
+        q_out = np.asarray(batch.outputs, np.int8)[:k].reshape(k, -1)[:, 0]
+        return q_in, online_label(ctx[:k], q_out).astype(np.float32)[:, None]
+
+    def adapt(self, batch: Batch) -> None:
+        labelled = self.label(batch)
+        if labelled is None:
+            self.skipped += 1
+            return
+        q_in, y = labelled
+        self.samples += len(q_in)
+        self.q = np.concatenate([self.q, q_in])[-self.replay:]
+        self.y = np.concatenate([self.y, y])[-self.replay:]
+        x = F.to_real(self.q)
+        for _ in range(self.steps):
+            pick = self.rng.integers(0, len(x), min(self.batch_size, len(x)))
+            self.model.train_on_batch(x[pick], self.y[pick])
+        self.loss = self.imitation_loss()
+
+    def imitation_loss(self) -> float:
+        """MSE between the network and the teacher over the replay."""
+        if not len(self.q):
+            return float("nan")
+        return float(np.mean((self.predict(F.to_real(self.q)) - self.y) ** 2))
+
+    def evaluate(self) -> float:
+        return self.loss
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.model(np.asarray(x, np.float32), training=False).numpy()
+
+    def freeze(self, directory: Path) -> Path:
+        self.freezes += 1
+        path = Path(directory) / f"cc-{self.freezes:04d}.keras"
+        self.model.save(path)
+        return path
+
+    def snapshot_model(self, frozen: Path) -> Any:
+        """A ready SnapshotSpec, quantized as train.py does: input pinned at scale 1/16 zero
+        point 0, hidden layers calibrated on the replay's (the kernel's own) inputs."""
+        from .train import quantized_snapshot
+
+        return quantized_snapshot(self.model, self.q if len(self.q) else None).spec
