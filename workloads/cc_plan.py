@@ -41,35 +41,20 @@ COMMON_CC_SCHEMA = {
 }
 
 
-MODEL_DIR = Path(__file__).resolve().parent.parent / "userspace" / "cc" / "model"
-# lf_cc's input encoding (kernel/cc/lf_cc_model.h): calibrated on exactly [-8, 8 - 1/16], TFLite's
-# int8 input scale is 1/16 with zero point 0 for every retrained network.
-CC_INPUT_RANGE = (-8.0, 7.9375)
-CC_INPUT_SCALE, CC_OUTPUT_SCALE = 1 / 16, 1 / 128
-
-
 def model_path() -> Path:
-    """The committed network (`invoke train cc` writes it)."""
-    found = sorted(p for p in MODEL_DIR.glob("*") if p.suffix in (".keras", ".h5"))
-    if len(found) != 1:
-        raise FileNotFoundError(f"expected one trained network (.keras/.h5) in {MODEL_DIR}, found "
-                                f"{[p.name for p in found]}; `invoke train cc` makes it")
-    return found[0]
+    """The committed network (`invoke train cc` writes it, with its calibration states)."""
+    from userspace.cc.train import MODEL_DIR, MODEL_FILE
+
+    return MODEL_DIR / MODEL_FILE
 
 
-def cc_blob(model: Path) -> bytes:
-    """The hot-update blob of `model`, with lf_cc's quantization (checked here: the kernel would
-    refuse anything else with EPROTO, later and less clearly)."""
-    from userspace.snapshot import build_snapshot, write_blob
+def cc_blob() -> bytes:
+    """The hot-update blob of the committed network's snapshot, quantized as training evaluated it
+    (input pinned at lf_cc's scale 1/16, checked: the kernel would refuse anything else)."""
+    from userspace.cc.train import committed_snapshot
+    from userspace.snapshot import write_blob
 
-    spec = build_snapshot(model, input_range=CC_INPUT_RANGE).spec
-    for name, quant, scale in (("input", spec.input_quant, CC_INPUT_SCALE), ("output", spec.output_quant,
-                                                                              CC_OUTPUT_SCALE)):
-        real = float(quant.multiplier) * 2.0 ** (int(quant.shift) - 31)
-        if quant.zero_point != 0 or real != scale:
-            raise ValueError(f"{model.name}: {name} quantization is scale {real}, zero point {quant.zero_point}; "
-                             f"lf_cc needs scale {scale}, zero point 0")
-    return write_blob(spec)
+    return write_blob(committed_snapshot().spec)
 
 
 def prepare_cc(ctx: Context) -> None:
@@ -80,7 +65,7 @@ def prepare_cc(ctx: Context) -> None:
     prepared = session.plan_dir(ctx.run, "prepared")
     session.build_modules(prepared)
     model = model_path()
-    (prepared / "cc.blob").write_bytes(cc_blob(model))
+    (prepared / "cc.blob").write_bytes(cc_blob())
     shutil.copy(model, prepared / f"cc{model.suffix}")
     ctx.state["prepared"] = prepared
     ctx.state["scheme_files"] = {"blob": "cc.blob", "model": f"cc{model.suffix}", "snapshot_id": new_snapshot_id()}

@@ -23,7 +23,7 @@
  *  3. the snapshot answers an action, which moves the pacing rate by at
  *     most ~10%, clamped to a floor and to sk_max_pacing_rate;
  *  4. a new MI starts.
- * cwnd is only a cap (two rate-BDPs over the minimum RTT), reset every ACK,
+ * cwnd is only a cap (two rate-BDPs over the smoothed RTT), reset every ACK,
  * so the pacing rate is the control, as in Aurora.
  *
  * The reference LiteFlow module queried the network on every ACK (one MI
@@ -106,13 +106,17 @@ static u64 lf_cc_min_rate_Bps(void)
 	return (u64)READ_ONCE(min_rate_kbps) * 1000 / 8;
 }
 
-static u32 lf_cc_min_rtt_us(const struct tcp_sock *tp)
+/* The smoothed RTT, or the minimum one before the first smoothing. */
+static u32 lf_cc_srtt_us(const struct tcp_sock *tp)
 {
-	u32 min_rtt_us = tcp_min_rtt(tp);
+	u32 srtt_us = tp->srtt_us >> 3;
 
-	if (min_rtt_us == ~0U || !min_rtt_us)
-		min_rtt_us = tp->srtt_us >> 3;
-	return min_rtt_us;
+	if (!srtt_us) {
+		srtt_us = tcp_min_rtt(tp);
+		if (srtt_us == ~0U)
+			srtt_us = 0;
+	}
+	return srtt_us;
 }
 
 static void lf_cc_set_rate(struct sock *sk, struct lf_cc *ca, u64 rate_Bps)
@@ -274,7 +278,7 @@ static LF_CONG_CONTROL_FN(lf_cc_cong_control)
 		lf_cc_end_mi(sk, ca, elapsed_us);
 
 	lf_tcp_snd_cwnd_set(tp, min_t(u32, lf_cc_cwnd_cap(ca->rate_Bps,
-							   lf_cc_min_rtt_us(tp),
+							   lf_cc_srtt_us(tp),
 							   tp->mss_cache),
 				       tp->snd_cwnd_clamp));
 }

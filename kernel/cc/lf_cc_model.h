@@ -90,7 +90,12 @@ static inline u64 div64_u64(u64 dividend, u64 divisor)
 #define LF_CC_MI_MIN_US		1000
 #define LF_CC_MI_MAX_US		1000000
 
-/* cwnd is a cap, not the control: LF_CC_CWND_BDPS x the rate's BDP. */
+/*
+ * cwnd is a cap, not the control: LF_CC_CWND_BDPS x the rate times the
+ * smoothed RTT.  Over the minimum RTT instead, a path whose RTT grows past
+ * twice its old minimum (the minimum is kept for minutes) would be
+ * window-limited whatever the network answers.
+ */
 #define LF_CC_CWND_BDPS		2
 #define LF_CC_CWND_MIN_SEGS	4
 
@@ -225,14 +230,14 @@ static inline u32 lf_cc_mi_target_us(u32 srtt_us, u64 rate_Bps, u32 mss)
 	return (u32)target_us;
 }
 
-/* cwnd cap in segments: LF_CC_CWND_BDPS x rate x min RTT, at least the floor. */
-static inline u32 lf_cc_cwnd_cap(u64 rate_Bps, u32 min_rtt_us, u32 mss)
+/* cwnd cap in segments: LF_CC_CWND_BDPS x rate x smoothed RTT, plus the floor. */
+static inline u32 lf_cc_cwnd_cap(u64 rate_Bps, u32 srtt_us, u32 mss)
 {
 	u64 bdp_segs;
 
 	if (!mss)
 		return LF_CC_CWND_MIN_SEGS;
-	bdp_segs = div64_u64(rate_Bps * min_rtt_us, (u64)mss * LF_CC_USEC_PER_SEC);
+	bdp_segs = div64_u64(rate_Bps * srtt_us, (u64)mss * LF_CC_USEC_PER_SEC);
 	bdp_segs = bdp_segs * LF_CC_CWND_BDPS + LF_CC_CWND_MIN_SEGS;
 	if (bdp_segs > 0xffffU)		/* far beyond any testbed BDP */
 		bdp_segs = 0xffffU;

@@ -34,7 +34,7 @@ def _prepare(plan_dir, build) -> dict:
 
     build(plan_dir)
     model = model_path()
-    (plan_dir / "right.blob").write_bytes(cc_blob(model))
+    (plan_dir / "right.blob").write_bytes(cc_blob())
     # calibrated on a different input range: another scale, refused by the core
     (plan_dir / "wrong_quant.blob").write_bytes(write_blob(build_snapshot(model, input_range=(-4.0, 4.0)).spec))
     (plan_dir / "wrong_sizes.blob").write_bytes(write_blob(random_spec(3, sizes=[8, 4, 1])))

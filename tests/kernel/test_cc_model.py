@@ -133,3 +133,31 @@ def test_fallback(lib, lost, mean, minimum, expected):
 
 def test_context_is_forty_bytes(lib):
     assert lib.lf_cc_user_context_size() == 40
+
+
+def test_the_simulator_computes_what_the_kernel_computes(lib):
+    """userspace/cc/features.py (what the network is trained on) against the module's C, on
+    random intervals: any difference would train the network on features the kernel never sees."""
+    import numpy as np
+
+    from userspace.cc import features as F
+
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        mi = np.zeros((), F.MI_DTYPE)
+        mi["duration_us"] = rng.integers(0, 200_000)
+        mi["rtt_count"] = rng.integers(0, 50, 2)
+        mi["rtt_sum_us"] = mi["rtt_count"] * rng.integers(1_000, 300_000, 2)
+        c0, c1 = (int(v) for v in mi["rtt_count"])
+        s0, s1 = (int(v) for v in mi["rtt_sum_us"])
+        assert int(F.q_latency_inflation(mi)) == lib.lf_cc_user_latency_inflation(int(mi["duration_us"]), c0, s0, c1, s1)
+        assert int(F.mean_rtt_us(mi)) == lib.lf_cc_user_mean_rtt_us(c0, s0, c1, s1)
+        mean, minimum = (int(v) for v in rng.integers(0, 300_000, 2))
+        assert int(F.q_latency_ratio(mean, minimum)) == lib.lf_cc_user_latency_ratio(mean, minimum)
+        sent, delivered = (int(v) for v in rng.integers(0, 400, 2))
+        assert int(F.q_send_ratio(sent, delivered)) == lib.lf_cc_user_send_ratio(sent, delivered)
+        rate, q = int(rng.integers(1, 10**10)), int(rng.integers(-128, 128))
+        assert int(F.apply_action(rate, q)) == lib.lf_cc_user_apply_action(rate, q)
+        srtt = int(rng.integers(0, 2_000_000))
+        assert int(F.mi_target_us(srtt, rate, 1448)) == lib.lf_cc_user_mi_target_us(srtt, rate, 1448)
+        assert int(F.cwnd_cap(rate, srtt, 1448)) == lib.lf_cc_user_cwnd_cap(rate, srtt, 1448)

@@ -164,10 +164,10 @@ def mi_target_us(srtt_us, rate_Bps, mss) -> np.ndarray:
     return _scalar(target.astype(np.uint32))
 
 
-def cwnd_cap(rate_Bps, min_rtt_us, mss) -> np.ndarray:
-    """lf_cc_cwnd_cap: 2 x rate x min RTT in segments + 4, at most 0xffff; 4 if mss is 0."""
+def cwnd_cap(rate_Bps, srtt_us, mss) -> np.ndarray:
+    """lf_cc_cwnd_cap: 2 x rate x smoothed RTT in segments + 4, at most 0xffff; 4 if mss is 0."""
     rate = _u64(rate_Bps)
-    rtt = _u64(min_rtt_us).astype(np.uint32).astype(_U64)
+    rtt = _u64(srtt_us).astype(np.uint32).astype(_U64)
     mss = _u64(mss).astype(np.uint32).astype(_U64)
     safe = np.where(mss == 0, _U64(1), mss)
     bdp = rate * rtt // (safe * _U64(USEC_PER_SEC))

@@ -12,7 +12,7 @@ minute on 2 cores.
 The model, per episode ("env") and tick (dt = base RTT / 16, fixed per episode):
 
 * each flow sends `rate * dt` bytes, limited by lf_cc's cwnd cap (features.cwnd_cap on the
-  minimum RTT seen) minus its bytes in flight; the first flow starts at the kernel's initial
+  smoothed RTT) minus its bytes in flight; the first flow starts at the kernel's initial
   rate, 10 segments per (handshake) RTT;
 * a fraction `loss` of what is sent is lost at random; the rest joins one FIFO drop-tail queue
   of `queue_pkts * MSS` bytes served at the link's bandwidth; whatever does not fit is dropped;
@@ -183,7 +183,6 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
     acc_cnt = np.zeros((E, Fn, 2))
     acc_sum = np.zeros((E, Fn, 2))
     srtt_us = np.zeros((E, Fn))
-    min_rtt_us = np.full((E, Fn), np.inf)
     min_mean_rtt = np.zeros((E, Fn), np.int64)
     hist = np.zeros((E, Fn, F.INPUTS), np.int8)
     mi_start = np.zeros((E, Fn), np.int64)
@@ -217,7 +216,6 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
                 np.full_like(hs_rtt_us, float(initial_rate_Bps))
             rate = np.where(starting, first.astype(np.int64), rate)
             srtt_us = np.where(starting, hs_rtt_us, srtt_us)
-            min_rtt_us = np.where(starting, hs_rtt_us, min_rtt_us)
             target = F.mi_target_us(srtt_us.astype(np.int64), rate, MSS).astype(np.float64)
             mi_ticks = np.where(starting, np.maximum(1, np.ceil(target / dt_us[:, None])), mi_ticks)
             mi_ticks = mi_ticks.astype(np.int64)
@@ -228,7 +226,7 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
             cum["win_dlv"][:] = 0
 
         # Send: paced, limited by the cwnd cap.
-        cap_bytes = F.cwnd_cap(rate, np.minimum(min_rtt_us, 4e9).astype(np.int64), MSS)
+        cap_bytes = F.cwnd_cap(rate, np.minimum(srtt_us, 4e9).astype(np.int64), MSS)
         cap_bytes = cap_bytes.astype(np.float64) * MSS
         send = np.where(active, np.minimum(rate * dt[:, None], np.maximum(0.0, cap_bytes - inflight)), 0.0)
         rand_lost = send * scen.loss[:, None]
@@ -265,7 +263,6 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
         mean_us = np.where(has, rtt_seg_us / np.where(has, cnt, 1), 0.0)
         w = 1 - (7 / 8) ** cnt
         srtt_us = np.where(has, srtt_us + w * (mean_us - srtt_us), srtt_us)
-        min_rtt_us = np.where(has, np.minimum(min_rtt_us, mean_us), min_rtt_us)
         half = ((t - mi_start) * 2 >= mi_ticks).astype(np.int64)
         acc_cnt[e_idx, f_idx, half] += cnt
         acc_sum[e_idx, f_idx, half] += rtt_seg_us

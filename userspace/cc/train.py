@@ -32,6 +32,7 @@ from . import sim, teacher
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 MODEL_FILE = "cc.keras"
+CALIBRATION_FILE = "calibration.npy"   # the int8 states the committed snapshot is calibrated on
 LAYERS = (F.INPUTS, 32, 16, F.OUTPUTS)
 INPUT_RANGE = (-8.0, 7.9375)   # pins the snapshot's input quantization at scale 1/16, zp 0
 L2 = 1e-4                      # keeps pre-activations moderate: int8 activations are per tensor
@@ -229,6 +230,19 @@ def calibration_rows(states: np.ndarray | None, seed: int = 0) -> np.ndarray:
     return np.concatenate([pins, rows]).astype(np.float32)
 
 
+def calibration_states(states: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The visited states (int8 [n, 30]) a snapshot calibrates on: at most CALIBRATION_ROWS."""
+    pick = np.random.default_rng(seed).permutation(len(states))[:CALIBRATION_ROWS]
+    return np.asarray(states, np.int8)[np.sort(pick)]
+
+
+def committed_snapshot(model_dir: Path = MODEL_DIR) -> Any:
+    """The snapshot of the committed network every lf_cc scheme starts from: cc.keras quantized
+    on the calibration states training saved next to it, so it is the snapshot training.json
+    evaluated, bit for bit."""
+    return quantized_snapshot(Path(model_dir) / MODEL_FILE, np.load(Path(model_dir) / CALIBRATION_FILE))
+
+
 def quantized_snapshot(model: Any, states: np.ndarray | None = None, seed: int = 0) -> Any:
     """Quantize (input pinned to INPUT_RANGE, hidden layers calibrated on visited `states`, int8
     [n, 30]) and check the encodings lf_cc hard-codes."""
@@ -354,8 +368,9 @@ def train(cfg: Config | None = None, out_dir: Path | str | None = MODEL_DIR, *,
     names = [s["name"] for s in cfg.scenarios]
     trace_name = TRACE_SCENARIO if TRACE_SCENARIO in names else names[0]
     evaluation = None
+    calibration = calibration_states(states, cfg.seed)
     if evaluate_snapshot:
-        snap = quantized_snapshot(model, states, cfg.seed)
+        snap = quantized_snapshot(model, calibration, cfg.seed)
         spec = snap.spec
         record["quantization"] = {
             "input": {"scale": spec.input_quant.scale, "zero_point": spec.input_quant.zero_point,
@@ -371,6 +386,7 @@ def train(cfg: Config | None = None, out_dir: Path | str | None = MODEL_DIR, *,
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         model.save(out / MODEL_FILE)
+        np.save(out / CALIBRATION_FILE, calibration)
         (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
         if evaluation is not None:
             plot(history, evaluation, out / "training.png", trace_name)

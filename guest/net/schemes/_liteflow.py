@@ -95,7 +95,7 @@ class Service:
         service_dir = self.work / "service"
         service_dir.mkdir(exist_ok=True)
         argv = [sys.executable, "-m", "userspace.slowpath.serve", "--app", APP,
-                "--adapter", opts.get("adapter_class", "userspace.cc.adapter:CcAdapter"),
+                "--adapter", opts.get("adapter_class", "userspace.cc.adapter:CCAdapter"),
                 "--adapter-config", str(config), "--update", "hot",
                 "--threshold", str(opts["threshold"]), "--window", str(opts["window"]),
                 "--band-floor", str(opts.get("band_floor", 1e-3)),
