@@ -83,6 +83,8 @@ def test_core_cc_api_in_the_guest(tmp_path, monkeypatch):
     checks = {check["name"]: check for check in report["checks"]}
     failed = {name: check["detail"] for name, check in checks.items() if not check["ok"]}
     run.record("checks", report["checks"])
+    print(f"flush latency {report['flush_latency_s']} s for FLUSH_MS {report['flush_ms']}; "
+          f"{len(checks)} checks, timings {report['timings_s']}")
     assert not failed, failed
     for name in ("hot load with another quantization refused with EPROTO and the core's reason",
                  "the active snapshot stays after the refused hot load",

@@ -411,7 +411,7 @@ def test_a_stale_active_blob_is_refused_with_a_warning(tmp_path, initial, candid
     svc.config.active_blob = config_blob
     active = svc._initial_active(kernel.app("lf_test"))
     assert active.blob is None                          # no rollback to a snapshot it cannot trust
-    warnings = [l["message"] for l in log_lines(tmp_path) if l["event"] == "warning"]
+    warnings = [line["message"] for line in log_lines(tmp_path) if line["event"] == "warning"]
     assert any("stale.blob" in w and "differ from the kernel" in w for w in warnings), warnings
 
 
@@ -484,7 +484,7 @@ def test_fixed_app_refuses_a_candidate_quantized_otherwise_before_loading(tmp_pa
     assert entry["action"] == "update-rejected" and entry["rejected_step"] == "quantization", entry
     assert "output quantization" in entry["reason"] and "EPROTO" in entry["reason"]
     assert kernel.active[0] == 0x11 and kernel.loads == []      # never sent to the kernel
-    warnings = [l["message"] for l in log_lines(tmp_path) if l["event"] == "warning"]
+    warnings = [line["message"] for line in log_lines(tmp_path) if line["event"] == "warning"]
     assert any("candidate refused" in w and "stays active" in w for w in warnings), warnings
 
 
