@@ -172,7 +172,7 @@ def time_series(raw: dict[str, Any]) -> list[dict[str, Any]]:
     for flow in raw.get("flows", []):
         if "error" in flow:
             continue
-        for point in flow.get("series", []):
+        for point in flow.get("intervals", []):
             if point.get("rtt_ms"):
                 mid = flow.get("started_at_s", 0.0) + (point["start_s"] + point["end_s"]) / 2
                 rtts.setdefault(int(mid // interval), []).append(point["rtt_ms"])

@@ -109,7 +109,7 @@ def run_cc_job(ctx: Context, name: str, plan: dict[str, Any]) -> dict[str, Any]:
 def rtt_samples_ms(raw: dict[str, Any]) -> list[float]:
     """Every flow's smoothed RTT at every reporting interval (the kernel's, through iperf3)."""
     return [point["rtt_ms"] for flow in raw.get("flows", []) if "error" not in flow
-            for point in flow.get("series", []) if point.get("rtt_ms")]
+            for point in flow.get("intervals", []) if point.get("rtt_ms")]
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -12,7 +12,7 @@ from workloads.contract import ExperimentError, Job, RunView, experiment_path, l
 
 
 def _raw(goodput_series, rtts, *, scheme="liteflow", ok=True, updates=(), started=1000.0):
-    flows = [{"id": i, "started_at_s": 0.0, "series": [{"start_s": t, "end_s": t + 1.0, "rtt_ms": r}
+    flows = [{"id": i, "started_at_s": 0.0, "intervals": [{"start_s": t, "end_s": t + 1.0, "rtt_ms": r}
                                                         for t, r in enumerate(rtts)]} for i in range(2)]
     return {"ok": ok, "checks": [{"name": "every flow completed", "ok": ok, "detail": ""}],
             "flows": flows, "aggregate": {"goodput_mbit": sum(goodput_series) / len(goodput_series),
