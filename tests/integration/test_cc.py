@@ -24,7 +24,7 @@ pytestmark = [
 ]
 
 GUEST_TIMEOUT_S = 900
-KILL_AT_S = 14.0
+KILL_AT_S = 12.0
 
 
 def _prepare(plan_dir, build) -> dict:

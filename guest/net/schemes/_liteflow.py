@@ -24,6 +24,9 @@ APP = "cc"
 MODULES = ("liteflow", "lf_cc")
 STATS = Path("/sys/module/lf_cc/parameters/stats")
 SERVICE_STOP_S = 30
+# The slow path is background work: on the guest's two vCPUs it would otherwise take turns with
+# the very datapath it tunes (TensorFlow's training steps against the flows' packet processing).
+SERVICE_NICE = 19
 
 
 def load_modules(work: Path) -> None:
@@ -94,7 +97,7 @@ class Service:
         config.write_text(json.dumps({"initial_model": str(self.work / opts["model"]), **opts.get("adapter", {})}))
         service_dir = self.work / "service"
         service_dir.mkdir(exist_ok=True)
-        argv = [sys.executable, "-m", "userspace.slowpath.serve", "--app", APP,
+        argv = ["nice", "-n", str(SERVICE_NICE), sys.executable, "-m", "userspace.slowpath.serve", "--app", APP,
                 "--adapter", opts.get("adapter_class", "userspace.cc.adapter:CCAdapter"),
                 "--adapter-config", str(config), "--update", "hot",
                 "--threshold", str(opts["threshold"]), "--window", str(opts["window"]),
