@@ -19,6 +19,7 @@ from workloads.contract import Context, Experiment, Field, Job, RunView, group, 
 
 METRICS = ("link_fraction", "goodput_mbit", "p95_rtt_ms", "mean_rtt_ms", "jain_fairness", "guest_cpu_busy",
            "retransmits", "fallbacks", "updates")
+SINGLE_FLOW_GOODPUT = 0.9     # of the link, the bar LiteFlow's single flow must reach
 PANELS = (("link_fraction", "goodput / link rate"), ("p95_rtt_ms", "p95 RTT (ms)"),
           ("jain_fairness", "Jain's fairness"), ("guest_cpu_busy", "guest CPU busy (fraction)"))
 
@@ -83,10 +84,25 @@ class CcConcurrency(Experiment):
                          f"{plots.cell(c['p95_rtt_ms'], '.1f')} | {plots.cell(c['jain_fairness'], '.2f')} | "
                          f"{plots.cell(c['guest_cpu_busy'], '.2f')} | {plots.cell(c['retransmits'], '.0f')} | "
                          f"{plots.cell(c['fallbacks'], '.0f')} | {plots.cell(c['updates'], '.0f')} |")
+        lines += single_flow_verdict(view.summary)
         lines += ["", f"Medians over {view.metadata.get('repetitions')} repetitions, [min–max] in brackets. "
                       "LiteFlow and frozen run the same snapshot of the committed network; only LiteFlow's "
                       "slow path adapts it. Fallback MIs are monitor intervals lf_cc decided without a snapshot."]
         return lines
+
+
+def single_flow_verdict(summary: dict[str, Any]) -> list[str]:
+    """The issue's bar for one flow: LiteFlow at >= 0.9 of the link with a p95 RTT under Cubic's."""
+    single = summary.get("single_flow", {})
+    liteflow, cubic = single.get("liteflow"), single.get("cubic")
+    if not liteflow or not cubic or None in (liteflow["link_fraction"], liteflow["p95_rtt_ms"], cubic["p95_rtt_ms"]):
+        return []
+    goodput_ok = liteflow["link_fraction"] >= SINGLE_FLOW_GOODPUT
+    rtt_ok = liteflow["p95_rtt_ms"] < cubic["p95_rtt_ms"]
+    return ["", f"- one flow: LiteFlow's goodput is {liteflow['link_fraction']:.2f} of the link "
+                f"({'meets' if goodput_ok else 'misses'} the {SINGLE_FLOW_GOODPUT} bar), its p95 RTT "
+                f"{liteflow['p95_rtt_ms']:.1f} ms against Cubic's {cubic['p95_rtt_ms']:.1f} ms "
+                f"({'below' if rtt_ok else 'not below'}); medians"]
 
 
 EXPERIMENT = CcConcurrency()
