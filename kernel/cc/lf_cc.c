@@ -19,7 +19,8 @@
  *  1. the decision taken at its start, with what the MI measured (struct
  *     lf_cc_context), is reported to the sampler (lf_record_sample);
  *  2. its three features are encoded (lf_cc_model.h) and shifted into the
- *     history;
+ *     history (the latency ratio against the minimum per-MI mean RTT of the
+ *     last 10 s, so a path whose RTT grew is not taken for a queue);
  *  3. the snapshot answers an action, which moves the pacing rate by at
  *     most ~10%, clamped to a floor and to sk_max_pacing_rate;
  *  4. a new MI starts.
@@ -83,7 +84,8 @@ struct lf_cc {
 	u32 segs_out_start;		/* tp->data_segs_out at the MI's start */
 	u32 delivered_start;		/* tp->delivered at the MI's start */
 	u32 segs_lost;			/* rs->losses summed over the MI */
-	u32 min_mean_rtt_us;		/* over the connection's MIs; 0 = none yet */
+	u32 min_mean_rtt_us;		/* over the last LF_CC_MIN_RTT_WIN_MS; 0 = none yet */
+	u32 min_stamp_ms;		/* when that minimum was taken */
 	u8 flags;			/* enum lf_cc_flags */
 	s8 action;			/* the current MI's decision, output units */
 	s8 history[LF_CC_INPUTS];	/* encoded features, oldest MI first */
@@ -232,8 +234,8 @@ static void lf_cc_end_mi(struct sock *sk, struct lf_cc *ca, u32 elapsed_us)
 
 	lf_cc_measure(tp, ca, elapsed_us, &mi);
 	mean_rtt_us = lf_cc_mean_rtt_us(&mi);
-	if (!ca->min_mean_rtt_us || mean_rtt_us < ca->min_mean_rtt_us)
-		ca->min_mean_rtt_us = mean_rtt_us;
+	lf_cc_min_rtt_update(&ca->min_mean_rtt_us, &ca->min_stamp_ms, mean_rtt_us,
+			     (u32)div_u64(tp->tcp_mstamp, USEC_PER_MSEC));
 	if (ca->snapshot_id)
 		lf_cc_report(tp, ca, &mi, mean_rtt_us);
 
