@@ -92,8 +92,9 @@ class CcConcurrency(Experiment):
         lines += ["", f"Medians over {view.metadata.get('repetitions')} repetitions, [min–max] in brackets. "
                       "LiteFlow and frozen run the same snapshot of the committed network; only LiteFlow's "
                       "slow path adapts it. Fallback MIs are monitor intervals lf_cc decided without a snapshot. "
-                      "Goodput is the flows' sum while all of them run; RTT is a ping every 100 ms through the "
-                      "bottleneck. A run with a failed check (a flow that did not complete) is counted, not "
+                      "Goodput is the flows' per-second throughput summed while all of them run (iperf3's "
+                      "sender-side intervals: a lossy scheme's retransmissions count, which is how BBR passes "
+                      "1.0 at 16 and 64 flows); RTT is a ping every 100 ms through the bottleneck. A run with a failed check (a flow that did not complete) is counted, not "
                       "averaged in."]
         return lines
 
