@@ -17,13 +17,15 @@ recipe version, and for a ``local:`` kernel the sha256 of its .deb files). A Deb
 is whatever the metapackage pointed at when the root was made; the root keeps it until the cache
 entry is removed (``common.cache.clean("buildroots")``), so builds are repeatable.
 
-An interrupted build leaves only a ``.tmp-*`` folder, never taken for complete; the next run
-removes it (after unmounting anything a killed debootstrap left mounted inside it). No bind
+A failed or interrupted build removes its ``.tmp-*`` folder; a killed one leaves it, never taken
+for complete, and the next run removes it (after unmounting anything a killed debootstrap left
+mounted inside it). ``build_cache_entry`` keeps these rules for the kernel builds too. No bind
 mounts are made by this module: debootstrap and apt work in the root without them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -32,9 +34,10 @@ import shutil
 import struct
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from common.cache import cache_dir, content_key
 from common.files import atomic_write_bytes, atomic_write_json, file_sha256, flocked, try_flock
@@ -43,6 +46,8 @@ from common.proc import CommandError, run
 from common.system import ensure_tools
 
 from vm.kernels import KernelSpec
+
+T = TypeVar("T")
 
 RECIPE_VERSION = 1
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -196,14 +201,41 @@ def ensure_build_root(
     entry = base / f"{spec.slug}-{key}"
     show = Progress(spec.name, enabled=progress)
 
-    done = _load_complete(entry, spec, key)
-    if done:
-        return done
+    def populate(tmp: Path) -> dict:
+        start = time.monotonic()
+        info = _populate_root(spec, tmp / "root", show, mirror=mirror, security_mirror=security_mirror)
+        seconds = round(time.monotonic() - start, 1)
+        show.note(f"kernel {info.get('kernel_release')}, gcc {info.get('gcc_version')}, in {seconds:.0f} s → {entry / 'root'}")
+        return {
+            "kernel": spec.name,
+            "key": key,
+            "inputs": recipe_inputs(spec, mirror, security_mirror),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "build_seconds": seconds,
+            **info,
+        }
 
+    return build_cache_entry(entry, lambda path: _load_complete(path, spec, key), populate, show)
+
+
+def build_cache_entry(entry: Path, load: Callable[[Path], T | None], populate: Callable[[Path], dict],
+                      show: Progress, stamp_name: str = STAMP_NAME) -> T:
+    """The complete cache entry `entry` as `load` reads it, built by `populate` first if needed.
+
+    Why one function for every cached build (roots, kernels): the guarantees are subtle and must
+    not drift apart. One builder per entry (others wait on its lock, then find it done); the
+    build happens in ``.tmp-<entry>-<pid>`` and `populate(tmp)` returns the stamp, which is
+    written last, so an entry exists only once complete; a stale or stampless folder is removed,
+    never trusted. If `populate` raises, its folder is removed and nothing is cached.
+    """
+    done = load(entry)
+    if done is not None:
+        return done
+    base = entry.parent
     with flocked(base / f"{entry.name}.lock", lambda: show.note(f"waiting for another process building {entry.name}")):
         _remove_stale_tmp(base, own_entry=entry.name)
-        done = _load_complete(entry, spec, key)  # another process may have finished it meanwhile
-        if done:
+        done = load(entry)  # another process may have finished it meanwhile
+        if done is not None:
             return done
         if entry.exists():  # a final folder without a stamp: not ours to trust
             _remove_tree(entry)
@@ -211,23 +243,18 @@ def ensure_build_root(
         if tmp.exists():
             _remove_tree(tmp)
         tmp.mkdir()
-        start = time.monotonic()
-        info = _populate_root(spec, tmp / "root", show, mirror=mirror, security_mirror=security_mirror)
-        stamp = {
-            "kernel": spec.name,
-            "key": key,
-            "inputs": recipe_inputs(spec, mirror, security_mirror),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "build_seconds": round(time.monotonic() - start, 1),
-            **info,
-        }
-        atomic_write_json(tmp / STAMP_NAME, stamp)  # last write: from here on the entry is complete
+        try:
+            stamp = populate(tmp)
+        except BaseException:
+            with contextlib.suppress(Exception):  # else the next builder removes it as stale
+                _remove_tree(tmp)
+            raise
+        atomic_write_json(tmp / stamp_name, stamp)  # last write: from here on the entry is complete
         os.rename(tmp, entry)
-        root = _load_complete(entry, spec, key)
-        if root is None:  # pragma: no cover - the stamp was just written
-            raise BuildRootError(f"build root {entry} has no valid stamp after building")
-        show.note(f"kernel {root.kernel_release}, gcc {root.gcc_version}, in {root.build_seconds:.0f} s → {root.path}")
-        return root
+        built = load(entry)
+        if built is None:  # pragma: no cover - the stamp was just written
+            raise BuildRootError(f"cache entry {entry} has no valid stamp after building")
+        return built
 
 
 def find_build_root(spec: KernelSpec, *, mirror: str = DEBIAN_MIRROR, security_mirror: str = SECURITY_MIRROR) -> BuildRoot | None:

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cache import cache_dir, content_key
-from common.files import atomic_write_json, file_sha256, flocked
+from common.files import file_sha256
 from common.progress import Progress
 from common.proc import CommandError
 from vm.kernels import KernelNameError, KernelSpec, resolve_kernel
@@ -368,42 +368,26 @@ def ensure_kernel(spec: KernelSpec, progress: bool = True) -> KernelBuild:
     source = locate_source(spec)  # raises on a checksum mismatch: nothing has been built yet
     toolchain = toolchain_spec()
     key = kernel_key(source, toolchain_key=br.root_key(toolchain))
-    base = cache_dir("kernels")
-    entry = base / entry_name(spec, key)
-    done = _load(entry, spec, key)
-    if done:
-        return done
+    entry = cache_dir("kernels") / entry_name(spec, key)
 
-    with flocked(base / f"{entry.name}.lock", lambda: show.note(f"waiting for another process building {entry.name}")):
-        br._remove_stale_tmp(base, own_entry=entry.name)
-        done = _load(entry, spec, key)
-        if done:
-            return done
-        if entry.exists():
-            br._remove_tree(entry)
+    def populate(tmp: Path) -> dict:
         tool_root = br.ensure_build_root(toolchain, progress=progress)
-        tmp = base / f"{br.TMP_PREFIX}{entry.name}-{os.getpid()}"
-        if tmp.exists():
-            br._remove_tree(tmp)
-        tmp.mkdir()
         log = tmp / "build.log"
         builder = _Builder(spec, source, tmp, log, show)
         start = time.monotonic()
         try:
             facts = builder.run(tool_root.path)
-        except BaseException as exc:
-            kept = base / "logs" / f"{entry.name}-failed.log"
+        except Exception as exc:
+            kept = entry.parent / "logs" / f"{entry.name}-failed.log"
             kept.parent.mkdir(exist_ok=True)
             if log.is_file():
                 shutil.copyfile(log, kept)
-            br._remove_tree(tmp)  # nothing half-built stays in the cache
             if isinstance(exc, KernelBuildError):
                 raise KernelBuildError(exc.step, kept, exc.detail) from None
-            if isinstance(exc, Exception):
-                raise KernelBuildError(builder.step, kept, str(exc)) from exc
-            raise
+            raise KernelBuildError(builder.step, kept, str(exc)) from exc
         seconds = round(time.monotonic() - start, 1)
-        stamp = {
+        show.note(f"kernel {facts.get('kernel_release', spec.name)} built in {seconds / 60:.1f} min → {entry}")
+        return {
             "kernel": spec.name,
             "key": key,
             "inputs": build_inputs(source, toolchain_key=br.root_key(toolchain)),
@@ -413,13 +397,8 @@ def ensure_kernel(spec: KernelSpec, progress: bool = True) -> KernelBuild:
             "step_seconds": builder.step_seconds,
             **facts,
         }
-        atomic_write_json(tmp / STAMP_NAME, stamp)  # last write: complete from here on
-        os.rename(tmp, entry)
-        built = _load(entry, spec, key)
-        if built is None:  # pragma: no cover - the stamp was just written
-            raise KernelBuildError("stamp", entry / "build.log", "no valid stamp after building")
-        show.note(f"kernel {built.release} built in {seconds / 60:.1f} min → {entry}")
-        return built
+
+    return br.build_cache_entry(entry, lambda path: _load(path, spec, key), populate, show, STAMP_NAME)
 
 
 def _load(entry: Path, spec: KernelSpec, key: str) -> KernelBuild | None:

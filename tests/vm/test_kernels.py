@@ -203,8 +203,7 @@ def test_interrupted_build_is_never_taken_for_complete(cache, monkeypatch):
     monkeypatch.setattr(br, "_populate_root", FakeBuilder(fail=True))
     with pytest.raises(KeyboardInterrupt):
         br.ensure_build_root(spec, progress=False)
-    leftovers = list(cache.glob(".tmp-*"))
-    assert len(leftovers) == 1 and (leftovers[0] / "root/usr/src").is_dir()
+    assert not list(cache.glob(".tmp-*")), "an interrupted builder removes its own folder"
     assert br.find_build_root(spec) is None
     assert not (cache / f"debian-6.12-{br.root_key(spec)}").exists()
 
@@ -212,7 +211,6 @@ def test_interrupted_build_is_never_taken_for_complete(cache, monkeypatch):
     monkeypatch.setattr(br, "_populate_root", fake)
     root = br.ensure_build_root(spec, progress=False)
     assert fake.calls == 1 and (root.entry_dir / br.STAMP_NAME).is_file()
-    assert not list(cache.glob(".tmp-*")), "the stale temp folder must be removed"
 
 
 def test_killed_builder_from_another_process_is_cleaned(cache, monkeypatch):
