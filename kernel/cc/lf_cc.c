@@ -42,6 +42,16 @@
  * point 0): the core refuses a snapshot encoded differently, so a retrained
  * network can never be decoded with stale scales.  Counters are in
  * /sys/module/lf_cc/parameters/stats.
+ *
+ * The same module offers the deployment LiteFlow argues against, as a
+ * second congestion control, "liteflow_user": the same features and
+ * action rule, but the network runs in a user-space agent.  Every
+ * user_interval_us (0: at the end of every MI) the socket posts its history
+ * to the agent (lf_post_user, asynchronous, as user-space congestion
+ * control frameworks are) and goes on at its current rate; an answer, when
+ * it comes, lands in a slot keyed by its sequence number, and the socket
+ * applies the newest one at its next ACK.  Answers that come after
+ * user_timeout_ms, and posts never answered in that time, are counted.
  */
 #define pr_fmt(fmt) "lf_cc: " fmt
 
@@ -59,10 +69,20 @@
 #define LF_CC_MAX_MACS		8192	/* default budget: Aurora's MLP needs 1488 */
 #define LF_CC_RTT_COUNT_MAX	0xffffU
 #define LF_CC_FALLBACK_RATE_BPS	125000U	/* 1 Mbit/s before any RTT is known */
+#define LF_CC_USER_TIMEOUT_MS	100
+#define LF_CC_ANSWER_SLOTS	4096	/* answers in flight (power of 2) */
 
 static unsigned int min_rate_kbps = LF_CC_MIN_RATE_KBPS;
 module_param(min_rate_kbps, uint, 0644);
 MODULE_PARM_DESC(min_rate_kbps, "pacing-rate floor, kbit/s (default 100)");
+
+static unsigned int user_interval_us;
+module_param(user_interval_us, uint, 0644);
+MODULE_PARM_DESC(user_interval_us, "liteflow_user: post the features every this many us (0: every MI)");
+
+static unsigned int user_timeout_ms = LF_CC_USER_TIMEOUT_MS;
+module_param(user_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(user_timeout_ms, "liteflow_user: an answer later than this is late, a post unanswered is timed out (default 100)");
 
 static ulong max_macs = LF_CC_MAX_MACS;
 module_param(max_macs, ulong, 0444);
@@ -87,7 +107,25 @@ struct lf_cc {
 	u8 flags;			/* enum lf_cc_flags */
 	s8 action;			/* the current MI's decision, output units */
 	s8 history[LF_CC_INPUTS];	/* encoded features, oldest MI first */
+	u32 user_seq;			/* liteflow_user: newest post, 0 = none pending */
+	u32 user_posted_us;		/* ... when it was posted (tcp_mstamp) */
 };
+
+/*
+ * liteflow_user's answers, by sequence number modulo the slot count.  The
+ * agent's answer writes out, then seq (release); a socket reads seq, then
+ * out (acquire).  A slot reused by a newer post before its answer was read
+ * just makes the older post time out.
+ */
+struct lf_cc_answer {
+	u32 seq;
+	s8 out;
+	u64 posted_ns;
+};
+
+static struct lf_cc_answer lf_cc_answers[LF_CC_ANSWER_SLOTS];
+static atomic_t lf_cc_user_next_seq = ATOMIC_INIT(0);
+static struct tcp_congestion_ops lf_cc_user_ops __read_mostly;
 
 /* Counters, per CPU, summed when read. */
 struct lf_cc_stats {
@@ -96,6 +134,12 @@ struct lf_cc_stats {
 	u64 fallback_no_snapshot;	/* MIs decided by the fallback: no snapshot */
 	u64 fallback_error;		/* ... a query failed otherwise */
 	u64 samples;			/* decisions reported with their outcome */
+	u64 user_posts;			/* liteflow_user: features sent to the agent */
+	u64 user_post_errors;		/* ... posts that failed (no agent, socket full) */
+	u64 user_answers;		/* ... answers the agent sent back */
+	u64 user_applied;		/* ... answers a socket applied */
+	u64 user_late;			/* ... answers later than user_timeout_ms */
+	u64 user_timeouts;		/* ... posts with no answer in user_timeout_ms */
 };
 
 static DEFINE_PER_CPU(struct lf_cc_stats, lf_cc_stats);
@@ -221,6 +265,83 @@ static void lf_cc_report(const struct tcp_sock *tp, const struct lf_cc *ca,
 	this_cpu_inc(lf_cc_stats.samples);
 }
 
+/* ---- the user-space deployment (liteflow_user) ------------------------ */
+
+static bool lf_cc_is_user(const struct sock *sk)
+{
+	return inet_csk(sk)->icsk_ca_ops == &lf_cc_user_ops;
+}
+
+static struct lf_cc_answer *lf_cc_slot(u32 seq)
+{
+	return &lf_cc_answers[seq & (LF_CC_ANSWER_SLOTS - 1)];
+}
+
+/* The agent's answer (core, netlink receive, bottom halves off). */
+static void lf_cc_on_answer(u32 app_id, u64 seq, const s8 *out)
+{
+	struct lf_cc_answer *slot = lf_cc_slot((u32)seq);
+
+	this_cpu_inc(lf_cc_stats.user_answers);
+	if (ktime_get_ns() - READ_ONCE(slot->posted_ns) >
+	    (u64)READ_ONCE(user_timeout_ms) * NSEC_PER_MSEC)
+		this_cpu_inc(lf_cc_stats.user_late);
+	WRITE_ONCE(slot->out, out[0]);
+	smp_store_release(&slot->seq, (u32)seq);
+}
+
+/* Ship the history to the agent; the socket keeps its rate meanwhile. */
+static void lf_cc_user_post(struct sock *sk, struct lf_cc *ca)
+{
+	struct lf_cc_answer *slot;
+	u32 seq;
+	int err;
+
+	do {
+		seq = (u32)atomic_inc_return(&lf_cc_user_next_seq);
+	} while (!seq);
+	slot = lf_cc_slot(seq);
+	WRITE_ONCE(slot->seq, 0);
+	WRITE_ONCE(slot->posted_ns, ktime_get_ns());
+	ca->user_posted_us = (u32)tcp_sk(sk)->tcp_mstamp;	/* failed or not: the next post waits an interval */
+	err = lf_post_user(lf_cc_app_id, seq, ca->history);
+	if (err) {
+		this_cpu_inc(lf_cc_stats.user_post_errors);
+		return;
+	}
+	this_cpu_inc(lf_cc_stats.user_posts);
+	ca->user_seq = seq;
+}
+
+/* Per ACK: apply the newest post's answer once it is there; count it lost after the timeout. */
+static void lf_cc_user_poll(struct sock *sk, struct lf_cc *ca)
+{
+	u32 now_us = (u32)tcp_sk(sk)->tcp_mstamp;
+	struct lf_cc_answer *slot;
+	u32 interval_us;
+	s8 action;
+
+	if (ca->user_seq) {
+		slot = lf_cc_slot(ca->user_seq);
+		if (smp_load_acquire(&slot->seq) == ca->user_seq) {
+			action = READ_ONCE(slot->out);
+			ca->action = action;
+			lf_cc_set_rate(sk, ca, lf_cc_apply_action(ca->rate_Bps, action));
+			ca->user_seq = 0;
+			this_cpu_inc(lf_cc_stats.user_applied);
+		} else if (now_us - ca->user_posted_us >
+			   READ_ONCE(user_timeout_ms) * USEC_PER_MSEC) {
+			ca->user_seq = 0;
+			this_cpu_inc(lf_cc_stats.user_timeouts);
+		}
+	}
+	interval_us = READ_ONCE(user_interval_us);
+	if (interval_us && now_us - ca->user_posted_us >= interval_us)
+		lf_cc_user_post(sk, ca);
+}
+
+/* ---- the MI ----------------------------------------------------------- */
+
 /* The MI is over: learn from it, decide the next one's rate. */
 static void lf_cc_end_mi(struct sock *sk, struct lf_cc *ca, u32 elapsed_us)
 {
@@ -241,6 +362,14 @@ static void lf_cc_end_mi(struct sock *sk, struct lf_cc *ca, u32 elapsed_us)
 			   lf_cc_q_latency_ratio(mean_rtt_us, ca->min_mean_rtt_us),
 			   lf_cc_q_send_ratio(mi.segs_sent, mi.segs_delivered));
 	this_cpu_inc(lf_cc_stats.intervals);
+
+	if (lf_cc_is_user(sk)) {
+		/* the agent decides; every MI, unless posts have an interval of their own */
+		if (!READ_ONCE(user_interval_us))
+			lf_cc_user_post(sk, ca);
+		lf_cc_start_mi(sk, ca);
+		return;
+	}
 
 	err = lf_query_model_ex(lf_cc_app_id, ca->history, &action,
 				&ca->snapshot_id, NULL, NULL);
@@ -276,6 +405,8 @@ static LF_CONG_CONTROL_FN(lf_cc_cong_control)
 		ca->segs_lost += rs->losses;
 	if (elapsed_us >= ca->mi_target_us && ca->rtt_count[0] + ca->rtt_count[1])
 		lf_cc_end_mi(sk, ca, elapsed_us);
+	if (lf_cc_is_user(sk))
+		lf_cc_user_poll(sk, ca);
 
 	lf_tcp_snd_cwnd_set(tp, min_t(u32, lf_cc_cwnd_cap(ca->rate_Bps,
 							   lf_cc_srtt_us(tp),
@@ -309,12 +440,21 @@ static int lf_cc_stats_get(char *buf, const struct kernel_param *kp)
 		sum.fallback_no_snapshot += READ_ONCE(c->fallback_no_snapshot);
 		sum.fallback_error += READ_ONCE(c->fallback_error);
 		sum.samples += READ_ONCE(c->samples);
+		sum.user_posts += READ_ONCE(c->user_posts);
+		sum.user_post_errors += READ_ONCE(c->user_post_errors);
+		sum.user_answers += READ_ONCE(c->user_answers);
+		sum.user_applied += READ_ONCE(c->user_applied);
+		sum.user_late += READ_ONCE(c->user_late);
+		sum.user_timeouts += READ_ONCE(c->user_timeouts);
 	}
 	return scnprintf(buf, PAGE_SIZE,
-			 "app_id %u\nintervals %llu\ndecisions %llu\nfallback_no_snapshot %llu\nfallback_error %llu\nsamples %llu\n",
+			 "app_id %u\nintervals %llu\ndecisions %llu\nfallback_no_snapshot %llu\nfallback_error %llu\nsamples %llu\n"
+			 "user_posts %llu\nuser_post_errors %llu\nuser_answers %llu\nuser_applied %llu\nuser_late %llu\nuser_timeouts %llu\n",
 			 lf_cc_app_id, sum.intervals, sum.decisions,
 			 sum.fallback_no_snapshot, sum.fallback_error,
-			 sum.samples);
+			 sum.samples, sum.user_posts, sum.user_post_errors,
+			 sum.user_answers, sum.user_applied, sum.user_late,
+			 sum.user_timeouts);
 }
 
 static const struct kernel_param_ops lf_cc_stats_ops = {
@@ -324,6 +464,16 @@ module_param_cb(stats, &lf_cc_stats_ops, NULL, 0444);
 MODULE_PARM_DESC(stats, "counters: MIs, snapshot decisions, fallbacks, samples reported");
 
 /* ---- module ----------------------------------------------------------- */
+
+static struct tcp_congestion_ops lf_cc_user_ops __read_mostly = {
+	.flags		= TCP_CONG_NON_RESTRICTED,
+	.name		= "liteflow_user",
+	.owner		= THIS_MODULE,
+	.init		= lf_cc_init,
+	.cong_control	= lf_cc_cong_control,
+	.ssthresh	= lf_cc_ssthresh,
+	.undo_cwnd	= lf_cc_undo_cwnd,
+};
 
 static struct tcp_congestion_ops lf_cc_ops __read_mostly = {
 	.flags		= TCP_CONG_NON_RESTRICTED,
@@ -354,6 +504,7 @@ static int __init lf_cc_module_init(void)
 			.scale_multiplier = LF_CC_OUTPUT_QUANT_MULT,
 			.scale_shift = LF_CC_OUTPUT_QUANT_SHIFT,
 		},
+		.on_answer	= lf_cc_on_answer,
 	};
 	int err;
 
@@ -370,6 +521,14 @@ static int __init lf_cc_module_init(void)
 		lf_unregister_app(lf_cc_app_id);
 		return err;
 	}
+	err = tcp_register_congestion_control(&lf_cc_user_ops);
+	if (err) {
+		pr_err("cannot register congestion control %s (%d)\n",
+		       lf_cc_user_ops.name, err);
+		tcp_unregister_congestion_control(&lf_cc_ops);
+		lf_unregister_app(lf_cc_app_id);
+		return err;
+	}
 	pr_info("congestion control %s uses app %s (id %u)\n", lf_cc_ops.name,
 		LF_CC_APP_NAME, lf_cc_app_id);
 	return 0;
@@ -382,6 +541,7 @@ static int __init lf_cc_module_init(void)
  */
 static void __exit lf_cc_module_exit(void)
 {
+	tcp_unregister_congestion_control(&lf_cc_user_ops);
 	tcp_unregister_congestion_control(&lf_cc_ops);
 	lf_unregister_app(lf_cc_app_id);
 }

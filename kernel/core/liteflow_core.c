@@ -513,6 +513,7 @@ static struct lf_app *lf_app_alloc(const struct lf_app_desc *desc)
 	app->context_size = desc->context_size;
 	app->max_macs = desc->max_macs;
 	app->quant_mode = desc->quant_mode;
+	app->on_answer = desc->on_answer;
 	if (desc->quant_mode == LF_APP_QUANT_FIXED) {
 		app->input_quant = desc->input_quant;
 		app->output_quant = desc->output_quant;
