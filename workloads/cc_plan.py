@@ -19,9 +19,11 @@ from typing import Any
 from workloads.contract import Context, Field
 
 MTU_BYTES = 1500
-LF_SCHEMES = ("liteflow", "frozen")
+LF_SCHEMES = ("liteflow", "frozen", "user")     # lf_cc with the committed network's snapshot
 KERNEL_SCHEMES = ("cubic", "bbr")
 SCHEMES = (*LF_SCHEMES, *KERNEL_SCHEMES)
+# lf_cc's counters of the user-space deployment's channel
+USER_COUNTERS = ("user_posts", "user_post_errors", "user_answers", "user_applied", "user_late", "user_timeouts")
 SETUP_TIMEOUT_S = 300       # under TCG: guest Python, Mininet, modules, ping, teardown
 SERVICE_TIMEOUT_S = 600     # under TCG: the slow-path service imports TensorFlow (~80 s) and loads the model
 
@@ -71,17 +73,21 @@ def prepare_cc(ctx: Context) -> None:
     ctx.state["scheme_files"] = {"blob": "cc.blob", "model": f"cc{model.suffix}", "snapshot_id": new_snapshot_id()}
 
 
-def scheme_options(ctx: Context, scheme: str) -> dict[str, Any]:
+def scheme_options(ctx: Context, scheme: str, interval_us: int = 0) -> dict[str, Any]:
+    """What the guest scheme needs: the snapshot's files, the slow path's settings (LiteFlow), the
+    communication interval (the user-space deployment; 0 = every monitor interval)."""
     if scheme not in LF_SCHEMES:
         return {}
     options = dict(ctx.state["scheme_files"])
     if scheme == "liteflow":
         options.update(ctx.config["slowpath"], startup_timeout_s=SERVICE_TIMEOUT_S)
+    if scheme == "user":
+        options["interval_us"] = interval_us
     return options
 
 
 def cc_plan(ctx: Context, scheme: str, flows: int, link_changes: list[dict] = (),
-            faults: list[dict] = ()) -> dict[str, Any]:
+            faults: list[dict] = (), interval_us: int = 0) -> dict[str, Any]:
     """The guest driver's plan for one job."""
     config, link = ctx.config, ctx.config["link"]
     bdp_packets = link["rate_mbit"] * 1e6 * link["rtt_ms"] / 1e3 / (8 * MTU_BYTES)
@@ -90,7 +96,7 @@ def cc_plan(ctx: Context, scheme: str, flows: int, link_changes: list[dict] = ()
     return {"topology": {"kind": "dumbbell", "senders": flows, "receivers": 1, "bottleneck": bottleneck,
                          "access": {"rate_mbit": 1000.0, "delay_ms": 0.0}, "offloads": config["offloads"]},
             "scheme": scheme, "flow_count": flows, "duration_s": config["duration_s"],
-            "interval_s": config["interval_s"], "scheme_options": scheme_options(ctx, scheme),
+            "interval_s": config["interval_s"], "scheme_options": scheme_options(ctx, scheme, interval_us),
             "link_changes": list(link_changes), "faults": list(faults)}
 
 
@@ -135,4 +141,5 @@ def common_record(job_key: str, raw: dict[str, Any], link: dict[str, Any]) -> di
             "guest_cpu_busy": (raw.get("cpu") or {}).get("busy"),
             "mi_count": lf_cc.get("intervals"), "decisions": lf_cc.get("decisions"),
             "fallbacks": (lf_cc.get("fallback_no_snapshot", 0) + lf_cc.get("fallback_error", 0)) if lf_cc else None,
-            "updates": len(results.get("updates") or []) if raw.get("scheme", {}).get("name") == "liteflow" else None}
+            "updates": len(results.get("updates") or []) if raw.get("scheme", {}).get("name") == "liteflow" else None,
+            **{key: lf_cc.get(key) for key in USER_COUNTERS}}

@@ -53,6 +53,14 @@ def install_snapshot(work: Path, options: dict) -> dict:
     return {"app_id": app.app_id, "initial_snapshot_id": app.active_id}
 
 
+def app_id() -> int:
+    """The cc app's id in the core's registry."""
+    from userspace.netlink import LiteFlowNetlink
+
+    with LiteFlowNetlink() as nl:
+        return nl.app(APP).app_id
+
+
 def lf_cc_stats() -> dict:
     """lf_cc's counters (monitor intervals, snapshot decisions, fallbacks, samples)."""
     if not STATS.exists():

@@ -1,0 +1,69 @@
+"""The user-space deployment: the same snapshot, run by a user-space agent lf_cc talks to.
+
+Flows use "liteflow_user", lf_cc's second congestion control: the same monitor intervals,
+features and action rule as LiteFlow, but the decision comes from userspace/agent/lf_agent.c,
+which runs the same integer engine on the same blob. lf_cc posts the features asynchronously
+(every MI, or every `interval_us` of the scheme options) and applies the newest answer at the
+next ACK; the rate in force stays until then. lf_cc counts posts, answers, late answers and
+posts never answered (/sys/module/lf_cc/parameters/stats).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from guest.agent import build_agent, start_agent, stop_agent
+from guest.net.schemes import Scheme
+from guest.net.schemes import _liteflow as lf
+
+PARAMS = Path("/sys/module/lf_cc/parameters")
+
+
+class User(Scheme):
+    name = "user"
+
+    def __init__(self) -> None:
+        self.agent = None
+        self.agent_exit: dict = {}
+        self.setup_info: dict = {}
+        self.faults: list[dict] = []
+
+    @property
+    def congestion_control(self) -> str:
+        return "liteflow_user"
+
+    def setup(self, network, plan: dict) -> None:
+        work, options = plan["work"], plan["options"]
+        lf.load_modules(work)
+        interval_us = int(options.get("interval_us", 0))
+        (PARAMS / "user_interval_us").write_text(f"{interval_us}\n")
+        (PARAMS / "user_timeout_ms").write_text(f"{int(options.get('timeout_ms', 100))}\n")
+        app = lf.app_id()
+        self.agent = start_agent(build_agent(work / "agent"), app, work / options["blob"])
+        self.setup_info = {"app_id": app, "interval_us": interval_us, "agent_pid": self.agent.pid}
+
+    def kill_agent(self) -> dict:
+        """The fault: SIGKILL the agent mid-run; flows keep their last rate, lf_cc counts timeouts."""
+        before = lf.lf_cc_stats()
+        self.agent.kill()
+        self.agent.wait()
+        fault = {"t_unix": round(time.time(), 3), "fault": "agent killed",
+                 "user_applied_before": before.get("user_applied")}
+        self.faults.append(fault)
+        return fault
+
+    def results(self) -> dict:
+        return {"lf_cc": lf.lf_cc_stats(), "agent_alive": bool(self.agent and self.agent.poll() is None),
+                "faults": self.faults}
+
+    def teardown(self) -> None:
+        if self.agent is not None:
+            self.agent_exit = stop_agent(self.agent)
+        lf.unload()
+
+    def describe(self) -> dict:
+        return {**super().describe(), **self.setup_info, "agent_exit": self.agent_exit}
+
+
+SCHEME = User
