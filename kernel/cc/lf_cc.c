@@ -90,6 +90,7 @@ MODULE_PARM_DESC(max_macs, "cost budget of a snapshot: multiply-accumulates per 
 
 enum lf_cc_flags {
 	LF_CC_MI_OPEN		= 1 << 0,	/* an MI is being measured */
+	LF_CC_USER_DECIDED	= 1 << 1,	/* liteflow_user: an agent's answer set the rate */
 };
 
 /* Per-socket state, in the congestion-control private area (88 bytes on 4.15). */
@@ -241,7 +242,11 @@ static u32 lf_cc_per_sec(u64 segs, u32 mss, u32 duration_us)
 				    max_t(u32, duration_us, 1)));
 }
 
-/* Report the decision that set this MI's rate, with what the MI measured. */
+/*
+ * Report the decision that set this MI's rate, with what the MI measured.
+ * liteflow_user's samples carry snapshot id 0: the kernel does not know
+ * which blob the agent answered with (its slow path does).
+ */
 static void lf_cc_report(const struct tcp_sock *tp, const struct lf_cc *ca,
 			 const struct lf_cc_mi *mi, u32 mean_rtt_us)
 {
@@ -326,6 +331,7 @@ static void lf_cc_user_poll(struct sock *sk, struct lf_cc *ca)
 		if (smp_load_acquire(&slot->seq) == ca->user_seq) {
 			action = READ_ONCE(slot->out);
 			ca->action = action;
+			ca->flags |= LF_CC_USER_DECIDED;
 			lf_cc_set_rate(sk, ca, lf_cc_apply_action(ca->rate_Bps, action));
 			ca->user_seq = 0;
 			this_cpu_inc(lf_cc_stats.user_applied);
@@ -355,7 +361,7 @@ static void lf_cc_end_mi(struct sock *sk, struct lf_cc *ca, u32 elapsed_us)
 	mean_rtt_us = lf_cc_mean_rtt_us(&mi);
 	if (!ca->min_mean_rtt_us || mean_rtt_us < ca->min_mean_rtt_us)
 		ca->min_mean_rtt_us = mean_rtt_us;
-	if (ca->snapshot_id)
+	if (ca->snapshot_id || (ca->flags & LF_CC_USER_DECIDED))
 		lf_cc_report(tp, ca, &mi, mean_rtt_us);
 
 	lf_cc_push_history(ca->history, lf_cc_q_latency_inflation(&mi),
