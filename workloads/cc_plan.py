@@ -19,7 +19,10 @@ from typing import Any
 from workloads.contract import Context, Field
 
 MTU_BYTES = 1500
-LF_SCHEMES = ("liteflow", "frozen", "user")     # lf_cc with the committed network's snapshot
+# lf_cc with the committed network's snapshot: LiteFlow (adapting) and kernel-frozen in the kernel;
+# the user-space deployment adapting like LiteFlow ("user") or not ("user_frozen")
+LF_SCHEMES = ("liteflow", "frozen", "user", "user_frozen")
+ADAPTING = ("liteflow", "user")
 KERNEL_SCHEMES = ("cubic", "bbr")
 SCHEMES = (*LF_SCHEMES, *KERNEL_SCHEMES)
 # lf_cc's counters of the user-space deployment's channel
@@ -79,11 +82,16 @@ def scheme_options(ctx: Context, scheme: str, interval_us: int = 0) -> dict[str,
     if scheme not in LF_SCHEMES:
         return {}
     options = dict(ctx.state["scheme_files"])
-    if scheme == "liteflow":
+    if scheme in ADAPTING:
         options.update(ctx.config["slowpath"], startup_timeout_s=SERVICE_TIMEOUT_S)
-    if scheme == "user":
-        options["interval_us"] = interval_us
+    if scheme.startswith("user"):
+        options.update(interval_us=interval_us, adapt=scheme in ADAPTING)
     return options
+
+
+def guest_scheme(scheme: str) -> str:
+    """The guest's wrapper for an experiment's scheme (both user-space deployments are 'user')."""
+    return "user" if scheme.startswith("user") else scheme
 
 
 def cc_plan(ctx: Context, scheme: str, flows: int, link_changes: list[dict] = (),
@@ -95,21 +103,20 @@ def cc_plan(ctx: Context, scheme: str, flows: int, link_changes: list[dict] = ()
                   "queue_packets": max(2, round(link["queue_bdp"] * bdp_packets)), "loss_pct": 0.0}
     return {"topology": {"kind": "dumbbell", "senders": flows, "receivers": 1, "bottleneck": bottleneck,
                          "access": {"rate_mbit": 1000.0, "delay_ms": 0.0}, "offloads": config["offloads"]},
-            "scheme": scheme, "flow_count": flows, "duration_s": config["duration_s"],
+            "scheme": guest_scheme(scheme), "flow_count": flows, "duration_s": config["duration_s"],
             "interval_s": config["interval_s"], "scheme_options": scheme_options(ctx, scheme, interval_us),
             "link_changes": list(link_changes), "faults": list(faults)}
 
 
 def run_cc_job(ctx: Context, name: str, plan: dict[str, Any]) -> dict[str, Any]:
     session = ctx.session
-    files = sorted(ctx.state["prepared"].iterdir()) if plan["scheme"] in LF_SCHEMES else []
+    options = plan["scheme_options"]
+    files = sorted(ctx.state["prepared"].iterdir()) if options else []
     plan_dir = session.plan_dir(ctx.run, f"{name.replace('/', '_')}-{ctx.repetition}", files)
-    timeout = SETUP_TIMEOUT_S + 3 * ctx.config["duration_s"]
-    if plan["scheme"] == "liteflow":
-        timeout += SERVICE_TIMEOUT_S
+    adapting = "threshold" in options
+    timeout = SETUP_TIMEOUT_S + 3 * ctx.config["duration_s"] + (SERVICE_TIMEOUT_S if adapting else 0)
     return session.run_driver(ctx.run, "iperf", plan, plan_dir, step=f"{plan['scheme']} {name}",
-                              timeout_s=timeout, fetch=("service.jsonl",) if plan["scheme"] == "liteflow" else ()
-                              ).report
+                              timeout_s=timeout, fetch=("service.jsonl",) if adapting else ()).report
 
 
 def rtt_samples_ms(raw: dict[str, Any]) -> list[float]:
@@ -141,5 +148,5 @@ def common_record(job_key: str, raw: dict[str, Any], link: dict[str, Any]) -> di
             "guest_cpu_busy": (raw.get("cpu") or {}).get("busy"),
             "mi_count": lf_cc.get("intervals"), "decisions": lf_cc.get("decisions"),
             "fallbacks": (lf_cc.get("fallback_no_snapshot", 0) + lf_cc.get("fallback_error", 0)) if lf_cc else None,
-            "updates": len(results.get("updates") or []) if raw.get("scheme", {}).get("name") == "liteflow" else None,
+            "updates": len(results.get("updates") or []) if "updates" in results else None,
             **{key: lf_cc.get(key) for key in USER_COUNTERS}}

@@ -90,9 +90,10 @@ def unload() -> list[str]:
 class Service:
     """LiteFlow's slow-path service adapting the cc app, started and stopped by pid."""
 
-    def __init__(self, work: Path, options: dict):
+    def __init__(self, work: Path, options: dict, update: tuple[str, ...] = ("--update", "hot")):
         self.work = work
         self.options = options
+        self.update = update
         self.log_path = work / "service.jsonl"
         self.stderr_path = work / "service.stderr"
         self.proc: subprocess.Popen | None = None
@@ -107,7 +108,7 @@ class Service:
         service_dir.mkdir(exist_ok=True)
         argv = ["nice", "-n", str(SERVICE_NICE), sys.executable, "-m", "userspace.slowpath.serve", "--app", APP,
                 "--adapter", opts.get("adapter_class", "userspace.cc.adapter:CCAdapter"),
-                "--adapter-config", str(config), "--update", "hot",
+                "--adapter-config", str(config), *self.update,
                 "--threshold", str(opts["threshold"]), "--window", str(opts["window"]),
                 "--band-floor", str(opts.get("band_floor", 1e-3)),
                 "--log", str(self.log_path), "--active-blob", str(self.work / opts["blob"]),

@@ -6,6 +6,11 @@ which runs the same integer engine on the same blob. lf_cc posts the features as
 (every MI, or every `interval_us` of the scheme options) and applies the newest answer at the
 next ACK; the rate in force stays until then. lf_cc counts posts, answers, late answers and
 posts never answered (/sys/module/lf_cc/parameters/stats).
+
+With `adapt` in the options, LiteFlow's slow-path service runs next to the agent with the same
+adapter and settings as LiteFlow's, and its updates go to the agent (`--update agent`: the blob
+file the agent serves is replaced and the agent told with SIGHUP): deployment against
+deployment, adaptation included.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class User(Scheme):
 
     def __init__(self) -> None:
         self.agent = None
+        self.service: lf.Service | None = None
         self.agent_exit: dict = {}
         self.setup_info: dict = {}
         self.faults: list[dict] = []
@@ -40,8 +46,16 @@ class User(Scheme):
         (PARAMS / "user_interval_us").write_text(f"{interval_us}\n")
         (PARAMS / "user_timeout_ms").write_text(f"{int(options.get('timeout_ms', 100))}\n")
         app = lf.app_id()
-        self.agent = start_agent(build_agent(work / "agent"), app, work / options["blob"])
-        self.setup_info = {"app_id": app, "interval_us": interval_us, "agent_pid": self.agent.pid}
+        served = work / "agent.blob"          # the file the slow path rewrites; the plan's stays
+        served.write_bytes((work / options["blob"]).read_bytes())
+        self.agent = start_agent(build_agent(work / "agent"), app, served)
+        self.setup_info = {"app_id": app, "interval_us": interval_us, "agent_pid": self.agent.pid,
+                           "adapting": bool(options.get("adapt"))}
+        if options.get("adapt"):
+            lf.install_snapshot(work, options)    # the reference the slow path's fidelity check reads
+            self.service = lf.Service(work, options, ("--update", "agent", "--agent-blob", str(served),
+                                                      "--agent-pid", str(self.agent.pid)))
+            self.setup_info["service_startup_s"] = self.service.start()
 
     def kill_agent(self) -> dict:
         """The fault: SIGKILL the agent mid-run; flows keep their last rate, lf_cc counts timeouts."""
@@ -55,9 +69,11 @@ class User(Scheme):
 
     def results(self) -> dict:
         return {"lf_cc": lf.lf_cc_stats(), "agent_alive": bool(self.agent and self.agent.poll() is None),
-                "faults": self.faults}
+                "updates": self.service.updates() if self.service else [], "faults": self.faults}
 
     def teardown(self) -> None:
+        if self.service is not None:
+            self.service.stop()
         if self.agent is not None:
             self.agent_exit = stop_agent(self.agent)
         lf.unload()
