@@ -1,9 +1,8 @@
 """Experiment "cc-interval": what cross-space communication costs congestion control.
 
 The user-space deployment (lf_cc's "liteflow_user": the same features and action rule, the same
-snapshot run by the user-space agent) at each communication interval — every monitor interval,
-1 ms, 10 ms, 100 ms — next to LiteFlow's in-kernel fast path (kernel-frozen by default: the same
-snapshot, no slow path, so the two differ only in where the network runs), for 1 and 16 flows.
+snapshot run by the user-space agent, adapted by the same slow path) at each communication
+interval — every monitor interval, 1 ms, 10 ms, 100 ms — next to LiteFlow, for 1 and 16 flows.
 Per job: goodput as a fraction of the link, p95 RTT, the guest's CPU, and the channel's counters
 (posts, answers applied, answers late, posts never answered).
 """
@@ -34,8 +33,8 @@ class CcInterval(Experiment):
         jobs = []
         for flows in config["flow_counts"]:
             for scheme in config["schemes"]:
-                if scheme == "user":
-                    jobs += [Job(f"{flows}-flows/user-{interval}us", {"flows": flows, "scheme": "user",
+                if scheme.startswith("user"):
+                    jobs += [Job(f"{flows}-flows/{scheme}-{interval}us", {"flows": flows, "scheme": scheme,
                                                                         "interval_us": interval, "link": config["link"]})
                              for interval in config["intervals_us"]]
                 else:
@@ -54,7 +53,7 @@ class CcInterval(Experiment):
     def records(self, job: Job, raw: dict[str, Any]) -> list[dict[str, Any]]:
         record = cc_plan.common_record(job.key, raw, job.params["link"])
         interval = job.params["interval_us"]
-        label = job.params["scheme"] if interval is None else f"user, {interval_label(interval)}"
+        label = job.params["scheme"] if interval is None else f"{job.params['scheme']}, {interval_label(interval)}"
         return [{**record, "flows": job.params["flows"], "scheme": job.params["scheme"], "interval_us": interval,
                  "deployment": label}]
 
