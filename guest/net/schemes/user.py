@@ -15,6 +15,9 @@ deployment, adaptation included.
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from guest.net.schemes import Scheme
 from guest.net.schemes import _liteflow as lf
 
 PARAMS = Path("/sys/module/lf_cc/parameters")
+PAUSE_S = 1.0     # pause_agent: ten times lf_cc's default answer timeout (100 ms)
 
 
 class User(Scheme):
@@ -64,6 +68,27 @@ class User(Scheme):
         self.agent.wait()
         fault = {"t_unix": round(time.time(), 3), "fault": "agent killed",
                  "user_applied_before": before.get("user_applied")}
+        self.faults.append(fault)
+        return fault
+
+    def kill_service(self) -> dict:
+        """The slow path's death: the agent keeps answering with the last blob it was given."""
+        if self.service is None:
+            raise RuntimeError("this user-space deployment does not adapt: no service to kill")
+        self.service.kill()
+        fault = {"t_unix": round(time.time(), 3), "fault": "service killed"}
+        self.faults.append(fault)
+        return fault
+
+    def pause_agent(self) -> dict:
+        """The fault: SIGSTOP the agent for PAUSE_S, then SIGCONT. The datapath must not wait: the
+        flows keep their rate, posts in the pause time out, and the answers the agent sends once
+        it resumes come late (both counted by lf_cc)."""
+        before = lf.lf_cc_stats()
+        os.kill(self.agent.pid, signal.SIGSTOP)
+        threading.Timer(PAUSE_S, os.kill, (self.agent.pid, signal.SIGCONT)).start()
+        fault = {"t_unix": round(time.time(), 3), "fault": f"agent paused {PAUSE_S} s",
+                 "user_late_before": before.get("user_late"), "user_timeouts_before": before.get("user_timeouts")}
         self.faults.append(fault)
         return fault
 
