@@ -124,6 +124,16 @@ int lf_unregister_app(u32 app_id);
 int lf_register_model(struct lf_model *model);
 
 /*
+ * A snapshot made in the kernel (the kernel-full baseline trains its
+ * network in the kernel and requantizes it): serialized as a weight blob
+ * and hot-loaded, so it goes through every check a LOAD_MODEL does
+ * (sizes, quantization, id, budget) and is owned by the core.  Process
+ * context (sleeps).  Errors as lf_register_model, plus -ENOMEM.
+ */
+int lf_load_spec(u32 app_id, u64 snapshot_id,
+		 const struct lf_snapshot_spec *spec);
+
+/*
  * Remove from the standby slot, then wait for a grace period.  The active
  * snapshot's module is pinned, so only rmmod -f gets here with it: it is
  * then taken out of service (the standby, if any, becomes active) before
