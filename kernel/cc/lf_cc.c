@@ -295,20 +295,35 @@ static void lf_cc_on_answer(u32 app_id, u64 seq, const s8 *out)
 	smp_store_release(&slot->seq, (u32)seq);
 }
 
-/* Ship the history to the agent; the socket keeps its rate meanwhile. */
+/* Is the pending post older than user_timeout_ms? */
+static bool lf_cc_user_expired(const struct lf_cc *ca, u32 now_us)
+{
+	return ca->user_seq && now_us - ca->user_posted_us >
+		READ_ONCE(user_timeout_ms) * USEC_PER_MSEC;
+}
+
+/*
+ * Ship the history to the agent; the socket keeps its rate meanwhile.  A
+ * pending post it supersedes is counted as timed out if it waited longer
+ * than user_timeout_ms (its answer, if it ever comes, is not applied).
+ */
 static void lf_cc_user_post(struct sock *sk, struct lf_cc *ca)
 {
+	u32 now_us = (u32)tcp_sk(sk)->tcp_mstamp;
 	struct lf_cc_answer *slot;
 	u32 seq;
 	int err;
 
+	if (lf_cc_user_expired(ca, now_us))
+		this_cpu_inc(lf_cc_stats.user_timeouts);
+	ca->user_seq = 0;
 	do {
 		seq = (u32)atomic_inc_return(&lf_cc_user_next_seq);
 	} while (!seq);
 	slot = lf_cc_slot(seq);
 	WRITE_ONCE(slot->seq, 0);
 	WRITE_ONCE(slot->posted_ns, ktime_get_ns());
-	ca->user_posted_us = (u32)tcp_sk(sk)->tcp_mstamp;	/* failed or not: the next post waits an interval */
+	ca->user_posted_us = now_us;	/* failed or not: the next post waits an interval */
 	err = lf_post_user(lf_cc_app_id, seq, ca->history);
 	if (err) {
 		this_cpu_inc(lf_cc_stats.user_post_errors);
@@ -335,8 +350,7 @@ static void lf_cc_user_poll(struct sock *sk, struct lf_cc *ca)
 			lf_cc_set_rate(sk, ca, lf_cc_apply_action(ca->rate_Bps, action));
 			ca->user_seq = 0;
 			this_cpu_inc(lf_cc_stats.user_applied);
-		} else if (now_us - ca->user_posted_us >
-			   READ_ONCE(user_timeout_ms) * USEC_PER_MSEC) {
+		} else if (lf_cc_user_expired(ca, now_us)) {
 			ca->user_seq = 0;
 			this_cpu_inc(lf_cc_stats.user_timeouts);
 		}
