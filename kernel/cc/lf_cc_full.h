@@ -670,9 +670,9 @@ static inline u32 lf_full_train_replay(struct lf_full_net *net,
  * share / 10, share the delivery rate (the pacing rate if none); otherwise a
  * probe, target = 1.1 pacing.  The label is the output that moves the rate
  * the decision started from (undoing its action q) onto the target in one
- * MI, saturated at +-1.  Rates are Q8 Bps, the inflation and the label Q24.
+ * MI, saturated at +-1.  Rates are Q16 Bps, the inflation and the label Q24.
  */
-#define LF_FULL_TEACHER_RATE_SHIFT	8
+#define LF_FULL_TEACHER_RATE_SHIFT	16
 #define LF_FULL_TEACHER_Q		24
 /* 1.1 = QUEUE_TARGET + 1 / DRAIN_RTTS, Q24 */
 #define LF_FULL_TEACHER_GAIN		((((s64)11 << LF_FULL_TEACHER_Q) + 5) / 10)
@@ -687,7 +687,7 @@ static inline u64 lf_full_udiv_round(u64 n, u64 d)
 	return div64_u64(n + d / 2, d);
 }
 
-/* The teacher's target rate for @ctx, Q8 Bps. */
+/* The teacher's target rate for @ctx, Q16 Bps. */
 static inline u64 lf_full_teacher_target(const struct lf_cc_context *ctx)
 {
 	const u64 pacing = (u64)ctx->pacing_rate_Bps << LF_FULL_TEACHER_RATE_SHIFT;
@@ -720,7 +720,7 @@ static inline u64 lf_full_teacher_target(const struct lf_cc_context *ctx)
 	factor = LF_FULL_TEACHER_GAIN - inflation;		/* Q24 */
 	if (factor <= 0)
 		return floor;
-	/* share < 2^32 Bps, factor < 2^26 (inflation >= -1): no overflow */
+	/* share < 2^32 Bps, factor < 2^26 (inflation >= -1): < 2^58 */
 	share = (u64)lf_full_rshift_round((s64)share * factor,
 					  LF_FULL_TEACHER_Q - LF_FULL_TEACHER_RATE_SHIFT);
 	return share > floor ? share : floor;
@@ -747,7 +747,7 @@ static inline s32 lf_full_teacher_label(const struct lf_cc_context *ctx, s8 q)
 	if (target < one)
 		target = one;
 
-	/* keep (gap * 10) << 24 inside u64: rates over 2^30 Bps lose low bits */
+	/* (gap * 10) << 24 must fit u64: halve both (their ratio keeps 37 bits) */
 	while (rate >= (1ULL << 38) || target >= (1ULL << 38)) {
 		rate >>= 1;
 		target >>= 1;

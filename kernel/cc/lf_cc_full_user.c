@@ -73,9 +73,13 @@ void lf_full_user_forward(struct lf_full_net *net, const s8 *inputs, u32 n,
 		out[k] = lf_full_forward(net, inputs + k * LF_CC_INPUTS, &a);
 }
 
-s32 lf_full_user_tanh(s32 x_q16)
+/* tanh of @n Q16 arguments, Q16 */
+void lf_full_user_tanh(const s32 *x_q16, u32 n, s32 *out)
 {
-	return lf_full_tanh(x_q16);
+	u32 k;
+
+	for (k = 0; k < n; k++)
+		out[k] = lf_full_tanh(x_q16[k]);
 }
 
 int lf_full_user_trainer_init(struct lf_full_trainer *tr, u32 batch, u32 lr_q32,
