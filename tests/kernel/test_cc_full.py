@@ -224,8 +224,8 @@ def flat_of(layers) -> np.ndarray:
 
 
 def test_tanh_is_within_one_q16_unit_everywhere(lib):
-    """Every Q16 argument in [-9, 9]: Hermite interpolation error < 1e-7, so the error is the
-    output's rounding: at most one Q16 unit (measured 0.5 unit + 4e-9 = 7.7e-6)."""
+    """Every Q16 argument in [-9, 9]: the Hermite interpolation's own error is below 1e-7, so
+    the error is the output's rounding, half a Q16 unit (measured 0.50043 unit = 7.64e-6)."""
     x = np.arange(-9 * A_ONE, 9 * A_ONE + 1, dtype=np.int32)
     out = np.zeros_like(x)
     lib.lf_full_user_tanh(x.ctypes.data_as(i32p), len(x), out.ctypes.data_as(i32p))
@@ -302,8 +302,8 @@ def test_teacher_matches_the_slow_paths_online_label(lib):
 
 def test_one_step_matches_float(lib):
     """One SGD step (batch 64, lr 1e-3, L2 1e-4) of the committed network on calibration
-    states with teacher labels: every weight's update within 0.2 % of the float64 update's
-    largest magnitude plus 2 Q24 units (measured: 0.004 % + 1 unit)."""
+    states with teacher labels: every weight's update within 1e-4 of the float64 update's
+    largest magnitude (1.0e-3) plus 2 Q24 units (measured: 3.3e-8 = 0.56 Q24 unit at most)."""
     rng = np.random.default_rng(5)
     x = calibration_inputs()[rng.permutation(2000)[:64]]
     ctx, q = random_contexts(rng, 64)
@@ -320,13 +320,13 @@ def test_one_step_matches_float(lib):
     upd_ref = ref - flat0 / W_ONE
     err = np.abs(upd_fixed - upd_ref)
     assert np.abs(upd_ref).max() > 1e-5  # the step really moved the weights
-    assert err.max() <= 2e-3 * np.abs(upd_ref).max() + 2 / W_ONE, err.max()
+    assert err.max() <= 1e-4 * np.abs(upd_ref).max() + 2 / W_ONE, err.max()
 
 
 def test_forty_steps_match_float(lib):
-    """40 steps of batch 64 (2560 samples) at lr 1e-2: the weights stay within 0.5 % of the
-    float64 run's total movement plus 4 Q24 units (measured 0.03 %), and so does the output on
-    held-out states (within 1e-3)."""
+    """40 steps of batch 64 (2560 samples) at lr 1e-2: the weights stay within 1e-4 of the
+    float64 run's largest total movement (0.07) plus 8 Q24 units (measured: 4.0e-7 = 6.6 units,
+    6e-6 of the movement), and the output on held-out states within 1e-4 (measured 2.9e-5)."""
     rng = np.random.default_rng(6)
     cal = calibration_inputs()
     x = cal[rng.integers(0, len(cal), 40 * 64)]
@@ -345,11 +345,11 @@ def test_forty_steps_match_float(lib):
         layers = ref_step(layers, x[sl] / 16.0, t[sl] / D_ONE, lr_eff, l2_eff)
     moved = np.abs(flat_of(layers) - flat0 / W_ONE).max()
     err = np.abs(full.params() / W_ONE - flat_of(layers)).max()
-    assert err <= 5e-3 * moved + 4 / W_ONE, (err, moved)
+    assert err <= 1e-4 * moved + 8 / W_ONE, (err, moved)
     held = cal[:500]
     y_fixed = full.forward(held) / A_ONE
     y_ref = ref_forward(layers, held / 16.0)[-1][:, 0]
-    assert np.abs(y_fixed - y_ref).max() <= 1e-3
+    assert np.abs(y_fixed - y_ref).max() <= 1e-4
 
 
 def consistent_set(lib, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -373,8 +373,8 @@ def consistent_set(lib, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_loss_falls_on_a_consistent_teacher_signal(lib):
     """Replay training (the slow path's scheme: minibatches drawn with replacement from a
-    replay), 60 minibatches of 64 at lr 2e-2: the imitation MSE over the replay falls by more
-    than 20 % (measured: from 0.25 to 0.14)."""
+    replay), 60 minibatches of 64 at lr 2e-2, 100 samples per call: the imitation MSE over the
+    replay more than halves (measured: from 0.72 to 0.16)."""
     x, t = consistent_set(lib, 2048, 9)
     full = Full(lib, to_flat_q24(committed_float_weights()))
     full.trainer(64, 2e-2, seed=7)
@@ -395,7 +395,7 @@ def test_loss_falls_on_a_consistent_teacher_signal(lib):
         done += k
     assert done == 60 * 64 and full.stats()["steps"] == 60 and full.stats()["owed"] == 0
     after = mse()
-    assert after < 0.8 * before, (before, after)
+    assert after < 0.5 * before, (before, after)
     assert full.stats()["last_loss"] / D_ONE < before
 
 
