@@ -52,6 +52,16 @@
  * it comes, lands in a slot keyed by its sequence number, and the socket
  * applies the newest one at its next ACK.  Answers that come after
  * user_timeout_ms, and posts never answered in that time, are counted.
+ *
+ * And the deployment that trains in the kernel, "liteflow_full": the same
+ * network, its master weights (Q24, lf_cc_full.h) adapted in the kernel by
+ * the slow path's algorithm (imitation of the online teacher on each
+ * decision's outcome, minibatches from a replay), on the CPUs that process
+ * the ACKs: every full_round decisions owe full_steps minibatches, trained
+ * at most full_budget samples per ACK (bounded softirq work), and every
+ * full_publish_steps steps a work item requantizes the network and loads
+ * it as the snapshot of app "cc_full", which these sockets query.  The
+ * master weights arrive through /sys/kernel/debug/lf_cc/full_weights.
  */
 #define pr_fmt(fmt) "lf_cc: " fmt
 
@@ -59,12 +69,21 @@
 #include <linux/kernel.h>
 #include <linux/percpu.h>
 #include <linux/string.h>
+#include <linux/vmalloc.h>
+#include <linux/debugfs.h>
+#include <linux/workqueue.h>
+#include <linux/spinlock.h>
+#include <linux/uaccess.h>
+#include <linux/random.h>
 #include <net/tcp.h>
 #include "compat.h"
 #include "liteflow.h"
 #include "lf_cc_model.h"
+#include "lf_cc_full.h"
 
 #define LF_CC_APP_NAME		"cc"
+#define LF_CC_FULL_APP_NAME	"cc_full"	/* kernel-full's snapshots */
+#define LF_CC_FULL_L2_Q32	429497		/* 1e-4 x 2^32: train.py's L2 on the kernels */
 #define LF_CC_MIN_RATE_KBPS	100	/* default pacing floor, kbit/s */
 #define LF_CC_MAX_MACS		8192	/* default budget: Aurora's MLP needs 1488 */
 #define LF_CC_RTT_COUNT_MAX	0xffffU
@@ -83,6 +102,34 @@ MODULE_PARM_DESC(user_interval_us, "liteflow_user: post the features every this 
 static unsigned int user_timeout_ms = LF_CC_USER_TIMEOUT_MS;
 module_param(user_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(user_timeout_ms, "liteflow_user: an answer later than this is late, a post unanswered is timed out (default 100)");
+
+static unsigned int full_batch = 64;
+module_param(full_batch, uint, 0444);
+MODULE_PARM_DESC(full_batch, "liteflow_full: samples per SGD step (default 64)");
+
+static unsigned int full_round = 64;
+module_param(full_round, uint, 0644);
+MODULE_PARM_DESC(full_round, "liteflow_full: decisions per round of training (default 64)");
+
+static unsigned int full_steps = 4;
+module_param(full_steps, uint, 0644);
+MODULE_PARM_DESC(full_steps, "liteflow_full: minibatches trained per round, from the replay (default 4, as the slow path)");
+
+static unsigned int full_budget = 16;
+module_param(full_budget, uint, 0644);
+MODULE_PARM_DESC(full_budget, "liteflow_full: samples trained at most per ACK (bounded softirq work, default 16)");
+
+static unsigned int full_publish_steps = 8;
+module_param(full_publish_steps, uint, 0644);
+MODULE_PARM_DESC(full_publish_steps, "liteflow_full: requantize and load a snapshot every this many steps (default 8)");
+
+static unsigned int full_lr_q32 = 4294967;	/* 1e-3 */
+module_param(full_lr_q32, uint, 0444);
+MODULE_PARM_DESC(full_lr_q32, "liteflow_full: SGD learning rate x 2^32 (default 1e-3)");
+
+static unsigned int full_replay = 2048;
+module_param(full_replay, uint, 0444);
+MODULE_PARM_DESC(full_replay, "liteflow_full: replay capacity, samples (default 2048)");
 
 static ulong max_macs = LF_CC_MAX_MACS;
 module_param(max_macs, ulong, 0444);
@@ -127,6 +174,7 @@ struct lf_cc_answer {
 static struct lf_cc_answer lf_cc_answers[LF_CC_ANSWER_SLOTS];
 static atomic_t lf_cc_user_next_seq = ATOMIC_INIT(0);
 static struct tcp_congestion_ops lf_cc_user_ops __read_mostly;
+static struct tcp_congestion_ops lf_cc_full_ops __read_mostly;
 
 /* Counters, per CPU, summed when read. */
 struct lf_cc_stats {
@@ -141,10 +189,40 @@ struct lf_cc_stats {
 	u64 user_applied;		/* ... answers a socket applied */
 	u64 user_late;			/* ... answers later than user_timeout_ms */
 	u64 user_timeouts;		/* ... posts with no answer in user_timeout_ms */
+	u64 full_samples;		/* liteflow_full: labelled decisions added to the replay */
+	u64 full_trained;		/* ... samples trained on (forward + backward) */
+	u64 full_busy;			/* ... times the trainer was busy on another CPU: skipped */
+	u64 full_published;		/* ... snapshots requantized and loaded */
+	u64 full_publish_errors;	/* ... loads the core refused */
 };
 
 static DEFINE_PER_CPU(struct lf_cc_stats, lf_cc_stats);
 static u32 lf_cc_app_id;
+static u32 lf_cc_full_app_id;
+
+/*
+ * kernel-full's one network, shared by every liteflow_full socket.  The
+ * datapath only ever trylocks it (a busy trainer skips, counted), the
+ * publication work and the weights upload lock it with bottom halves off.
+ */
+struct lf_cc_full {
+	spinlock_t lock;
+	bool loaded;			/* master weights uploaded */
+	struct lf_full_net net;
+	struct lf_full_trainer tr;
+	struct lf_full_replay replay;
+	u32 since_round;		/* decisions since the last owed round */
+	u64 published_at;		/* tr.steps at the last publication */
+	struct work_struct publish;
+	struct lf_full_net scratch;	/* the publication's copy, outside the lock */
+	struct lf_full_snapshot snap;
+	struct mutex upload_lock;
+	size_t staged;			/* bytes of the weights upload so far */
+	s32 staging[LF_FULL_PARAMS];
+};
+
+static struct lf_cc_full *lf_cc_full;
+static struct dentry *lf_cc_debugfs;
 
 static u64 lf_cc_min_rate_Bps(void)
 {
@@ -247,24 +325,37 @@ static u32 lf_cc_per_sec(u64 segs, u32 mss, u32 duration_us)
  * liteflow_user's samples carry snapshot id 0: the kernel does not know
  * which blob the agent answered with (its slow path does).
  */
-static void lf_cc_report(const struct tcp_sock *tp, const struct lf_cc *ca,
+static void lf_cc_context_of(const struct tcp_sock *tp, const struct lf_cc *ca,
+			     const struct lf_cc_mi *mi, u32 mean_rtt_us,
+			     struct lf_cc_context *ctx)
+{
+	ctx->mi_duration_us = mi->duration_us;
+	ctx->pacing_rate_Bps = ca->rate_Bps;
+	ctx->send_rate_Bps = lf_cc_per_sec(mi->segs_sent, tp->mss_cache,
+					   mi->duration_us);
+	ctx->delivery_rate_Bps = lf_cc_per_sec(mi->segs_delivered, tp->mss_cache,
+					       mi->duration_us);
+	ctx->mean_rtt_us = mean_rtt_us;
+	ctx->min_mean_rtt_us = ca->min_mean_rtt_us;
+	ctx->segs_sent = mi->segs_sent;
+	ctx->segs_delivered = mi->segs_delivered;
+	ctx->segs_lost = mi->segs_lost;
+	ctx->mss_bytes = tp->mss_cache;
+}
+
+static void lf_cc_full_learn(const s8 *input, const struct lf_cc_context *ctx,
+			     s8 action);
+
+static void lf_cc_report(const struct sock *sk, const struct lf_cc *ca,
 			 const struct lf_cc_mi *mi, u32 mean_rtt_us)
 {
-	struct lf_cc_context ctx = {
-		.mi_duration_us = mi->duration_us,
-		.pacing_rate_Bps = ca->rate_Bps,
-		.send_rate_Bps = lf_cc_per_sec(mi->segs_sent, tp->mss_cache,
-					       mi->duration_us),
-		.delivery_rate_Bps = lf_cc_per_sec(mi->segs_delivered,
-						   tp->mss_cache, mi->duration_us),
-		.mean_rtt_us = mean_rtt_us,
-		.min_mean_rtt_us = ca->min_mean_rtt_us,
-		.segs_sent = mi->segs_sent,
-		.segs_delivered = mi->segs_delivered,
-		.segs_lost = mi->segs_lost,
-		.mss_bytes = tp->mss_cache,
-	};
+	struct lf_cc_context ctx;
 
+	lf_cc_context_of(tcp_sk(sk), ca, mi, mean_rtt_us, &ctx);
+	if (inet_csk(sk)->icsk_ca_ops == &lf_cc_full_ops) {
+		lf_cc_full_learn(ca->history, &ctx, ca->action);
+		return;
+	}
 	lf_record_sample(lf_cc_app_id, ca->snapshot_id, ca->history,
 			 &ca->action, &ctx);
 	this_cpu_inc(lf_cc_stats.samples);
@@ -360,6 +451,161 @@ static void lf_cc_user_poll(struct sock *sk, struct lf_cc *ca)
 		lf_cc_user_post(sk, ca);
 }
 
+/* ---- kernel-full (liteflow_full) ---------------------------------------- */
+
+/* A decision with its outcome, labelled by the teacher, into the replay; a round owes steps. */
+static void lf_cc_full_learn(const s8 *input, const struct lf_cc_context *ctx,
+			     s8 action)
+{
+	struct lf_cc_full *f = lf_cc_full;
+	s32 label = lf_full_teacher_label(ctx, action);
+
+	if (!spin_trylock_bh(&f->lock)) {
+		this_cpu_inc(lf_cc_stats.full_busy);
+		return;
+	}
+	lf_full_replay_add(&f->replay, input, label);
+	if (++f->since_round >= READ_ONCE(full_round)) {
+		lf_full_owe_steps(&f->tr, READ_ONCE(full_steps));
+		f->since_round = 0;
+	}
+	spin_unlock_bh(&f->lock);
+	this_cpu_inc(lf_cc_stats.full_samples);
+}
+
+/* Per ACK: train what is owed, at most full_budget samples, here, on the datapath's CPU. */
+static void lf_cc_full_train(void)
+{
+	struct lf_cc_full *f = lf_cc_full;
+	bool publish = false;
+	u32 done;
+
+	if (!READ_ONCE(f->tr.owed) || !READ_ONCE(f->loaded))
+		return;
+	if (!spin_trylock_bh(&f->lock)) {
+		this_cpu_inc(lf_cc_stats.full_busy);
+		return;
+	}
+	done = lf_full_train_replay(&f->net, &f->tr, &f->replay,
+				    READ_ONCE(full_budget));
+	if (f->tr.steps - f->published_at >= READ_ONCE(full_publish_steps)) {
+		f->published_at = f->tr.steps;
+		publish = true;
+	}
+	spin_unlock_bh(&f->lock);
+	this_cpu_add(lf_cc_stats.full_trained, done);
+	if (publish)
+		schedule_work(&f->publish);
+}
+
+/* Requantize a copy of the network and load it as cc_full's snapshot (process context). */
+static void lf_cc_full_publish(struct work_struct *work)
+{
+	struct lf_cc_full *f = container_of(work, struct lf_cc_full, publish);
+	int err;
+
+	spin_lock_bh(&f->lock);
+	memcpy(&f->scratch, &f->net, sizeof(f->net));
+	lf_full_reset_ranges(&f->net);	/* the next snapshot calibrates on what follows */
+	spin_unlock_bh(&f->lock);
+	err = lf_full_requantize(&f->scratch, &f->snap);
+	if (!err)
+		err = lf_load_spec(lf_cc_full_app_id, get_random_u64() | 1,
+				   &f->snap.spec);
+	if (err) {
+		this_cpu_inc(lf_cc_stats.full_publish_errors);
+		pr_warn_ratelimited("kernel-full snapshot not loaded (%d)\n", err);
+	} else {
+		this_cpu_inc(lf_cc_stats.full_published);
+	}
+}
+
+/*
+ * The master weights, LF_FULL_PARAMS little-endian s32 (Q24, lf_cc_full.h's
+ * flat layout), written in one or more pieces from offset 0; the last byte
+ * loads them.  Rewriting starts over (offset 0).
+ */
+static ssize_t lf_cc_full_weights_write(struct file *file,
+					const char __user *buf, size_t len,
+					loff_t *ppos)
+{
+	struct lf_cc_full *f = lf_cc_full;
+	size_t total = sizeof(f->staging);
+	int err = 0;
+
+	if (*ppos < 0 || *ppos > total || len > total - *ppos)
+		return -EFBIG;
+	mutex_lock(&f->upload_lock);
+	if (*ppos != f->staged && *ppos) {
+		err = -EINVAL;		/* pieces come in order */
+		goto out;
+	}
+	if (copy_from_user((u8 *)f->staging + *ppos, buf, len)) {
+		err = -EFAULT;
+		goto out;
+	}
+	f->staged = *ppos + len;
+	*ppos += len;
+	if (f->staged == total) {
+		spin_lock_bh(&f->lock);
+		err = lf_full_load(&f->net, f->staging, LF_FULL_PARAMS);
+		if (!err) {
+			lf_full_reset_ranges(&f->net);
+			f->loaded = true;
+		}
+		spin_unlock_bh(&f->lock);
+		f->staged = 0;
+	}
+out:
+	mutex_unlock(&f->upload_lock);
+	return err ? err : len;
+}
+
+static const struct file_operations lf_cc_full_weights_fops = {
+	.owner	= THIS_MODULE,
+	.write	= lf_cc_full_weights_write,
+	.llseek	= default_llseek,
+};
+
+static int lf_cc_full_alloc(void)
+{
+	struct lf_cc_full *f;
+	int err;
+
+	f = vzalloc(sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->replay.slot = vzalloc((size_t)full_replay * sizeof(*f->replay.slot));
+	if (!f->replay.slot || !full_replay) {
+		vfree(f->replay.slot);
+		vfree(f);
+		return -ENOMEM;
+	}
+	f->replay.capacity = full_replay;
+	err = lf_full_trainer_init(&f->tr, full_batch, full_lr_q32,
+				   LF_CC_FULL_L2_Q32, get_random_u32());
+	if (err) {
+		vfree(f->replay.slot);
+		vfree(f);
+		return err;
+	}
+	spin_lock_init(&f->lock);
+	mutex_init(&f->upload_lock);
+	INIT_WORK(&f->publish, lf_cc_full_publish);
+	lf_cc_full = f;
+	return 0;
+}
+
+static void lf_cc_full_free(void)
+{
+	struct lf_cc_full *f = lf_cc_full;
+
+	cancel_work_sync(&f->publish);
+	vfree(f->replay.slot);
+	vfree(f);
+	lf_cc_full = NULL;
+}
+
 /* ---- the MI ----------------------------------------------------------- */
 
 /* The MI is over: learn from it, decide the next one's rate. */
@@ -376,7 +622,7 @@ static void lf_cc_end_mi(struct sock *sk, struct lf_cc *ca, u32 elapsed_us)
 	if (!ca->min_mean_rtt_us || mean_rtt_us < ca->min_mean_rtt_us)
 		ca->min_mean_rtt_us = mean_rtt_us;
 	if (ca->snapshot_id || (ca->flags & LF_CC_USER_DECIDED))
-		lf_cc_report(tp, ca, &mi, mean_rtt_us);
+		lf_cc_report(sk, ca, &mi, mean_rtt_us);
 
 	lf_cc_push_history(ca->history, lf_cc_q_latency_inflation(&mi),
 			   lf_cc_q_latency_ratio(mean_rtt_us, ca->min_mean_rtt_us),
@@ -391,8 +637,9 @@ static void lf_cc_end_mi(struct sock *sk, struct lf_cc *ca, u32 elapsed_us)
 		return;
 	}
 
-	err = lf_query_model_ex(lf_cc_app_id, ca->history, &action,
-				&ca->snapshot_id, NULL, NULL);
+	err = lf_query_model_ex(inet_csk(sk)->icsk_ca_ops == &lf_cc_full_ops ?
+				lf_cc_full_app_id : lf_cc_app_id,
+				ca->history, &action, &ca->snapshot_id, NULL, NULL);
 	if (likely(!err)) {
 		ca->action = action;
 		lf_cc_set_rate(sk, ca, lf_cc_apply_action(ca->rate_Bps, action));
@@ -427,6 +674,8 @@ static LF_CONG_CONTROL_FN(lf_cc_cong_control)
 		lf_cc_end_mi(sk, ca, elapsed_us);
 	if (lf_cc_is_user(sk))
 		lf_cc_user_poll(sk, ca);
+	else if (inet_csk(sk)->icsk_ca_ops == &lf_cc_full_ops)
+		lf_cc_full_train();
 
 	lf_tcp_snd_cwnd_set(tp, min_t(u32, lf_cc_cwnd_cap(ca->rate_Bps,
 							   lf_cc_srtt_us(tp),
@@ -466,15 +715,23 @@ static int lf_cc_stats_get(char *buf, const struct kernel_param *kp)
 		sum.user_applied += READ_ONCE(c->user_applied);
 		sum.user_late += READ_ONCE(c->user_late);
 		sum.user_timeouts += READ_ONCE(c->user_timeouts);
+		sum.full_samples += READ_ONCE(c->full_samples);
+		sum.full_trained += READ_ONCE(c->full_trained);
+		sum.full_busy += READ_ONCE(c->full_busy);
+		sum.full_published += READ_ONCE(c->full_published);
+		sum.full_publish_errors += READ_ONCE(c->full_publish_errors);
 	}
 	return scnprintf(buf, PAGE_SIZE,
 			 "app_id %u\nintervals %llu\ndecisions %llu\nfallback_no_snapshot %llu\nfallback_error %llu\nsamples %llu\n"
-			 "user_posts %llu\nuser_post_errors %llu\nuser_answers %llu\nuser_applied %llu\nuser_late %llu\nuser_timeouts %llu\n",
+			 "user_posts %llu\nuser_post_errors %llu\nuser_answers %llu\nuser_applied %llu\nuser_late %llu\nuser_timeouts %llu\n"
+			 "full_samples %llu\nfull_trained %llu\nfull_busy %llu\nfull_published %llu\nfull_publish_errors %llu\n",
 			 lf_cc_app_id, sum.intervals, sum.decisions,
 			 sum.fallback_no_snapshot, sum.fallback_error,
 			 sum.samples, sum.user_posts, sum.user_post_errors,
 			 sum.user_answers, sum.user_applied, sum.user_late,
-			 sum.user_timeouts);
+			 sum.user_timeouts, sum.full_samples, sum.full_trained,
+			 sum.full_busy, sum.full_published,
+			 sum.full_publish_errors);
 }
 
 static const struct kernel_param_ops lf_cc_stats_ops = {
@@ -484,6 +741,16 @@ module_param_cb(stats, &lf_cc_stats_ops, NULL, 0444);
 MODULE_PARM_DESC(stats, "counters: MIs, snapshot decisions, fallbacks, samples reported");
 
 /* ---- module ----------------------------------------------------------- */
+
+static struct tcp_congestion_ops lf_cc_full_ops __read_mostly = {
+	.flags		= TCP_CONG_NON_RESTRICTED,
+	.name		= "liteflow_full",
+	.owner		= THIS_MODULE,
+	.init		= lf_cc_init,
+	.cong_control	= lf_cc_cong_control,
+	.ssthresh	= lf_cc_ssthresh,
+	.undo_cwnd	= lf_cc_undo_cwnd,
+};
 
 static struct tcp_congestion_ops lf_cc_user_ops __read_mostly = {
 	.flags		= TCP_CONG_NON_RESTRICTED,
@@ -507,7 +774,7 @@ static struct tcp_congestion_ops lf_cc_ops __read_mostly = {
 
 static int __init lf_cc_module_init(void)
 {
-	const struct lf_app_desc desc = {
+	struct lf_app_desc desc = {
 		.name		= LF_CC_APP_NAME,
 		.input_size	= LF_CC_INPUTS,
 		.output_size	= LF_CC_OUTPUTS,
@@ -529,41 +796,69 @@ static int __init lf_cc_module_init(void)
 	int err;
 
 	BUILD_BUG_ON(sizeof(struct lf_cc_context) > LF_MAX_CONTEXT);
+	err = lf_cc_full_alloc();
+	if (err)
+		return err;
 	err = lf_register_app(&desc, &lf_cc_app_id);
 	if (err) {
 		pr_err("cannot register app %s (%d)\n", LF_CC_APP_NAME, err);
-		return err;
+		goto free_full;
 	}
+	/* kernel-full's snapshots: the same network and encoding, no context, no agent */
+	desc.name = LF_CC_FULL_APP_NAME;
+	desc.context_size = 0;
+	desc.on_answer = NULL;
+	err = lf_register_app(&desc, &lf_cc_full_app_id);
+	if (err) {
+		pr_err("cannot register app %s (%d)\n", LF_CC_FULL_APP_NAME, err);
+		goto unregister_app;
+	}
+	lf_cc_debugfs = debugfs_create_dir("lf_cc", NULL);
+	debugfs_create_file("full_weights", 0200, lf_cc_debugfs, NULL,
+			    &lf_cc_full_weights_fops);
 	err = tcp_register_congestion_control(&lf_cc_ops);
-	if (err) {
-		pr_err("cannot register congestion control %s (%d)\n",
-		       lf_cc_ops.name, err);
-		lf_unregister_app(lf_cc_app_id);
-		return err;
-	}
+	if (err)
+		goto remove_debugfs;
 	err = tcp_register_congestion_control(&lf_cc_user_ops);
-	if (err) {
-		pr_err("cannot register congestion control %s (%d)\n",
-		       lf_cc_user_ops.name, err);
-		tcp_unregister_congestion_control(&lf_cc_ops);
-		lf_unregister_app(lf_cc_app_id);
-		return err;
-	}
-	pr_info("congestion control %s uses app %s (id %u)\n", lf_cc_ops.name,
-		LF_CC_APP_NAME, lf_cc_app_id);
+	if (err)
+		goto unregister_ops;
+	err = tcp_register_congestion_control(&lf_cc_full_ops);
+	if (err)
+		goto unregister_user_ops;
+	pr_info("congestion controls liteflow, liteflow_user, liteflow_full use apps %s (id %u) and %s (id %u)\n",
+		LF_CC_APP_NAME, lf_cc_app_id, LF_CC_FULL_APP_NAME,
+		lf_cc_full_app_id);
 	return 0;
+
+unregister_user_ops:
+	tcp_unregister_congestion_control(&lf_cc_user_ops);
+unregister_ops:
+	tcp_unregister_congestion_control(&lf_cc_ops);
+remove_debugfs:
+	pr_err("cannot register the congestion controls (%d)\n", err);
+	debugfs_remove_recursive(lf_cc_debugfs);
+	lf_unregister_app(lf_cc_full_app_id);
+unregister_app:
+	lf_unregister_app(lf_cc_app_id);
+free_full:
+	lf_cc_full_free();
+	return err;
 }
 
 /*
- * Sockets using "liteflow" hold a reference on this module, so the exit
- * only runs once none is left (rmmod fails with EBUSY before), as for any
- * congestion-control module.
+ * Sockets using any of the three hold a reference on this module, so the
+ * exit only runs once none is left (rmmod fails with EBUSY before), as
+ * for any congestion-control module.
  */
 static void __exit lf_cc_module_exit(void)
 {
+	tcp_unregister_congestion_control(&lf_cc_full_ops);
 	tcp_unregister_congestion_control(&lf_cc_user_ops);
 	tcp_unregister_congestion_control(&lf_cc_ops);
+	debugfs_remove_recursive(lf_cc_debugfs);
+	lf_unregister_app(lf_cc_full_app_id);
 	lf_unregister_app(lf_cc_app_id);
+	lf_cc_full_free();	/* after the app: no publication can start */
 }
 
 module_init(lf_cc_module_init);
