@@ -21,13 +21,13 @@ Tolerances are stated next to each assertion, with the errors measured when they
 from __future__ import annotations
 
 import ctypes
-import io
 import subprocess
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from userspace.cc.full import float_weights, to_flat_q24
 
 REPO = Path(__file__).resolve().parents[2]
 CC_DIR = REPO / "kernel" / "cc"
@@ -94,27 +94,9 @@ def build_library(directory: Path) -> ctypes.CDLL:
 
 
 def committed_float_weights() -> list[tuple[np.ndarray, np.ndarray]]:
-    """The committed network's (W [out, in], b [out]) per layer, read from cc.keras with h5py:
-    the float weights LiteFlow's slow path starts from, without importing TensorFlow."""
-    import h5py
-
-    with zipfile.ZipFile(MODEL_DIR / "cc.keras") as z:
-        blob = z.read("model.weights.h5")
-    with h5py.File(io.BytesIO(blob), "r") as f:
-        layers = f["layers"]
-        names = sorted((n for n in layers if n.startswith("dense")), key=lambda n: (len(n), n))
-        out = []
-        for name in names:
-            v = layers[name]["vars"]
-            out.append((np.asarray(v["0"][()], np.float64).T, np.asarray(v["1"][()], np.float64)))
-    assert [w.shape for w, _ in out] == [(o, i) for i, o in DIMS]
-    return out
-
-
-def to_flat_q24(layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """lf_full_load's layout: per layer W[out][in] row-major, then b[out], Q24 (rounded)."""
-    flat = np.concatenate([np.concatenate([w.reshape(-1), b]) for w, b in layers])
-    return np.round(flat * W_ONE).astype(np.int32)
+    """The committed network's (W [out, in], b [out]) per layer: the float weights LiteFlow's slow
+    path starts from, read without TensorFlow."""
+    return float_weights()
 
 
 def from_flat(flat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -206,13 +188,13 @@ def ref_step(layers, x: np.ndarray, t: np.ndarray, lr: float, l2: float):
     acts = ref_forward(layers, x)
     delta = 2.0 * (acts[-1][:, 0] - t)[:, None] * (1.0 - acts[-1] ** 2) / len(x)
     new = [None] * len(layers)
-    for l in range(len(layers) - 1, -1, -1):
-        w, b = layers[l]
-        gw = delta.T @ acts[l] + 2.0 * l2 * w
+    for k in range(len(layers) - 1, -1, -1):
+        w, b = layers[k]
+        gw = delta.T @ acts[k] + 2.0 * l2 * w
         gb = delta.sum(axis=0)
-        if l:
-            delta = (delta @ w) * (1.0 - acts[l] ** 2)
-        new[l] = (w - lr * gw, b - lr * gb)
+        if k:
+            delta = (delta @ w) * (1.0 - acts[k] ** 2)
+        new[k] = (w - lr * gw, b - lr * gb)
     return new
 
 
@@ -472,7 +454,7 @@ def test_requantized_snapshot_runs_in_the_engine_close_to_the_fixed_point_forwar
         (0, F.INPUT_QUANT_MULT, F.INPUT_QUANT_SHIFT)
     assert (s.output_quant.zero_point, s.output_quant.scale_multiplier, s.output_quant.scale_shift) == \
         (0, F.OUTPUT_QUANT_MULT, F.OUTPUT_QUANT_SHIFT)
-    assert s.num_layers == 3 and all(s.layers[l].act_table for l in range(3))
+    assert s.num_layers == 3 and all(s.layers[k].act_table for k in range(3))
     q = engine_infer(engine_lib, spec, cal).astype(np.int64)
     target = np.clip(np.round(y / A_ONE * 128), -128, 127)
     diff = np.abs(q - target)
