@@ -20,8 +20,9 @@ from workloads.contract import Context, Field
 
 MTU_BYTES = 1500
 # lf_cc with the committed network's snapshot: LiteFlow (adapting) and kernel-frozen in the kernel;
-# the user-space deployment adapting like LiteFlow ("user") or not ("user_frozen")
-LF_SCHEMES = ("liteflow", "frozen", "user", "user_frozen")
+# the user-space deployment adapting like LiteFlow ("user") or not ("user_frozen"); the network
+# trained in the kernel ("full")
+LF_SCHEMES = ("liteflow", "frozen", "user", "user_frozen", "full")
 ADAPTING = ("liteflow", "user")
 KERNEL_SCHEMES = ("cubic", "bbr")
 SCHEMES = (*LF_SCHEMES, *KERNEL_SCHEMES)
@@ -64,6 +65,7 @@ def cc_blob() -> bytes:
 
 def prepare_cc(ctx: Context) -> None:
     """Modules for this kernel and the initial snapshot, once per run, into ctx.state["prepared"]."""
+    from userspace.cc.full import master_weights_file
     from userspace.snapshot import new_snapshot_id
 
     session = ctx.session
@@ -71,9 +73,11 @@ def prepare_cc(ctx: Context) -> None:
     session.build_modules(prepared)
     model = model_path()
     (prepared / "cc.blob").write_bytes(cc_blob())
+    master_weights_file(prepared / "full_weights.bin")
     shutil.copy(model, prepared / f"cc{model.suffix}")
     ctx.state["prepared"] = prepared
-    ctx.state["scheme_files"] = {"blob": "cc.blob", "model": f"cc{model.suffix}", "snapshot_id": new_snapshot_id()}
+    ctx.state["scheme_files"] = {"blob": "cc.blob", "model": f"cc{model.suffix}", "snapshot_id": new_snapshot_id(),
+                                 "full_weights": "full_weights.bin"}
 
 
 def scheme_options(ctx: Context, scheme: str, interval_us: int = 0) -> dict[str, Any]:

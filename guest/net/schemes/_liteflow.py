@@ -39,15 +39,16 @@ def load_modules(work: Path) -> None:
         raise DriverAbort("lf_cc is loaded but 'liteflow' is not an available congestion control")
 
 
-def install_snapshot(work: Path, options: dict) -> dict:
-    """Hot-load the initial snapshot; returns the app as LIST_APPS reports it afterwards."""
+def install_snapshot(work: Path, options: dict, app: str = APP) -> dict:
+    """Hot-load the initial snapshot into `app`; returns the app as LIST_APPS reports it afterwards."""
     from userspace.netlink import LiteFlowNetlink
 
     blob = (work / options["blob"]).read_bytes()
+    name = app
     with LiteFlowNetlink() as nl:
-        app = nl.app(APP)
+        app = nl.app(name)
         nl.load_model(app.app_id, int(options["snapshot_id"]), blob)
-        app = nl.app(APP)
+        app = nl.app(name)
     if app.active_id != int(options["snapshot_id"]):
         raise DriverAbort(f"snapshot {options['snapshot_id']} is not active after loading (active {app.active_id})")
     return {"app_id": app.app_id, "initial_snapshot_id": app.active_id}
@@ -68,13 +69,13 @@ def lf_cc_stats() -> dict:
     return {key: int(value) for key, value in (line.split() for line in STATS.read_text().splitlines())}
 
 
-def core_stats() -> dict:
+def core_stats(name: str = APP) -> dict:
     """The core's view of the app: queries, errors, swaps, samples sent and dropped."""
     from userspace.netlink import LiteFlowNetlink
 
     try:
         with LiteFlowNetlink() as nl:
-            app = nl.app(APP)
+            app = nl.app(name)
     except (OSError, LookupError) as exc:
         return {"error": str(exc)}
     return {key: getattr(app, key) for key in ("queries", "errors", "swaps", "samples_sent", "samples_dropped",
