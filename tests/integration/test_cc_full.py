@@ -31,4 +31,3 @@ def test_kernel_full_trains_in_the_kernel_and_serves_what_it_trained(tmp_path, m
     core = raw["scheme_results"]["core"]
     assert core["swaps"] > stats["full_published"] - 1 and core["errors"] == 0, core   # its snapshots went live
     assert core["active_id"] != raw["scheme"]["initial_snapshot_id"]
-    assert not raw["dmesg_new"] or not [l for l in raw["dmesg_new"] if "WARNING" in l or "BUG" in l]
