@@ -37,7 +37,7 @@ def test_full_cc_concurrency_covers_one_to_sixty_four_flows_with_three_repetitio
     experiment = registry.load("cc-concurrency")
     config = load_config(experiment_path("cc-concurrency"), experiment.schema, "full")
     assert config["flow_counts"] == [1, 4, 16, 64] and config["repetitions"] >= 3
-    assert config["schemes"] == ["liteflow", "frozen", "cubic", "bbr"]
+    assert config["schemes"] == ["liteflow", "user", "full", "frozen", "cubic", "bbr"]
 
 
 def test_a_typo_in_a_scheme_is_refused():
@@ -88,11 +88,16 @@ def test_summaries_and_figures_from_fake_runs(tmp_path: Path):
         for scheme in config["schemes"]:
             job = experiment.jobs(config)[0].__class__(f"{flows}-flows/{scheme}",
                                                        {"flows": flows, "scheme": scheme, "link": config["link"]})
-            for _ in range(2):
-                records += experiment.records(job, _raw([38.0] * 8, [22.0] * 8, scheme=scheme))
+            for rep in range(2):
+                mbit = 38.0 if scheme == "liteflow" else 19.0 * (rep + 1)
+                records += [{**r, "repetition": rep}
+                            for r in experiment.records(job, _raw([mbit] * 8, [22.0] * 8, scheme=scheme))]
     summary = experiment.summarize(config, records)
     assert summary["failed_runs"] == 0
     assert summary["single_flow"]["liteflow"]["link_fraction"] == pytest.approx(0.95)
+    # LiteFlow over each prior deployment, ratio per repetition: 38/19 and 38/38
+    assert summary["versus"]["user"]["min"] == pytest.approx(1.0)
+    assert summary["versus"]["user"]["max"] == pytest.approx(2.0)
     view = RunView(tmp_path, {"repetitions": 2, "run_id": "r", "accelerator": "tcg"},
                    {"records": records, "summary": summary})
     (figure,) = experiment.figures(view)
