@@ -82,7 +82,7 @@ def test_p95_rtt_is_over_every_flow_and_interval():
 
 def test_summaries_and_figures_from_fake_runs(tmp_path: Path):
     experiment = registry.load("cc-concurrency")
-    config = load_config(experiment_path("cc-concurrency"), experiment.schema, "quick")
+    config = load_config(experiment_path("cc-concurrency"), experiment.schema, "full")
     records = []
     for flows in config["flow_counts"]:
         for scheme in config["schemes"]:
