@@ -38,6 +38,8 @@ FAULT_KINDS = {"kill_service": "kill_service",     # fault kind -> the scheme's 
                "kill_agent": "kill_agent", "pause_agent": "pause_agent"}
 FLOW_KEYS = ("src", "dst", "start_s", "duration_s")
 PING_SUMMARY = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
+PING_REPLY = re.compile(r"^\[([\d.]+)\].* time=([\d.]+) ms", re.MULTILINE)
+PROBE_INTERVAL_S = 0.1   # the delay probe: one ping every 100 ms through the bottleneck queue
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Report(CheckedReport):
     link_bytes: dict = field(default_factory=dict)
     scheme_results: dict = field(default_factory=dict)
     traffic_started_unix: float | None = None
+    probe_rtt: list = field(default_factory=list)     # [t_s on the traffic clock, rtt_ms] of the delay probe
     faults: list[dict] = field(default_factory=list)
 
 
@@ -181,6 +184,11 @@ def fault_actions(scheme: Scheme, faults: list[dict], records: list[dict]) -> li
     return [(fault["at_s"], action(fault)) for fault in faults]
 
 
+def parse_probe(text: str, started_unix: float) -> list[list[float]]:
+    """`ping -D` replies as [seconds since the traffic started, RTT in ms]."""
+    return [[round(float(stamp) - started_unix, 3), float(rtt)] for stamp, rtt in PING_REPLY.findall(text)]
+
+
 def parse_ping(text: str) -> dict | None:
     """min/avg/max/mdev in ms from ping's summary line; None when there is none (no reply)."""
     match = PING_SUMMARY.search(text)
@@ -246,8 +254,21 @@ def _run(net, experiment: Experiment, report: Report, work: Path) -> None:
         mark = time.monotonic()
         actions = scheduled(net, experiment.link_changes, report.link_changes)
         actions += fault_actions(scheme, experiment.faults, report.faults)
+        # The delay probe: pings along the first flow's path see the bottleneck queue whatever the
+        # scheme, where iperf3's per-interval srtt is one sample per second of the flows' own view.
+        from guest.net.topology import stop_process
+
+        probe_log = work / "probe.txt"
+        span_s = max(f.start_s + f.duration_s for f in experiment.flows)
+        with probe_log.open("w") as out:
+            probe = net.popen(first.src, ["ping", "-D", "-n", "-i", f"{PROBE_INTERVAL_S:g}", "-w", f"{span_s:g}",
+                                          net.ip(first.dst)], stdout=out, stderr=out)
         report.traffic_started_unix = round(time.time(), 3)
-        traffic = run_flows(net, experiment.flows, experiment.interval_s, work / "iperf3", actions)
+        try:
+            traffic = run_flows(net, experiment.flows, experiment.interval_s, work / "iperf3", actions)
+        finally:
+            stop_process(probe)
+        report.probe_rtt = parse_probe(probe_log.read_text(), report.traffic_started_unix)
         report.timings_s["traffic"] = round(time.monotonic() - mark, 2)
         report.flows, report.cpu = traffic["flows"], traffic["cpu"]
 

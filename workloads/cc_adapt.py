@@ -4,7 +4,7 @@ The bottleneck steps down in bandwidth, back up, then its RTT steps up, while th
 LiteFlow (adapting), kernel-frozen (the same starting snapshot, never updated), Cubic and BBR
 run the same schedule side by side in one guest per repetition. Per scheme and phase (between
 two changes) the record keeps the goodput as a fraction of the link's rate *at that time* and the
-flows' mean smoothed RTT; per job the whole per-interval series and, for LiteFlow, when each
+delay probe's mean RTT (a ping every 100 ms through the bottleneck); per job the whole per-interval series and, for LiteFlow, when each
 snapshot update happened (the slow-path service's log, on the traffic's clock), so the figure
 marks them. The comparison that matters is LiteFlow against kernel-frozen after each change:
 they differ only in the slow path.
@@ -111,7 +111,7 @@ class CcAdapt(Experiment):
                 ax.axvline(ph["from_s"], color="grey", linewidth=0.6, linestyle=":")
             top.annotate(ph["name"], (ph["from_s"], top.get_ylim()[1]), fontsize=7, va="top")
         top.set_ylabel("aggregate goodput (Mbit/s)\nmedian over runs")
-        bottom.set_ylabel("mean smoothed RTT (ms)\nmedian over runs")
+        bottom.set_ylabel("probe RTT (ms), per-second mean\nmedian over runs")
         bottom.set_xlabel("time since the flows started (s)")
         top.legend(fontsize=7, loc="upper right")
         fig.suptitle(plots.title("Congestion control under link changes", view), fontsize=9)
@@ -171,19 +171,15 @@ def link_changes(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def time_series(raw: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per interval: aggregate goodput and the flows' mean smoothed RTT."""
+    """Per interval: aggregate goodput and the delay probe's mean RTT (a ping every 100 ms through
+    the bottleneck)."""
     goodput = (raw.get("aggregate") or {}).get("series", [])
     if not goodput:
         return []
     interval = goodput[1]["t_s"] - goodput[0]["t_s"] if len(goodput) > 1 else 2 * goodput[0]["t_s"]
     rtts: dict[int, list[float]] = {}
-    for flow in raw.get("flows", []):
-        if "error" in flow:
-            continue
-        for point in flow.get("intervals", []):
-            if point.get("rtt_ms"):
-                mid = flow.get("started_at_s", 0.0) + (point["start_s"] + point["end_s"]) / 2
-                rtts.setdefault(int(mid // interval), []).append(point["rtt_ms"])
+    for t, rtt in raw.get("probe_rtt", []):
+        rtts.setdefault(int(t // interval), []).append(rtt)
     return [{"t_s": point["t_s"], "mbit": point["mbit"],
              "rtt_ms": round(statistics.fmean(rtts[i]), 3) if rtts.get(i) else None}
             for i, point in enumerate(goodput)]

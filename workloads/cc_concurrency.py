@@ -3,9 +3,10 @@
 LiteFlow (lf_cc's snapshot in the kernel, adapted online by the slow-path service), kernel-frozen
 (the same snapshot, no adaptation), the two deployments the paper argues against (the network in
 a user-space agent, adapted by the same slow path; the network trained in the kernel) and the
-kernel's Cubic and BBR, side by side in one guest per repetition: 1, 4, 16 and 64 concurrent iperf3 flows over one dumbbell bottleneck. Per job:
-aggregate goodput as a fraction of the link, p95 of the flows' smoothed RTT (sampled by iperf3
-every interval), Jain's fairness over per-flow goodput, and the guest's CPU use (everything runs
+kernel's Cubic and BBR, side by side in one guest per repetition: 1, 4, 16 and 64 concurrent
+iperf3 flows over one dumbbell bottleneck. Per job: aggregate goodput as a fraction of the link,
+p95 of the RTT a delay probe measures through the bottleneck (a ping every 100 ms, after the
+first 2 s), Jain's fairness over per-flow goodput, and the guest's CPU use (everything runs
 in the one guest, so that is the datapath's cost plus the slow path's for LiteFlow).
 """
 
@@ -23,7 +24,7 @@ METRICS = ("link_fraction", "goodput_mbit", "p95_rtt_ms", "mean_rtt_ms", "jain_f
 SINGLE_FLOW_GOODPUT = 0.9     # of the link, the bar LiteFlow's single flow must reach
 PRIOR_DEPLOYMENTS = ("user", "full")    # what the paper sets LiteFlow against
 PAPER_GOODPUT_RATIO = 1.444             # +44.4% goodput (LiteFlow, SIGCOMM 2022, abstract)
-PANELS = (("link_fraction", "goodput / link rate"), ("p95_rtt_ms", "p95 RTT (ms)"),
+PANELS = (("link_fraction", "goodput / link rate"), ("p95_rtt_ms", "p95 probe RTT (ms)"),
           ("jain_fairness", "Jain's fairness"), ("guest_cpu_busy", "guest CPU busy (fraction)"))
 
 

@@ -123,10 +123,18 @@ def run_cc_job(ctx: Context, name: str, plan: dict[str, Any]) -> dict[str, Any]:
                               timeout_s=timeout, fetch=("service.jsonl",) if adapting else ()).report
 
 
-def rtt_samples_ms(raw: dict[str, Any]) -> list[float]:
+PROBE_SKIP_S = 2.0    # the delay probe's first seconds are the flows' start-up, not their steady state
+
+
+def srtt_samples_ms(raw: dict[str, Any]) -> list[float]:
     """Every flow's smoothed RTT at every reporting interval (the kernel's, through iperf3)."""
     return [point["rtt_ms"] for flow in raw.get("flows", []) if "error" not in flow
             for point in flow.get("intervals", []) if point.get("rtt_ms")]
+
+
+def probe_samples_ms(raw: dict[str, Any]) -> list[float]:
+    """The delay probe's RTTs (a ping every 100 ms through the bottleneck, whatever the scheme)."""
+    return [rtt for t, rtt in raw.get("probe_rtt", []) if t >= PROBE_SKIP_S]
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -140,7 +148,8 @@ def percentile(values: list[float], q: float) -> float | None:
 def common_record(job_key: str, raw: dict[str, Any], link: dict[str, Any]) -> dict[str, Any]:
     """What every CC job reports, from the guest's raw report."""
     aggregate = raw.get("aggregate", {})
-    rtts = rtt_samples_ms(raw)
+    rtts = probe_samples_ms(raw)
+    srtts = srtt_samples_ms(raw)
     results = raw.get("scheme_results") or {}
     lf_cc = results.get("lf_cc") or {}
     goodput = aggregate.get("goodput_mbit")
@@ -148,6 +157,7 @@ def common_record(job_key: str, raw: dict[str, Any], link: dict[str, Any]) -> di
             "failed_checks": [c["name"] for c in raw.get("checks", []) if not c["ok"]],
             "goodput_mbit": goodput, "link_fraction": goodput / link["rate_mbit"] if goodput is not None else None,
             "p95_rtt_ms": percentile(rtts, 95), "mean_rtt_ms": statistics.fmean(rtts) if rtts else None,
+            "p95_srtt_ms": percentile(srtts, 95),
             "jain_fairness": aggregate.get("jain_fairness"), "retransmits": aggregate.get("retransmits"),
             "guest_cpu_busy": (raw.get("cpu") or {}).get("busy"),
             "mi_count": lf_cc.get("intervals"), "decisions": lf_cc.get("decisions"),

@@ -19,7 +19,8 @@
  *  1. the decision taken at its start, with what the MI measured (struct
  *     lf_cc_context), is reported to the sampler (lf_record_sample);
  *  2. its three features are encoded (lf_cc_model.h) and shifted into the
- *     history;
+ *     history (the latency ratio against the minimum per-MI mean RTT of the
+ *     last 10 s, so a path whose RTT grew is not taken for a queue);
  *  3. the snapshot answers an action, which moves the pacing rate by at
  *     most ~10%, clamped to a floor and to sk_max_pacing_rate;
  *  4. a new MI starts.
@@ -142,7 +143,13 @@ enum lf_cc_flags {
 
 /* Per-socket state, in the congestion-control private area (88 bytes on 4.15). */
 struct lf_cc {
-	u64 snapshot_id;		/* decided the current MI's rate; 0 = fallback */
+	union {
+		u64 snapshot_id;	/* decided the current MI's rate; 0 = fallback */
+		struct {		/* liteflow_user, which has no snapshot of its own */
+			u32 seq;	/* newest post, 0 = none pending */
+			u32 posted_us;	/* when it was posted (tcp_mstamp) */
+		} user;
+	};
 	u32 rate_Bps;			/* pacing rate set for the current MI */
 	u32 mi_start_us;		/* tcp_mstamp at the MI's first ACK (low 32 bits) */
 	u32 mi_target_us;		/* the MI ends once it lasted this long */
@@ -151,12 +158,11 @@ struct lf_cc {
 	u32 segs_out_start;		/* tp->data_segs_out at the MI's start */
 	u32 delivered_start;		/* tp->delivered at the MI's start */
 	u32 segs_lost;			/* rs->losses summed over the MI */
-	u32 min_mean_rtt_us;		/* over the connection's MIs; 0 = none yet */
+	u32 min_mean_rtt_us;		/* over the last LF_CC_MIN_RTT_WIN_MS; 0 = none yet */
+	u32 min_stamp_ms;		/* when that minimum was taken */
 	u8 flags;			/* enum lf_cc_flags */
 	s8 action;			/* the current MI's decision, output units */
 	s8 history[LF_CC_INPUTS];	/* encoded features, oldest MI first */
-	u32 user_seq;			/* liteflow_user: newest post, 0 = none pending */
-	u32 user_posted_us;		/* ... when it was posted (tcp_mstamp) */
 };
 
 /*
@@ -346,6 +352,8 @@ static void lf_cc_context_of(const struct tcp_sock *tp, const struct lf_cc *ca,
 static void lf_cc_full_learn(const s8 *input, const struct lf_cc_context *ctx,
 			     s8 action);
 
+static bool lf_cc_is_user(const struct sock *sk);
+
 static void lf_cc_report(const struct sock *sk, const struct lf_cc *ca,
 			 const struct lf_cc_mi *mi, u32 mean_rtt_us)
 {
@@ -356,8 +364,8 @@ static void lf_cc_report(const struct sock *sk, const struct lf_cc *ca,
 		lf_cc_full_learn(ca->history, &ctx, ca->action);
 		return;
 	}
-	lf_record_sample(lf_cc_app_id, ca->snapshot_id, ca->history,
-			 &ca->action, &ctx);
+	lf_record_sample(lf_cc_app_id, lf_cc_is_user(sk) ? 0 : ca->snapshot_id,
+			 ca->history, &ca->action, &ctx);
 	this_cpu_inc(lf_cc_stats.samples);
 }
 
@@ -389,7 +397,7 @@ static void lf_cc_on_answer(u32 app_id, u64 seq, const s8 *out)
 /* Is the pending post older than user_timeout_ms? */
 static bool lf_cc_user_expired(const struct lf_cc *ca, u32 now_us)
 {
-	return ca->user_seq && now_us - ca->user_posted_us >
+	return ca->user.seq && now_us - ca->user.posted_us >
 		READ_ONCE(user_timeout_ms) * USEC_PER_MSEC;
 }
 
@@ -407,21 +415,21 @@ static void lf_cc_user_post(struct sock *sk, struct lf_cc *ca)
 
 	if (lf_cc_user_expired(ca, now_us))
 		this_cpu_inc(lf_cc_stats.user_timeouts);
-	ca->user_seq = 0;
+	ca->user.seq = 0;
 	do {
 		seq = (u32)atomic_inc_return(&lf_cc_user_next_seq);
 	} while (!seq);
 	slot = lf_cc_slot(seq);
 	WRITE_ONCE(slot->seq, 0);
 	WRITE_ONCE(slot->posted_ns, ktime_get_ns());
-	ca->user_posted_us = now_us;	/* failed or not: the next post waits an interval */
+	ca->user.posted_us = now_us;	/* failed or not: the next post waits an interval */
 	err = lf_post_user(lf_cc_app_id, seq, ca->history);
 	if (err) {
 		this_cpu_inc(lf_cc_stats.user_post_errors);
 		return;
 	}
 	this_cpu_inc(lf_cc_stats.user_posts);
-	ca->user_seq = seq;
+	ca->user.seq = seq;
 }
 
 /* Per ACK: apply the newest post's answer once it is there; count it lost after the timeout. */
@@ -432,22 +440,22 @@ static void lf_cc_user_poll(struct sock *sk, struct lf_cc *ca)
 	u32 interval_us;
 	s8 action;
 
-	if (ca->user_seq) {
-		slot = lf_cc_slot(ca->user_seq);
-		if (smp_load_acquire(&slot->seq) == ca->user_seq) {
+	if (ca->user.seq) {
+		slot = lf_cc_slot(ca->user.seq);
+		if (smp_load_acquire(&slot->seq) == ca->user.seq) {
 			action = READ_ONCE(slot->out);
 			ca->action = action;
 			ca->flags |= LF_CC_USER_DECIDED;
 			lf_cc_set_rate(sk, ca, lf_cc_apply_action(ca->rate_Bps, action));
-			ca->user_seq = 0;
+			ca->user.seq = 0;
 			this_cpu_inc(lf_cc_stats.user_applied);
 		} else if (lf_cc_user_expired(ca, now_us)) {
-			ca->user_seq = 0;
+			ca->user.seq = 0;
 			this_cpu_inc(lf_cc_stats.user_timeouts);
 		}
 	}
 	interval_us = READ_ONCE(user_interval_us);
-	if (interval_us && now_us - ca->user_posted_us >= interval_us)
+	if (interval_us && now_us - ca->user.posted_us >= interval_us)
 		lf_cc_user_post(sk, ca);
 }
 
@@ -619,9 +627,9 @@ static void lf_cc_end_mi(struct sock *sk, struct lf_cc *ca, u32 elapsed_us)
 
 	lf_cc_measure(tp, ca, elapsed_us, &mi);
 	mean_rtt_us = lf_cc_mean_rtt_us(&mi);
-	if (!ca->min_mean_rtt_us || mean_rtt_us < ca->min_mean_rtt_us)
-		ca->min_mean_rtt_us = mean_rtt_us;
-	if (ca->snapshot_id || (ca->flags & LF_CC_USER_DECIDED))
+	lf_cc_min_rtt_update(&ca->min_mean_rtt_us, &ca->min_stamp_ms, mean_rtt_us,
+			     (u32)div_u64(tp->tcp_mstamp, USEC_PER_MSEC));
+	if (lf_cc_is_user(sk) ? ca->flags & LF_CC_USER_DECIDED : ca->snapshot_id)
 		lf_cc_report(sk, ca, &mi, mean_rtt_us);
 
 	lf_cc_push_history(ca->history, lf_cc_q_latency_inflation(&mi),

@@ -15,8 +15,10 @@
  *                      half) / MI duration.  The halves are halves of the
  *                      MI's time, not of its samples: a socket keeps two
  *                      running sums instead of every sample.
- *   latency ratio      the MI's mean RTT / the minimum over the connection
- *                      of per-MI mean RTTs.
+ *   latency ratio      the MI's mean RTT / the minimum of the per-MI mean
+ *                      RTTs of the last LF_CC_MIN_RTT_WIN_MS (Aurora: of the
+ *                      connection; over a window, as BBR keeps its min_rtt, a
+ *                      path whose RTT grew does not look queued forever).
  *   send ratio         segments sent / segments delivered in the MI (the
  *                      MI's send rate over its delivery rate); 1 when
  *                      nothing was delivered, as Aurora does.
@@ -90,6 +92,9 @@ static inline u64 div64_u64(u64 dividend, u64 divisor)
 #define LF_CC_MI_MIN_US		1000
 #define LF_CC_MI_MAX_US		1000000
 
+/* The latency ratio's base expires after this long without a new minimum. */
+#define LF_CC_MIN_RTT_WIN_MS	10000
+
 /*
  * cwnd is a cap, not the control: LF_CC_CWND_BDPS x the rate times the
  * smoothed RTT.  Over the minimum RTT instead, a path whose RTT grows past
@@ -149,6 +154,22 @@ static inline u32 lf_cc_mean_rtt_us(const struct lf_cc_mi *mi)
 	if (!count)
 		return 0;
 	return (u32)div64_u64(mi->rtt_sum_us[0] + mi->rtt_sum_us[1], count);
+}
+
+/*
+ * Fold an MI's mean RTT into the windowed minimum: a new minimum, or any
+ * value once the minimum is older than LF_CC_MIN_RTT_WIN_MS, replaces it.
+ */
+static inline void lf_cc_min_rtt_update(u32 *min_us, u32 *stamp_ms,
+					u32 mean_rtt_us, u32 now_ms)
+{
+	if (!mean_rtt_us)
+		return;
+	if (!*min_us || mean_rtt_us <= *min_us ||
+	    now_ms - *stamp_ms > LF_CC_MIN_RTT_WIN_MS) {
+		*min_us = mean_rtt_us;
+		*stamp_ms = now_ms;
+	}
 }
 
 /* Latency inflation, encoded; 0 unless both halves have samples. */

@@ -71,3 +71,9 @@ unsigned int lf_cc_user_context_size(void)
 {
 	return sizeof(struct lf_cc_context);
 }
+
+void lf_cc_user_min_rtt_update(u32 *min_us, u32 *stamp_ms, u32 mean_rtt_us,
+			       u32 now_ms)
+{
+	lf_cc_min_rtt_update(min_us, stamp_ms, mean_rtt_us, now_ms);
+}

@@ -63,7 +63,7 @@ def test_context_layout_round_trips():
     assert back["pacing_rate_Bps"].tolist() == [1, 2**32 - 1, 7]
 
 
-ONE_LINK = [dict(name="link", mbps=20, rtt_ms=20)]
+ONE_LINK = [dict(name="link", mbps=20, rtt_ms=20, jitter_ms=0.0)]   # noiseless: the physics alone
 
 
 def test_fixed_rate_above_capacity_fills_the_queue():
@@ -126,3 +126,12 @@ def test_online_teacher_direction():
     ctx["mean_rtt_us"] = [30_000, 20_000]
     y = teacher.online_label(ctx)
     assert y[0] < 0 and y[1] > 0
+
+
+def test_rtt_noise_shows_in_the_samples_not_in_the_queue():
+    """Measurement noise makes RTT samples late (never early) and leaves the link alone."""
+    noisy = [dict(name="link", mbps=20, rtt_ms=20, jitter_ms=2.0)]
+    ro = sim.run(sim.make_scenarios(noisy, rtts=60), sim.fixed_rate_policy(0), initial_rate_Bps=0.5 * 20e6 / 8)
+    assert ro.metrics["queue_delay_ms"][0] == 0
+    assert ro.metrics["latency_ratio"][0] > 1.02
+    assert np.any(ro.obs[-50:, -3] != 0)            # the noise reaches the latency inflation feature

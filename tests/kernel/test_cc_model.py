@@ -33,6 +33,7 @@ def lib(tmp_path_factory) -> ctypes.CDLL:
         "lf_cc_user_cwnd_cap": (u32, [u64, u32, u32]),
         "lf_cc_user_fallback_rate": (u64, [u64, u32, u32, u32]),
         "lf_cc_user_context_size": (ctypes.c_uint, []),
+        "lf_cc_user_min_rtt_update": (None, [ctypes.POINTER(u32), ctypes.POINTER(u32), u32, u32]),
     }
     for name, (restype, argtypes) in signatures.items():
         getattr(lib, name).restype = restype
@@ -129,6 +130,29 @@ def test_cwnd_cap_is_two_rate_bdps(lib):
 ])
 def test_fallback(lib, lost, mean, minimum, expected):
     assert lib.lf_cc_user_fallback_rate(1_000_000, lost, mean, minimum) == expected
+
+
+def _min_rtt(lib, minimum, stamp, mean, now):
+    m, st = ctypes.c_uint32(minimum), ctypes.c_uint32(stamp)
+    lib.lf_cc_user_min_rtt_update(ctypes.byref(m), ctypes.byref(st), mean, now)
+    return m.value, st.value
+
+
+@pytest.mark.parametrize("minimum, stamp, mean, now, expected", [
+    (0, 0, 21_000, 5, (21_000, 5)),              # the first MI sets it
+    (20_000, 100, 25_000, 5_000, (20_000, 100)),  # a larger mean within the window: kept
+    (20_000, 100, 19_000, 5_000, (19_000, 5_000)),  # a new minimum
+    (20_000, 100, 60_000, 10_101, (60_000, 10_101)),  # older than 10 s: the path's RTT grew
+    (20_000, 100, 60_000, 10_100, (20_000, 100)),  # exactly 10 s: still kept
+    (20_000, 100, 0, 20_000, (20_000, 100)),      # an MI without samples changes nothing
+    (20_000, 0xFFFF_FF00, 25_000, 50, (20_000, 0xFFFF_FF00)),  # the ms clock wrapped: 306 ms old
+])
+def test_latency_ratio_base_is_a_windowed_minimum(lib, minimum, stamp, mean, now, expected):
+    assert _min_rtt(lib, minimum, stamp, mean, now) == expected
+    from userspace.cc import features as F
+
+    got = F.min_rtt_update(minimum, stamp, mean, now)
+    assert (int(got[0]), int(got[1])) == expected
 
 
 def test_context_is_forty_bytes(lib):

@@ -19,6 +19,7 @@ def _raw(goodput_series, rtts, *, scheme="liteflow", ok=True, updates=(), starte
                                           "jain_fairness": 0.99, "retransmits": 3,
                                           "series": [{"t_s": t + 0.5, "mbit": m} for t, m in enumerate(goodput_series)]},
             "cpu": {"busy": 0.4}, "scheme": {"name": scheme}, "traffic_started_unix": started,
+            "probe_rtt": [[t + 0.05, r] for t, r in enumerate(rtts)],
             "scheme_results": {} if scheme in ("cubic", "bbr") else {
                 "lf_cc": {"intervals": 100, "decisions": 90, "fallback_no_snapshot": 10, "fallback_error": 0},
                 "updates": [{"t_unix": started + u, "new_id": 7} for u in updates], "core": {"active_id": 7}}}
@@ -72,10 +73,12 @@ def test_cc_adapt_records_phase_means_and_update_times():
     assert record["fallbacks"] == 10 and record["updates"] == 2
 
 
-def test_p95_rtt_is_over_every_flow_and_interval():
+def test_p95_rtt_is_the_delay_probes_after_the_start_up():
     raw = _raw([10.0] * 20, [float(v) for v in range(1, 21)], scheme="cubic")
     record = cc_plan.common_record("1-flows/cubic", raw, {"rate_mbit": 20.0})
-    assert record["p95_rtt_ms"] == pytest.approx(19.05)
+    # probe samples at t = 0.05 .. 19.05 s with RTT 1 .. 20 ms; the first 2 s (1, 2 ms) are left out
+    assert record["p95_rtt_ms"] == pytest.approx(19.15)
+    assert record["p95_srtt_ms"] == pytest.approx(19.05)    # iperf3's srtt, every flow and interval
     assert record["link_fraction"] == pytest.approx(0.5)
     assert record["updates"] is None          # only the adapting schemes have a slow path
 

@@ -39,6 +39,7 @@ MI_MIN_US = 1000             # LF_CC_MI_MIN_US
 MI_MAX_US = 1_000_000        # LF_CC_MI_MAX_US
 
 CWND_BDPS = 2                # LF_CC_CWND_BDPS
+MIN_RTT_WIN_MS = 10_000      # LF_CC_MIN_RTT_WIN_MS
 CWND_MIN_SEGS = 4            # LF_CC_CWND_MIN_SEGS
 
 FALLBACK_UP_NUM, FALLBACK_UP_DEN = 21, 20
@@ -106,6 +107,16 @@ def q_latency_inflation(mi) -> np.ndarray:
     second = (_u64(mi["rtt_sum_us"][..., 1]) // np.where(ok, c1, _U64(1))).astype(_S64)
     q = div_round((second - first) * (LI_GAIN * INPUT_SCALE_INV), np.where(ok, dur, _U64(1)))
     return _scalar(np.where(ok, clamp_s8(q), 0).astype(np.int8))
+
+
+def min_rtt_update(min_us, stamp_ms, mean_rtt_us, now_ms) -> tuple[np.ndarray, np.ndarray]:
+    """lf_cc_min_rtt_update: (new minimum, its stamp); a new minimum, or any mean once the
+    minimum is older than MIN_RTT_WIN_MS (u32 time arithmetic), replaces it; 0 means none."""
+    min_us, stamp = np.asarray(min_us, np.int64), np.asarray(stamp_ms, np.int64)
+    mean, now = np.asarray(mean_rtt_us, np.int64), np.asarray(now_ms, np.int64)
+    age = (now - stamp) & 0xFFFFFFFF
+    take = (mean > 0) & ((min_us == 0) | (mean <= min_us) | (age > MIN_RTT_WIN_MS))
+    return np.where(take, mean, min_us), np.where(take, now & 0xFFFFFFFF, stamp)
 
 
 def q_latency_ratio(mean_rtt_us, min_mean_rtt_us) -> np.ndarray:

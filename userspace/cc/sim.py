@@ -50,6 +50,15 @@ BW_RANGE_MBPS = (5.0, 200.0)
 RTT_RANGE_MS = (5.0, 200.0)
 LOSS_MAX = 0.02
 MAX_FLOWS = 16
+# RTT measurement noise: an ACK's RTT sample is late by |N(0, jitter)| (per episode, up to
+# JITTER_MS_MAX), and now and then by a spike of up to SPIKE_MS: what the guest's RTT samples show
+# (a 20 ms path measured 20.5-23 ms, with single samples of 30-40 ms, under TCG). A network trained
+# on noiseless RTTs read that noise as latency inflation and drove its rate down.
+JITTER_MS_MAX = 3.0
+JITTER_EPISODES = 0.8        # share of random episodes with noise
+SPIKE_PROB = 0.02            # per flow and tick
+SPIKE_MS = 20.0
+EVAL_JITTER_MS = 1.0         # the fixed scenarios' noise, about the guest's
 QUEUE_MAX_BDPS = 4.0
 
 #: What the oracle may know about a flow when it decides (never shown to the network).
@@ -75,6 +84,8 @@ class Scenarios:
     base_rtt_after_s: np.ndarray     # [E]
     ticks: int                       # episode length, same for all
     names: list[str] = field(default_factory=list)
+    jitter_s: np.ndarray | None = None   # [E] RTT measurement noise scale (None: none)
+    noise_seed: int = 0
 
     def __len__(self) -> int:
         return len(self.bandwidth_Bps)
@@ -112,8 +123,9 @@ def sample_scenarios(rng: np.random.Generator, count: int, rtts: int = 120) -> S
     rtt_step = np.where(rng.random(count) < 0.5, _log_uniform(rng, 0.5, 2.0, count), 1.0)
     bw_after = np.clip(bw * bw_step, BW_RANGE_MBPS[0] * 1e6 / 8, BW_RANGE_MBPS[1] * 1e6 / 8)
     rtt_after = np.clip(rtt * rtt_step, RTT_RANGE_MS[0] / 1e3, RTT_RANGE_MS[1] / 1e3)
+    jitter = np.where(rng.random(count) < JITTER_EPISODES, rng.uniform(0, JITTER_MS_MAX, count), 0.0) / 1e3
     return Scenarios(bw, rtt, queue, loss, flows, start, change_tick, bw_after, rtt_after, ticks,
-                     [f"random{i}" for i in range(count)])
+                     [f"random{i}" for i in range(count)], jitter, int(rng.integers(2**31)))
 
 
 def make_scenarios(specs: list[dict], rtts: int = 120) -> Scenarios:
@@ -138,7 +150,7 @@ def make_scenarios(specs: list[dict], rtts: int = 120) -> Scenarios:
     bw_after = np.where(np.isnan(get("mbps_after", np.nan)), bw, get("mbps_after", 0) * 1e6 / 8)
     rtt_after = np.where(np.isnan(get("rtt_ms_after", np.nan)), rtt, get("rtt_ms_after", 0) / 1e3)
     return Scenarios(bw, rtt, queue, get("loss", 0.0), flows, start, change, bw_after, rtt_after,
-                     ticks, [s["name"] for s in specs])
+                     ticks, [s["name"] for s in specs], get("jitter_ms", EVAL_JITTER_MS) / 1e3, 1)
 
 
 @dataclass
@@ -184,6 +196,7 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
     acc_sum = np.zeros((E, Fn, 2))
     srtt_us = np.zeros((E, Fn))
     min_mean_rtt = np.zeros((E, Fn), np.int64)
+    min_stamp_ms = np.zeros((E, Fn), np.int64)
     hist = np.zeros((E, Fn, F.INPUTS), np.int8)
     mi_start = np.zeros((E, Fn), np.int64)
     mi_ticks = np.ones((E, Fn), np.int64)
@@ -203,6 +216,8 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
     trace = [] if trace_episode is not None else None
 
     rec: dict[str, list] = {k: [] for k in ("obs", "act", "mi", "ctx", "ep", "fl", *TRUTH_FIELDS)}
+    noise = np.random.default_rng(scen.noise_seed)
+    jitter_us = (scen.jitter_s if scen.jitter_s is not None else np.zeros(E)) * 1e6
 
     for t in range(T):
         changed = t >= scen.change_tick
@@ -259,6 +274,11 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
         cum["win_dlv"] += acked
         cum["lost"] += lost
         cnt = acked / MSS
+        if jitter_us.any():
+            late_us = np.abs(noise.standard_normal((E, Fn))) * jitter_us[:, None]
+            late_us += (noise.random((E, Fn)) < SPIKE_PROB) * noise.uniform(0, SPIKE_MS * 1e3, (E, Fn)) \
+                * (jitter_us[:, None] > 0)
+            rtt_seg_us += cnt * late_us
         has = cnt > 1e-9
         mean_us = np.where(has, rtt_seg_us / np.where(has, cnt, 1), 0.0)
         w = 1 - (7 / 8) ** cnt
@@ -294,9 +314,10 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
         mi["segs_delivered"] = seg["dlv"] - mark["dlv"][ei, fi]
         mi["segs_lost"] = seg["lost"] - mark["lost"][ei, fi]
         mean = F.mean_rtt_us(mi).astype(np.int64)
-        old_min = min_mean_rtt[ei, fi]
-        new_min = np.where(mean > 0, np.where(old_min > 0, np.minimum(old_min, mean), mean), old_min)
+        now_ms = np.rint((t + 1) * dt_us[ei] / 1000).astype(np.int64)
+        new_min, new_stamp = F.min_rtt_update(min_mean_rtt[ei, fi], min_stamp_ms[ei, fi], mean, now_ms)
         min_mean_rtt[ei, fi] = new_min
+        min_stamp_ms[ei, fi] = new_stamp
         li, lr, sr = F.mi_features(mi, new_min)
         h = F.push_history(hist[ei, fi], li, lr, sr)
         hist[ei, fi] = h

@@ -153,7 +153,8 @@ def rollout(scen: sim.Scenarios, policy: sim.Policy, batch: int) -> sim.Rollout:
         sub = sim.Scenarios(scen.bandwidth_Bps[idx], scen.base_rtt_s[idx], scen.queue_pkts[idx],
                             scen.loss[idx], scen.flows[idx], scen.start_tick[idx],
                             scen.change_tick[idx], scen.bandwidth_after_Bps[idx],
-                            scen.base_rtt_after_s[idx], scen.ticks, scen.names[idx])
+                            scen.base_rtt_after_s[idx], scen.ticks, scen.names[idx],
+                            None if scen.jitter_s is None else scen.jitter_s[idx], scen.noise_seed + lo)
         width = int(sub.flows.max())
         sub.start_tick = sub.start_tick[:, :width]
         parts.append(sim.run(sub, policy))
