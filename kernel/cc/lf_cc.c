@@ -52,7 +52,8 @@
  * control frameworks are) and goes on at its current rate; an answer, when
  * it comes, lands in a slot keyed by its sequence number, and the socket
  * applies the newest one at its next ACK.  Answers that come after
- * user_timeout_ms, and posts never answered in that time, are counted.
+ * user_timeout_ms, and every user_timeout_ms a socket waited without any
+ * answer, are counted.
  *
  * And the deployment that trains in the kernel, "liteflow_full": the same
  * network, its master weights (Q24, lf_cc_full.h) adapted in the kernel by
@@ -147,7 +148,7 @@ struct lf_cc {
 		u64 snapshot_id;	/* decided the current MI's rate; 0 = fallback */
 		struct {		/* liteflow_user, which has no snapshot of its own */
 			u32 seq;	/* newest post, 0 = none pending */
-			u32 posted_us;	/* when it was posted (tcp_mstamp) */
+			u32 waiting_us;	/* since when no answer came (tcp_mstamp) */
 		} user;
 	};
 	u32 rate_Bps;			/* pacing rate set for the current MI */
@@ -163,6 +164,7 @@ struct lf_cc {
 	u8 flags;			/* enum lf_cc_flags */
 	s8 action;			/* the current MI's decision, output units */
 	s8 history[LF_CC_INPUTS];	/* encoded features, oldest MI first */
+	u32 user_posted_us;		/* liteflow_user: the last post (tcp_mstamp) */
 };
 
 /*
@@ -194,7 +196,7 @@ struct lf_cc_stats {
 	u64 user_answers;		/* ... answers the agent sent back */
 	u64 user_applied;		/* ... answers a socket applied */
 	u64 user_late;			/* ... answers later than user_timeout_ms */
-	u64 user_timeouts;		/* ... posts with no answer in user_timeout_ms */
+	u64 user_timeouts;		/* ... waits for an answer past user_timeout_ms */
 	u64 full_samples;		/* liteflow_full: labelled decisions added to the replay */
 	u64 full_trained;		/* ... samples trained on (forward + backward) */
 	u64 full_busy;			/* ... times the trainer was busy on another CPU: skipped */
@@ -394,18 +396,21 @@ static void lf_cc_on_answer(u32 app_id, u64 seq, const s8 *out)
 	smp_store_release(&slot->seq, (u32)seq);
 }
 
-/* Is the pending post older than user_timeout_ms? */
-static bool lf_cc_user_expired(const struct lf_cc *ca, u32 now_us)
+/*
+ * Has the socket been waiting for an answer longer than user_timeout_ms?
+ * Counted once per timeout period: posts keep going out (the newest one
+ * supersedes the others), so what times out is the wait, not a post.
+ */
+static bool lf_cc_user_timed_out(struct lf_cc *ca, u32 now_us)
 {
-	return ca->user.seq && now_us - ca->user.posted_us >
-		READ_ONCE(user_timeout_ms) * USEC_PER_MSEC;
+	if (!ca->user.seq ||
+	    now_us - ca->user.waiting_us <= READ_ONCE(user_timeout_ms) * USEC_PER_MSEC)
+		return false;
+	ca->user.waiting_us = now_us;
+	return true;
 }
 
-/*
- * Ship the history to the agent; the socket keeps its rate meanwhile.  A
- * pending post it supersedes is counted as timed out if it waited longer
- * than user_timeout_ms (its answer, if it ever comes, is not applied).
- */
+/* Ship the history to the agent; the socket keeps its rate meanwhile. */
 static void lf_cc_user_post(struct sock *sk, struct lf_cc *ca)
 {
 	u32 now_us = (u32)tcp_sk(sk)->tcp_mstamp;
@@ -413,26 +418,25 @@ static void lf_cc_user_post(struct sock *sk, struct lf_cc *ca)
 	u32 seq;
 	int err;
 
-	if (lf_cc_user_expired(ca, now_us))
-		this_cpu_inc(lf_cc_stats.user_timeouts);
-	ca->user.seq = 0;
 	do {
 		seq = (u32)atomic_inc_return(&lf_cc_user_next_seq);
 	} while (!seq);
 	slot = lf_cc_slot(seq);
 	WRITE_ONCE(slot->seq, 0);
 	WRITE_ONCE(slot->posted_ns, ktime_get_ns());
-	ca->user.posted_us = now_us;	/* failed or not: the next post waits an interval */
+	ca->user_posted_us = now_us;	/* failed or not: the next post waits an interval */
 	err = lf_post_user(lf_cc_app_id, seq, ca->history);
 	if (err) {
 		this_cpu_inc(lf_cc_stats.user_post_errors);
 		return;
 	}
 	this_cpu_inc(lf_cc_stats.user_posts);
+	if (!ca->user.seq)
+		ca->user.waiting_us = now_us;
 	ca->user.seq = seq;
 }
 
-/* Per ACK: apply the newest post's answer once it is there; count it lost after the timeout. */
+/* Per ACK: apply the newest post's answer once it is there; count waits past the timeout. */
 static void lf_cc_user_poll(struct sock *sk, struct lf_cc *ca)
 {
 	u32 now_us = (u32)tcp_sk(sk)->tcp_mstamp;
@@ -449,13 +453,12 @@ static void lf_cc_user_poll(struct sock *sk, struct lf_cc *ca)
 			lf_cc_set_rate(sk, ca, lf_cc_apply_action(ca->rate_Bps, action));
 			ca->user.seq = 0;
 			this_cpu_inc(lf_cc_stats.user_applied);
-		} else if (lf_cc_user_expired(ca, now_us)) {
-			ca->user.seq = 0;
+		} else if (lf_cc_user_timed_out(ca, now_us)) {
 			this_cpu_inc(lf_cc_stats.user_timeouts);
 		}
 	}
 	interval_us = READ_ONCE(user_interval_us);
-	if (interval_us && now_us - ca->user.posted_us >= interval_us)
+	if (interval_us && now_us - ca->user_posted_us >= interval_us)
 		lf_cc_user_post(sk, ca);
 }
 

@@ -3,8 +3,9 @@
 Runs the experiment cc-adapt (quick, the non-adapting user-space deployment alone) with the
 agent paused for a second (SIGSTOP, then SIGCONT) and later SIGKILLed, while two flows run:
 
-- the datapath never waits for the agent: posts made while it is stopped time out and are
-  counted, the answers it sends once it resumes are counted late, and the flows go on;
+- the datapath never waits for the agent: the flows keep their rate while it is stopped, and
+  every 100 ms a socket waits without an answer is counted (user_timeouts), as are answers that
+  come late and posts never answered;
 - once the agent is dead, the flows continue on the last rate an answer set (no fallback, no
   failed query), and every later post fails or times out, counted.
 """
@@ -37,8 +38,9 @@ def test_user_space_deployment_never_waits_and_counts_what_comes_late(tmp_path, 
     assert pause["ok"] and kill["ok"]
     stats = raw["scheme_results"]["lf_cc"]
     assert stats["user_posts"] > 0 and stats["user_applied"] > 0
-    assert stats["user_timeouts"] > pause["user_timeouts_before"]       # posts in the pause and after the kill
-    assert stats["user_late"] > pause["user_late_before"]               # answers sent after the pause
+    # each socket waited through the pause and after the kill: ~10 timeouts a second each
+    assert stats["user_timeouts"] >= pause["user_timeouts_before"] + 2 * 8
+    assert stats["user_posts"] > stats["user_answers"] or stats["user_late"] > 0   # some answers never came or came late
     assert stats["decisions"] == 0 and stats["fallback_error"] == 0    # the kernel never ran the network itself
     assert not raw["scheme_results"]["agent_alive"]
     series = raw["aggregate"]["series"]
