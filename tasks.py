@@ -126,11 +126,18 @@ def _run_experiments(names: list[str], *, quick: bool = False, fresh: bool = Fal
     return runs
 
 
-@task
-def report(c):
-    """Rebuild results/REPORT.md and the figures from recorded runs (nothing is re-run)."""
-    from reports.report import build_report
+@task(help={"reanalyze": "recompute the reported runs' records and summaries from their raw data first"})
+def report(c, reanalyze=False):
+    """Rebuild results/REPORT.md and the figures from recorded runs (nothing is re-run); with
+    --reanalyze, first recompute the reported runs' records and summaries from their raw data."""
+    from reports.report import build_report, latest_runs
+    from testbed.store import results_root
+    from workloads.runner import reanalyze as reanalyze_run
 
+    if reanalyze:
+        for name, path in latest_runs(results_root()).items():
+            reanalyze_run(path)
+            print(f"reanalysed {name}: {path.name}")
     print(f"report: {build_report()}")
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from common.console import captured, say
 from common.files import file_sha256
 from testbed.session import GuestSession
-from testbed.store import Run, new_run, resumable_run
+from testbed import store
+from testbed.store import Run, new_run, open_run, resumable_run
 from workloads import registry
 from workloads.contract import Context, Experiment, experiment_path, load_config
 
@@ -93,6 +95,29 @@ def _now() -> str:
     import datetime as dt
 
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def reanalyze(path: Path) -> Run:
+    """Recompute a finished run's records and summary from its raw repetitions with this code.
+
+    Analysis reads results only: when how a quantity is derived changes, the runs already made
+    are brought up to date without running anything again. The run says which code analysed it
+    (analysed_git_sha) next to which code measured it (git_sha).
+    """
+    run = open_run(path)
+    experiment = registry.load(run.metadata["experiment"])
+    config = run.metadata["config"]
+    records: list[dict] = []
+    for rep in range(config["repetitions"]):
+        for job in experiment.jobs(config):
+            raw = run.repetition(job.key, rep)
+            if raw is not None:
+                records += [{**record, "repetition": rep} for record in experiment.records(job, raw)]
+    run.record("records", records)
+    run.record("summary", experiment.summarize(config, records))
+    git = store.git_state()
+    run.record("analysed_git_sha", git["git_sha"] + ("-dirty" if git["git_dirty"] else ""))
+    return run
 
 
 def _run_jobs(experiment: Experiment, run: Run, config: dict, pool: Sessions) -> None:

@@ -12,7 +12,7 @@ from workloads.contract import ExperimentError, Job, RunView, experiment_path, l
 
 
 def _raw(goodput_series, rtts, *, scheme="liteflow", ok=True, updates=(), started=1000.0):
-    flows = [{"id": i, "started_at_s": 0.0, "intervals": [{"start_s": t, "end_s": t + 1.0, "rtt_ms": r}
+    flows = [{"id": i, "started_at_s": 0.0, "duration_s": len(goodput_series), "intervals": [{"start_s": t, "end_s": t + 1.0, "rtt_ms": r}
                                                         for t, r in enumerate(rtts)]} for i in range(2)]
     return {"ok": ok, "checks": [{"name": "every flow completed", "ok": ok, "detail": ""}],
             "flows": flows, "aggregate": {"goodput_mbit": sum(goodput_series) / len(goodput_series),
@@ -81,6 +81,18 @@ def test_p95_rtt_is_the_delay_probes_after_the_start_up():
     assert record["p95_srtt_ms"] == pytest.approx(19.05)    # iperf3's srtt, every flow and interval
     assert record["link_fraction"] == pytest.approx(0.5)
     assert record["updates"] is None          # only the adapting schemes have a slow path
+
+
+def test_goodput_is_measured_while_every_flow_runs():
+    """Flows that start seconds apart (64 iperf3 clients in a TCG guest) must not be summed over
+    their own windows: only the seconds when all of them run count."""
+    raw = _raw([40.0] * 20, [20.0] * 20, scheme="cubic")
+    raw["flows"][1]["started_at_s"] = 5.0                 # the second flow ran 5-25 s
+    raw["aggregate"]["series"] = [{"t_s": t + 0.5, "mbit": 20.0 if t < 5 else 40.0} for t in range(25)]
+    raw["aggregate"]["goodput_mbit"] = 80.0               # the two flows' own averages, summed
+    record = cc_plan.common_record("2-flows/cubic", raw, {"rate_mbit": 40.0})
+    assert record["goodput_mbit"] == pytest.approx(40.0) and record["link_fraction"] == pytest.approx(1.0)
+    assert record["summed_flow_goodput_mbit"] == 80.0
 
 
 def test_summaries_and_figures_from_fake_runs(tmp_path: Path):

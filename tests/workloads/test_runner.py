@@ -127,3 +127,16 @@ def test_an_interrupted_run_is_marked_interrupted(fake):
     with pytest.raises(KeyboardInterrupt):
         run()
     assert store.open_run(store.all_runs()[-1]).metadata["status"] == "interrupted"
+
+
+def test_reanalysis_recomputes_records_and_summary_from_the_raw_data_alone(fake, monkeypatch):
+    experiment, _ = fake
+    done = run()
+    calls = list(experiment.calls)
+    monkeypatch.setattr(Fake, "records", lambda self, job, raw: [{"job": job.key, "value": raw["value"] * 2}])
+    monkeypatch.setattr(store, "git_state", lambda repo=None: {"git_sha": "def", "git_dirty": False})
+    again = runner.reanalyze(done.path)
+    assert experiment.calls == calls                         # nothing ran again
+    assert again.results["summary"]["v0"]["median"] == 222.0
+    assert [r["repetition"] for r in again.results["records"]] == [0, 0, 1, 1, 2, 2]
+    assert again.results["analysed_git_sha"] == "def" and again.metadata["git_sha"] == "abc"
