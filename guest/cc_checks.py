@@ -26,8 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guest.net.schemes import _liteflow as lf
-from guest.tools import (CheckedReport, DriverAbort, dmesg_lines, kernel_trouble, liteflow_modules, loaded_modules, sh,
-                         unload_liteflow)
+from guest.tools import (
+    CheckedReport,
+    DriverAbort,
+    check_dmesg,
+    check_unloaded,
+    dmesg_lines,
+    loaded_modules,
+    sh,
+)
 
 CONTEXT_FIELDS = ("mi_duration_us", "pacing_rate_Bps", "send_rate_Bps", "delivery_rate_Bps", "mean_rtt_us",
                   "min_mean_rtt_us", "segs_sent", "segs_delivered", "segs_lost", "mss_bytes")
@@ -180,12 +187,6 @@ def main(plan: dict, base: Path) -> Report:
         if sink is not None:
             sink.close()
         report.step = "unload everything"
-        failures = unload_liteflow()
-        leftovers = liteflow_modules()
-        report.check("everything unloads cleanly", not failures and not leftovers,
-                     "; ".join(failures) + (f" still loaded: {leftovers}" if leftovers else ""))
-        new = dmesg_lines()[dmesg_before:]
-        report.dmesg_new = new
-        trouble = kernel_trouble(new)
-        report.check("dmesg clean (no WARNING/BUG/Oops/atomic sleep/lockdep)", not trouble, "\n".join(trouble[:20]))
+        check_unloaded(report)
+        check_dmesg(report, dmesg_before)
     return report

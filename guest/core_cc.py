@@ -24,9 +24,26 @@ from pathlib import Path
 
 import numpy as np
 
-from guest.tools import (LF_TEST_DEBUGFS, CheckedReport, DriverAbort, dmesg_lines, kernel_trouble,
-                         liteflow_modules, loaded_modules, sh, unload_liteflow, unload_modules)
-from userspace.netlink import QUANT_ANY, QUANT_FIXED, LfQuant, LiteFlowNetlink, LiteFlowNetlinkError
+from guest.tools import (
+    LF_TEST_DEBUGFS,
+    CheckedReport,
+    DriverAbort,
+    check_dmesg,
+    check_unloaded,
+    dmesg_lines,
+    insmod_test,
+    liteflow_modules,
+    loaded_modules,
+    sh,
+    unload_modules,
+)
+from userspace.netlink import (
+    QUANT_ANY,
+    QUANT_FIXED,
+    LfQuant,
+    LiteFlowNetlink,
+    LiteFlowNetlinkError,
+)
 
 APP_NAME = "lf_test"
 EXTACK_QUANT = "snapshot quantization differs from the app's"
@@ -55,24 +72,13 @@ def main(plan: dict, base: Path) -> Report:
         report.check(f"step '{report.step}' completed", False, f"{type(exc).__name__}: {exc}")
     finally:
         report.step = "unload everything"
-        failures = unload_liteflow()
-        leftovers = liteflow_modules()
-        report.check("everything unloads cleanly", not failures and not leftovers,
-                     "; ".join(failures) + (f" still loaded: {leftovers}" if leftovers else ""))
+        check_unloaded(report)
         report.timings_s["total"] = round(time.monotonic() - started, 3)
-        new = dmesg_lines()[dmesg_before:]
-        report.dmesg_new = new
-        trouble = kernel_trouble(new)
-        report.check("dmesg clean (no WARNING/BUG/Oops/atomic sleep/lockdep)", not trouble, "\n".join(trouble[:20]))
+        check_dmesg(report, dmesg_before)
     return report
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _insmod_test(plan: dict, base: Path, *extra: str) -> None:
-    sh("insmod", str(base / plan["test_module"]), f"input_size={plan['input_size']}",
-       f"output_size={plan['output_size']}", *extra)
 
 
 def _reload_test(plan: dict, base: Path, *extra: str) -> None:
@@ -82,7 +88,7 @@ def _reload_test(plan: dict, base: Path, *extra: str) -> None:
         raise DriverAbort("; ".join(failures))
     if "liteflow" not in loaded_modules():
         sh("insmod", str(base / plan["core_module"]))
-    _insmod_test(plan, base, *extra)
+    insmod_test(plan, base, *extra)
 
 
 def _quant_params(declared: dict) -> list[str]:
@@ -148,7 +154,7 @@ def _collect(nl: LiteFlowNetlink, app_id: int, want: int, timeout_s: float) -> l
 def _check_fixed_quantization(plan: dict, base: Path, report: Report) -> None:
     report.step = "a FIXED app refuses other quantizations"
     declared = plan["declared"]
-    _insmod_test(plan, base, *_quant_params(declared))
+    insmod_test(plan, base, *_quant_params(declared))
     right, wrong = plan["right"], plan["wrong"]
     with LiteFlowNetlink() as nl:
         stats = nl.app(APP_NAME)

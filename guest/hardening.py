@@ -27,8 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from guest.tools import (CheckedReport, DriverAbort, dmesg_lines, kernel_trouble, liteflow_modules, sh,
-                         unload_liteflow)
+from guest.tools import (
+    CheckedReport,
+    DriverAbort,
+    check_dmesg,
+    check_unloaded,
+    dmesg_lines,
+    insmod_test,
+    sh,
+    unload_liteflow,
+)
 
 if TYPE_CHECKING:  # imported where used: the samples check must run without numpy
     from userspace.netlink import LiteFlowNetlink
@@ -74,7 +82,7 @@ def main(plan: dict, base: Path) -> Report:
     try:
         report.step = "load core and lf_test"
         sh("insmod", str(base / plan["core_module"]))
-        _insmod_test(plan, base)
+        insmod_test(plan, base)
         _check_private_samples(report)
         if plan.get("only") != ["private_samples"]:
             from userspace.netlink import LiteFlowNetlink
@@ -89,21 +97,10 @@ def main(plan: dict, base: Path) -> Report:
         report.check(f"step '{report.step}' completed", False, str(exc))
     finally:
         report.step = "unload everything"
-        failures = unload_liteflow()
-        leftovers = liteflow_modules()
-        report.check("everything unloads cleanly", not failures and not leftovers,
-                     "; ".join(failures) + (f" still loaded: {leftovers}" if leftovers else ""))
+        check_unloaded(report)
         report.timings_s["total"] = round(time.monotonic() - started, 3)
-        new = dmesg_lines()[dmesg_before:]
-        report.dmesg_new = new
-        trouble = kernel_trouble(new)
-        report.check("dmesg clean (no WARNING/BUG/Oops/atomic sleep/lockdep)", not trouble, "\n".join(trouble[:20]))
+        check_dmesg(report, dmesg_before)
     return report
-
-
-def _insmod_test(plan: dict, base: Path, *extra: str) -> None:
-    sh("insmod", str(base / plan["test_module"]), f"input_size={plan['input_size']}",
-       f"output_size={plan['output_size']}", *extra)
 
 
 def _errno_name(call) -> str:

@@ -24,8 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from guest.tools import (CheckedReport, DriverAbort, dmesg_lines, kernel_trouble, liteflow_modules, read_stress, sh,
-                         unload_modules, write_debugfs)
+from guest.tools import (
+    CheckedReport,
+    DriverAbort,
+    check_dmesg,
+    dmesg_lines,
+    liteflow_modules,
+    read_stress,
+    sh,
+    unload_modules,
+    write_debugfs,
+)
 from userspace.netlink import LiteFlowNetlink, LiteFlowNetlinkError
 
 APP_NAME = "lf_test"
@@ -80,10 +89,7 @@ def main(plan: dict, base: Path) -> Report:
         report.step = "unload everything"
         _unload(plan, loaded_snapshot_modules, report)
         report.timings_s["total"] = round(time.monotonic() - started, 3)
-        new = dmesg_lines()[dmesg_before:]
-        report.dmesg_new = new
-        trouble = kernel_trouble(new)
-        report.check("dmesg clean (no WARNING/BUG/Oops/atomic sleep/lockdep)", not trouble, "\n".join(trouble[:20]))
+        check_dmesg(report, dmesg_before)
     return report
 
 

@@ -123,3 +123,24 @@ def _main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(_main(sys.argv))
+
+
+def check_unloaded(report: CheckedReport) -> None:
+    """Unload every LiteFlow module and check that none stayed: the end of every driver."""
+    failures = unload_liteflow()
+    leftovers = liteflow_modules()
+    report.check("everything unloads cleanly", not failures and not leftovers,
+                 "; ".join(failures) + (f" still loaded: {leftovers}" if leftovers else ""))
+
+
+def check_dmesg(report: CheckedReport, dmesg_before: int) -> None:
+    """Keep what the kernel logged since line `dmesg_before` and check it holds no trouble."""
+    report.dmesg_new = dmesg_lines()[dmesg_before:]
+    trouble = kernel_trouble(report.dmesg_new)
+    report.check("dmesg clean (no WARNING/BUG/Oops/atomic sleep/lockdep)", not trouble, "\n".join(trouble[:20]))
+
+
+def insmod_test(plan: dict, base: Path, *extra: str) -> None:
+    """insmod lf_test with the plan's sizes (and `extra` parameters)."""
+    sh("insmod", str(base / plan["test_module"]), f"input_size={plan['input_size']}",
+       f"output_size={plan['output_size']}", *extra)

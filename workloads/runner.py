@@ -114,7 +114,11 @@ def reanalyze(path: Path) -> Run:
             if raw is not None:
                 records += [{**record, "repetition": rep} for record in experiment.records(job, raw)]
     run.record("records", records)
-    run.record("summary", experiment.summarize(config, records))
+    summary = experiment.summarize(config, records)
+    run.record("summary", summary)
+    if run.metadata.get("finished"):
+        verdict = experiment.passed(summary)
+        run.update_metadata(status="complete" if verdict is None else ("passed" if verdict else "failed"))
     git = store.git_state()
     run.record("analysed_git_sha", git["git_sha"] + ("-dirty" if git["git_dirty"] else ""))
     return run
