@@ -11,7 +11,8 @@
     scheme_options  a table the scheme's setup receives (files in the plan's folder it loads, the
                   slow path's settings), default {}
     faults        [{at_s, kind}] (optional): faults injected into the scheme during the traffic;
-                  kind "kill_service" SIGKILLs a LiteFlow scheme's slow-path service
+                  kind "kill_service" SIGKILLs a LiteFlow scheme's slow-path service,
+                  "kill_agent" the user-space deployment's agent, "pause_agent" stops it for a second
 
 The whole plan is validated before the network is built, so a typo costs no VM time. The report
 is described in main(); a failed flow fails the run (ok false) and keeps its error.
@@ -33,7 +34,8 @@ from guest.tools import CheckedReport, DriverAbort, dmesg_lines, kernel_trouble
 
 PLAN_KEYS = ("topology", "scheme", "flows", "flow_count", "duration_s", "flow_dst", "link_changes", "interval_s",
              "scheme_options", "faults")
-FAULT_KINDS = {"kill_service": "kill_service"}    # fault kind -> the scheme's method that injects it
+FAULT_KINDS = {"kill_service": "kill_service",     # fault kind -> the scheme's method that injects it
+               "kill_agent": "kill_agent", "pause_agent": "pause_agent"}
 FLOW_KEYS = ("src", "dst", "start_s", "duration_s")
 PING_SUMMARY = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 PING_REPLY = re.compile(r"^\[([\d.]+)\].* time=([\d.]+) ms", re.MULTILINE)

@@ -13,23 +13,16 @@ Only the standard library and pyroute2 (via userspace.netlink) are needed here.
 from __future__ import annotations
 
 import errno
-import os
-import select
-import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from guest.agent import build_agent, start_agent, stop_agent
 from guest.tools import CheckedReport, DriverAbort, dmesg_lines, kernel_trouble, sh, unload_liteflow
 from userspace.netlink import LiteFlowNetlink, LiteFlowNetlinkError
 
-REPO = Path(__file__).resolve().parent.parent
-AGENT_SRC = REPO / "userspace" / "agent"
 APP_NAME = "lf_test"
-AGENT_READY_TIMEOUT_S = 60.0     # TCG: exec + blob + family resolve take well under a second
-AGENT_STOP_TIMEOUT_S = 30.0
-AGENT_BUILD_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -37,47 +30,6 @@ class Report(CheckedReport):
     kernel: dict = field(default_factory=dict)      # LF_CMD_BENCH
     upcall: dict = field(default_factory=dict)      # LF_CMD_UPCALL_BENCH
     agent: dict = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------- the agent
-
-
-def build_agent(out_dir: Path) -> Path:
-    """Compile userspace/agent into out_dir (the share is read-only); returns the binary."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sh("make", "-s", "-C", str(AGENT_SRC), f"OUT={out_dir}", timeout=AGENT_BUILD_TIMEOUT_S)
-    return out_dir / "lf_agent"
-
-
-def start_agent(binary: Path, app_id: int, blob: Path) -> subprocess.Popen:
-    """Start the agent and wait for its "ready" line (it has registered by then)."""
-    proc = subprocess.Popen([str(binary), str(app_id), str(blob)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + AGENT_READY_TIMEOUT_S
-    while (remaining := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([proc.stdout], [], [], remaining)
-        if not ready:
-            break
-        line = proc.stdout.readline()
-        if line.startswith("lf_agent: ready"):
-            return proc
-        if not line:  # EOF: it exited
-            break
-    stop_agent(proc)
-    raise DriverAbort(f"agent did not become ready (exit {proc.returncode}): {proc.stderr.read().strip()}")
-
-
-def stop_agent(proc: subprocess.Popen) -> dict:
-    """SIGTERM by pid, then SIGKILL by pid; returns its exit status and its stderr summary."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(AGENT_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(AGENT_STOP_TIMEOUT_S)
-    stderr = proc.stderr.read() if proc.stderr else ""
-    return {"pid": proc.pid, "exit": proc.returncode, "stderr": stderr.strip()[-2000:]}
 
 
 # ---------------------------------------------------------------------------- the run

@@ -37,7 +37,7 @@ GUEST_SHARE = "/opt/liteflow"          # the read-only 9p share of this checkout
 GUEST_PYTHON = "/opt/liteflow-venv/bin/python"
 GUEST_WORK = "/root/lf_plans"
 PLANS_DIR = REPO_ROOT / "build" / "plans"
-PLAN_SUFFIXES = (".ko", ".npy", ".blob", ".json", ".symvers", ".keras")
+PLAN_SUFFIXES = (".ko", ".npy", ".blob", ".json", ".symvers", ".keras", ".bin")
 GUEST_ENV = "PYTHONDONTWRITEBYTECODE=1 TF_CPP_MIN_LOG_LEVEL=2"
 UNLOAD_COMMAND = f"cd {GUEST_SHARE} && {GUEST_ENV} {GUEST_PYTHON} -m guest.tools unload"
 

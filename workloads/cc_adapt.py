@@ -23,7 +23,8 @@ from workloads.contract import Context, Experiment, Field, Job, RunView, group, 
 CHANGE_SCHEMA = {"at_s": Field(float, minimum=0.0), "name": Field(str),
                  "rate_mbit": Field(float, required=False, minimum=0.1),
                  "rtt_ms": Field(float, required=False, minimum=0.0)}
-FAULT_SCHEMA = {"at_s": Field(float, minimum=0.0), "kind": Field(str, choices=("kill_service",))}
+FAULT_SCHEMA = {"at_s": Field(float, minimum=0.0),
+                "kind": Field(str, choices=("kill_service", "kill_agent", "pause_agent"))}
 SETTLE_S = 2.0     # seconds after a change left out of its phase: the change itself, not the response
 
 
@@ -42,7 +43,7 @@ class CcAdapt(Experiment):
 
     def run_job(self, ctx: Context, job: Job) -> dict[str, Any]:
         scheme = job.params["scheme"]
-        faults = [f for f in ctx.config.get("faults", []) if scheme == "liteflow"]
+        faults = [f for f in ctx.config.get("faults", []) if fault_applies(f["kind"], scheme)]
         plan = cc_plan.cc_plan(ctx, scheme, ctx.config["flow_count"], link_changes(ctx.config), faults)
         return cc_plan.run_cc_job(ctx, job.key, plan)
 
@@ -135,6 +136,13 @@ class CcAdapt(Experiment):
         lines += ["", f"Medians over {view.metadata.get('repetitions')} repetitions, [min–max] in brackets; the "
                       f"first {SETTLE_S:.0f} s after each change are left out of its phase."]
         return lines
+
+
+def fault_applies(kind: str, scheme: str) -> bool:
+    """A fault goes to the schemes that have what it breaks: a slow-path service, an agent."""
+    if kind == "kill_service":
+        return scheme in ("liteflow", "user")
+    return scheme.startswith("user")
 
 
 def phases(config: dict[str, Any]) -> list[dict[str, Any]]:

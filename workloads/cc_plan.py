@@ -19,9 +19,15 @@ from typing import Any
 from workloads.contract import Context, Field
 
 MTU_BYTES = 1500
-LF_SCHEMES = ("liteflow", "frozen")
+# lf_cc with the committed network's snapshot: LiteFlow (adapting) and kernel-frozen in the kernel;
+# the user-space deployment adapting like LiteFlow ("user") or not ("user_frozen"); the network
+# trained in the kernel ("full")
+LF_SCHEMES = ("liteflow", "frozen", "user", "user_frozen", "full")
+ADAPTING = ("liteflow", "user")
 KERNEL_SCHEMES = ("cubic", "bbr")
 SCHEMES = (*LF_SCHEMES, *KERNEL_SCHEMES)
+# lf_cc's counters of the user-space deployment's channel
+USER_COUNTERS = ("user_posts", "user_post_errors", "user_answers", "user_applied", "user_late", "user_timeouts")
 SETUP_TIMEOUT_S = 300       # under TCG: guest Python, Mininet, modules, ping, teardown
 SERVICE_TIMEOUT_S = 600     # under TCG: the slow-path service imports TensorFlow (~80 s) and loads the model
 
@@ -59,6 +65,7 @@ def cc_blob() -> bytes:
 
 def prepare_cc(ctx: Context) -> None:
     """Modules for this kernel and the initial snapshot, once per run, into ctx.state["prepared"]."""
+    from userspace.cc.full import master_weights_file
     from userspace.snapshot import new_snapshot_id
 
     session = ctx.session
@@ -66,22 +73,33 @@ def prepare_cc(ctx: Context) -> None:
     session.build_modules(prepared)
     model = model_path()
     (prepared / "cc.blob").write_bytes(cc_blob())
+    master_weights_file(prepared / "full_weights.bin")
     shutil.copy(model, prepared / f"cc{model.suffix}")
     ctx.state["prepared"] = prepared
-    ctx.state["scheme_files"] = {"blob": "cc.blob", "model": f"cc{model.suffix}", "snapshot_id": new_snapshot_id()}
+    ctx.state["scheme_files"] = {"blob": "cc.blob", "model": f"cc{model.suffix}", "snapshot_id": new_snapshot_id(),
+                                 "full_weights": "full_weights.bin"}
 
 
-def scheme_options(ctx: Context, scheme: str) -> dict[str, Any]:
+def scheme_options(ctx: Context, scheme: str, interval_us: int = 0) -> dict[str, Any]:
+    """What the guest scheme needs: the snapshot's files, the slow path's settings (LiteFlow), the
+    communication interval (the user-space deployment; 0 = every monitor interval)."""
     if scheme not in LF_SCHEMES:
         return {}
     options = dict(ctx.state["scheme_files"])
-    if scheme == "liteflow":
+    if scheme in ADAPTING:
         options.update(ctx.config["slowpath"], startup_timeout_s=SERVICE_TIMEOUT_S)
+    if scheme.startswith("user"):
+        options.update(interval_us=interval_us, adapt=scheme in ADAPTING)
     return options
 
 
+def guest_scheme(scheme: str) -> str:
+    """The guest's wrapper for an experiment's scheme (both user-space deployments are 'user')."""
+    return "user" if scheme.startswith("user") else scheme
+
+
 def cc_plan(ctx: Context, scheme: str, flows: int, link_changes: list[dict] = (),
-            faults: list[dict] = ()) -> dict[str, Any]:
+            faults: list[dict] = (), interval_us: int = 0) -> dict[str, Any]:
     """The guest driver's plan for one job."""
     config, link = ctx.config, ctx.config["link"]
     bdp_packets = link["rate_mbit"] * 1e6 * link["rtt_ms"] / 1e3 / (8 * MTU_BYTES)
@@ -89,21 +107,20 @@ def cc_plan(ctx: Context, scheme: str, flows: int, link_changes: list[dict] = ()
                   "queue_packets": max(2, round(link["queue_bdp"] * bdp_packets)), "loss_pct": 0.0}
     return {"topology": {"kind": "dumbbell", "senders": flows, "receivers": 1, "bottleneck": bottleneck,
                          "access": {"rate_mbit": 1000.0, "delay_ms": 0.0}, "offloads": config["offloads"]},
-            "scheme": scheme, "flow_count": flows, "duration_s": config["duration_s"],
-            "interval_s": config["interval_s"], "scheme_options": scheme_options(ctx, scheme),
+            "scheme": guest_scheme(scheme), "flow_count": flows, "duration_s": config["duration_s"],
+            "interval_s": config["interval_s"], "scheme_options": scheme_options(ctx, scheme, interval_us),
             "link_changes": list(link_changes), "faults": list(faults)}
 
 
 def run_cc_job(ctx: Context, name: str, plan: dict[str, Any]) -> dict[str, Any]:
     session = ctx.session
-    files = sorted(ctx.state["prepared"].iterdir()) if plan["scheme"] in LF_SCHEMES else []
+    options = plan["scheme_options"]
+    files = sorted(ctx.state["prepared"].iterdir()) if options else []
     plan_dir = session.plan_dir(ctx.run, f"{name.replace('/', '_')}-{ctx.repetition}", files)
-    timeout = SETUP_TIMEOUT_S + 3 * ctx.config["duration_s"]
-    if plan["scheme"] == "liteflow":
-        timeout += SERVICE_TIMEOUT_S
+    adapting = "threshold" in options
+    timeout = SETUP_TIMEOUT_S + 3 * ctx.config["duration_s"] + (SERVICE_TIMEOUT_S if adapting else 0)
     return session.run_driver(ctx.run, "iperf", plan, plan_dir, step=f"{plan['scheme']} {name}",
-                              timeout_s=timeout, fetch=("service.jsonl",) if plan["scheme"] == "liteflow" else ()
-                              ).report
+                              timeout_s=timeout, fetch=("service.jsonl",) if adapting else ()).report
 
 
 PROBE_SKIP_S = 2.0    # the delay probe's first seconds are the flows' start-up, not their steady state
@@ -161,4 +178,5 @@ def common_record(job_key: str, raw: dict[str, Any], link: dict[str, Any]) -> di
             "guest_cpu_busy": (raw.get("cpu") or {}).get("busy"),
             "mi_count": lf_cc.get("intervals"), "decisions": lf_cc.get("decisions"),
             "fallbacks": (lf_cc.get("fallback_no_snapshot", 0) + lf_cc.get("fallback_error", 0)) if lf_cc else None,
-            "updates": len(results.get("updates") or []) if raw.get("scheme", {}).get("name") == "liteflow" else None}
+            "updates": len(results.get("updates") or []) if "updates" in results else None,
+            **{key: lf_cc.get(key) for key in USER_COUNTERS}}

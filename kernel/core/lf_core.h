@@ -53,6 +53,7 @@ struct lf_app {
 	u16 output_size;
 	u16 context_size;			/* bytes per sample, 0 = none */
 	enum lf_app_quant_mode quant_mode;
+	lf_answer_fn on_answer;			/* asynchronous answers, or NULL */
 	struct lf_quant input_quant;		/* LF_APP_QUANT_FIXED only */
 	struct lf_quant output_quant;		/* LF_APP_QUANT_FIXED only */
 	struct lf_model __rcu *active;		/* read under RCU */
@@ -101,7 +102,7 @@ int lf_netlink_send_samples(struct lf_app *app, u64 snapshot_id, u32 count,
 			    const s8 *inputs, const s8 *outputs,
 			    const u8 *contexts);
 int lf_netlink_send_query(u32 portid, u32 app_id, u64 seq, const s8 *inputs,
-			  u16 input_size);
+			  u16 input_size, gfp_t gfp);
 
 /* lf_upcall.c: the user-space deployment baseline (agent round trips) */
 struct lf_upcall_bench {

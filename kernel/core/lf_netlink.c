@@ -719,14 +719,14 @@ static int lf_nl_agent_register(struct sk_buff *skb, struct genl_info *info)
 
 /* lf_upcall.c, process context: one QUERY to the agent at @portid. */
 int lf_netlink_send_query(u32 portid, u32 app_id, u64 seq, const s8 *inputs,
-			  u16 input_size)
+			  u16 input_size, gfp_t gfp)
 {
 	struct sk_buff *msg;
 	void *hdr;
 
 	msg = genlmsg_new(nla_total_size(sizeof(u32)) +
 			  nla_total_size_64bit(sizeof(u64)) +
-			  nla_total_size(input_size), GFP_KERNEL);
+			  nla_total_size(input_size), gfp);
 	if (!msg)
 		return -ENOMEM;
 	hdr = genlmsg_put(msg, 0, 0, &lf_genl_family, 0, LF_CMD_QUERY);

@@ -28,6 +28,13 @@
  * alive.  The agent is forgotten when its socket closes (NETLINK_URELEASE)
  * or another socket registers; a query waiting on it fails at once.
  * The family lives in the initial namespace only, so agents do too.
+ *
+ * Asynchronous posts (lf_post_user) are the deployment as user-space
+ * congestion-control frameworks run it: the datapath, in softirq, ships a
+ * query tagged with LF_USER_SEQ_ASYNC and goes on; the agent's answer is
+ * handed to the app's on_answer under the lock, which the app's
+ * unregistration also takes, so no answer reaches an app that left.  The
+ * lock is taken with bottom halves off everywhere for that reason.
  */
 #define pr_fmt(fmt) "liteflow: " fmt
 
@@ -67,6 +74,7 @@ struct lf_upcall {
 	s8 *answer;			/* where its answer goes (caller's buffer) */
 	int answer_err;
 	u64 stale_answers;
+	lf_answer_fn on_answer;		/* the app's, for asynchronous answers */
 	struct completion done;
 };
 
@@ -99,11 +107,11 @@ static struct lf_upcall *lf_upcall_get(u32 app_id)
 {
 	struct lf_upcall *up;
 
-	spin_lock(&lf_upcall_lock);
+	spin_lock_bh(&lf_upcall_lock);
 	up = lf_upcall_find_locked(app_id);
 	if (up)
 		kref_get(&up->ref);
-	spin_unlock(&lf_upcall_lock);
+	spin_unlock_bh(&lf_upcall_lock);
 	return up;
 }
 
@@ -137,6 +145,7 @@ static struct lf_upcall *lf_upcall_alloc(const struct lf_app *app)
 	up->app_id = app->id;
 	up->input_size = app->input_size;
 	up->output_size = app->output_size;
+	up->on_answer = app->on_answer;
 	mutex_init(&up->query_lock);
 	init_completion(&up->done);
 	return up;
@@ -152,16 +161,16 @@ int lf_upcall_register_locked(struct lf_app *app, u32 portid)
 
 	if (!portid)
 		return -EINVAL;
-	spin_lock(&lf_upcall_lock);
+	spin_lock_bh(&lf_upcall_lock);
 	up = lf_upcall_find_locked(app->id);
-	spin_unlock(&lf_upcall_lock);
+	spin_unlock_bh(&lf_upcall_lock);
 	if (!up) {
 		fresh = lf_upcall_alloc(app);
 		if (!fresh)
 			return -ENOMEM;
 	}
 
-	spin_lock(&lf_upcall_lock);
+	spin_lock_bh(&lf_upcall_lock);
 	up = lf_upcall_find_locked(app->id);
 	if (!up) {
 		up = fresh;
@@ -171,7 +180,7 @@ int lf_upcall_register_locked(struct lf_app *app, u32 portid)
 	if (up->agent_portid != portid)
 		lf_upcall_abort_waiter_locked(up, -ENOTCONN);
 	up->agent_portid = portid;
-	spin_unlock(&lf_upcall_lock);
+	spin_unlock_bh(&lf_upcall_lock);
 	kfree(fresh);
 	return 0;
 }
@@ -181,13 +190,25 @@ void lf_upcall_app_gone(u32 app_id)
 {
 	struct lf_upcall *up;
 
-	spin_lock(&lf_upcall_lock);
+	spin_lock_bh(&lf_upcall_lock);
 	up = lf_upcall_find_locked(app_id);
 	if (up)
 		lf_upcall_unlink_locked(up);
-	spin_unlock(&lf_upcall_lock);
+	spin_unlock_bh(&lf_upcall_lock);
 	if (up)
 		lf_upcall_put(up);
+}
+
+/* Caller holds lf_upcall_lock: hand an asynchronous answer to the app. */
+static int lf_upcall_deliver_locked(struct lf_upcall *up, u64 seq,
+				    const s8 *out, u32 len)
+{
+	if (len != up->output_size)
+		return -EINVAL;
+	if (!up->on_answer || up->gone)
+		return -ENOENT;
+	up->on_answer(up->app_id, seq & ~LF_USER_SEQ_ASYNC, out);
+	return 0;
 }
 
 /*
@@ -202,12 +223,14 @@ int lf_upcall_answer(u32 app_id, u32 portid, u64 seq, const s8 *out,
 	struct lf_upcall *up;
 	int err = 0;
 
-	spin_lock(&lf_upcall_lock);
+	spin_lock_bh(&lf_upcall_lock);
 	up = lf_upcall_find_locked(app_id);
 	if (!up) {
 		err = -ENOENT;
 	} else if (!up->agent_portid || up->agent_portid != portid) {
 		err = -EPERM;
+	} else if (seq & LF_USER_SEQ_ASYNC) {
+		err = lf_upcall_deliver_locked(up, seq, out, len);
 	} else if (!seq || up->wait_seq != seq) {
 		up->stale_answers++;
 		err = -ESTALE;
@@ -221,7 +244,7 @@ int lf_upcall_answer(u32 app_id, u32 portid, u64 seq, const s8 *out,
 		up->answer = NULL;
 		complete(&up->done);
 	}
-	spin_unlock(&lf_upcall_lock);
+	spin_unlock_bh(&lf_upcall_lock);
 	return err;
 }
 
@@ -242,7 +265,7 @@ static int lf_upcall_roundtrip(struct lf_upcall *up, const s8 *in, s8 *out,
 	int err;
 
 	seq = ++up->next_seq;
-	spin_lock(&lf_upcall_lock);
+	spin_lock_bh(&lf_upcall_lock);
 	portid = up->agent_portid;
 	err = up->gone ? -ENOENT : portid ? 0 : -ENOTCONN;
 	if (!err) {
@@ -251,11 +274,12 @@ static int lf_upcall_roundtrip(struct lf_upcall *up, const s8 *in, s8 *out,
 		up->answer = out;
 		up->answer_err = -ETIMEDOUT;
 	}
-	spin_unlock(&lf_upcall_lock);
+	spin_unlock_bh(&lf_upcall_lock);
 	if (err)
 		return err;
 
-	err = lf_netlink_send_query(portid, up->app_id, seq, in, up->input_size);
+	err = lf_netlink_send_query(portid, up->app_id, seq, in, up->input_size,
+				    GFP_KERNEL);
 	if (err) {
 		if (err == -ECONNREFUSED)	/* socket gone, URELEASE on its way */
 			err = -ENOTCONN;
@@ -266,7 +290,7 @@ static int lf_upcall_roundtrip(struct lf_upcall *up, const s8 *in, s8 *out,
 			err = -EINTR;
 	}
 
-	spin_lock(&lf_upcall_lock);
+	spin_lock_bh(&lf_upcall_lock);
 	if (up->wait_seq == seq) {	/* not answered: timed out, signal, send error */
 		up->wait_seq = 0;
 		up->answer = NULL;
@@ -275,7 +299,7 @@ static int lf_upcall_roundtrip(struct lf_upcall *up, const s8 *in, s8 *out,
 	} else if (!err) {
 		err = up->answer_err;
 	}
-	spin_unlock(&lf_upcall_lock);
+	spin_unlock_bh(&lf_upcall_lock);
 	return err;
 }
 
@@ -302,15 +326,43 @@ int lf_query_user(u32 app_id, const s8 *in, s8 *out, unsigned long timeout_ms)
 }
 EXPORT_SYMBOL_GPL(lf_query_user);
 
+/* ---- asynchronous posts ------------------------------------------------ */
+
+int lf_post_user(u32 app_id, u64 seq, const s8 *in)
+{
+	struct lf_upcall *up;
+	u16 input_size = 0;
+	u32 portid = 0;
+	int err;
+
+	if (seq & LF_USER_SEQ_ASYNC)
+		return -EINVAL;
+	spin_lock_bh(&lf_upcall_lock);
+	up = lf_upcall_find_locked(app_id);
+	if (up && !up->gone && up->on_answer) {
+		portid = up->agent_portid;
+		input_size = up->input_size;
+	}
+	err = !up || up->gone ? -ENOTCONN : !up->on_answer ? -EINVAL :
+	      portid ? 0 : -ENOTCONN;
+	spin_unlock_bh(&lf_upcall_lock);
+	if (err)
+		return err;
+	err = lf_netlink_send_query(portid, app_id, seq | LF_USER_SEQ_ASYNC, in,
+				    input_size, GFP_ATOMIC);
+	return err == -ECONNREFUSED ? -ENOTCONN : err;
+}
+EXPORT_SYMBOL_GPL(lf_post_user);
+
 /* ---- benchmark -------------------------------------------------------- */
 
 static u64 lf_upcall_stale(struct lf_upcall *up)
 {
 	u64 stale;
 
-	spin_lock(&lf_upcall_lock);
+	spin_lock_bh(&lf_upcall_lock);
 	stale = up->stale_answers;
-	spin_unlock(&lf_upcall_lock);
+	spin_unlock_bh(&lf_upcall_lock);
 	return stale;
 }
 
@@ -372,9 +424,9 @@ int lf_upcall_bench(u32 app_id, u32 iterations, unsigned long timeout_ms,
 	up = lf_upcall_get(app_id);
 	if (!up)
 		return -ENOTCONN;
-	spin_lock(&lf_upcall_lock);
+	spin_lock_bh(&lf_upcall_lock);
 	err = up->gone ? -ENOENT : up->agent_portid ? 0 : -ENOTCONN;
-	spin_unlock(&lf_upcall_lock);
+	spin_unlock_bh(&lf_upcall_lock);
 	if (!err) {
 		stale = lf_upcall_stale(up);
 		start = ktime_get_ns();
@@ -399,7 +451,7 @@ static int lf_upcall_netlink_event(struct notifier_block *nb,
 	if (event != NETLINK_URELEASE || n->protocol != NETLINK_GENERIC ||
 	    !net_eq(n->net, &init_net) || !n->portid)
 		return NOTIFY_DONE;
-	spin_lock(&lf_upcall_lock);
+	spin_lock_bh(&lf_upcall_lock);
 	for (i = 0; i < LF_MAX_APPS; i++) {
 		up = lf_upcalls[i];
 		if (!up || up->agent_portid != n->portid)
@@ -407,7 +459,7 @@ static int lf_upcall_netlink_event(struct notifier_block *nb,
 		up->agent_portid = 0;
 		lf_upcall_abort_waiter_locked(up, -ENOTCONN);
 	}
-	spin_unlock(&lf_upcall_lock);
+	spin_unlock_bh(&lf_upcall_lock);
 	return NOTIFY_DONE;
 }
 
@@ -428,11 +480,11 @@ void lf_upcall_exit(void)
 
 	netlink_unregister_notifier(&lf_upcall_notifier);
 	for (i = 0; i < LF_MAX_APPS; i++) {
-		spin_lock(&lf_upcall_lock);
+		spin_lock_bh(&lf_upcall_lock);
 		up = lf_upcalls[i];
 		if (up)
 			lf_upcall_unlink_locked(up);
-		spin_unlock(&lf_upcall_lock);
+		spin_unlock_bh(&lf_upcall_lock);
 		if (up)
 			lf_upcall_put(up);
 	}

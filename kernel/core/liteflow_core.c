@@ -437,6 +437,35 @@ int lf_hot_load_locked(struct lf_app *app, u64 snapshot_id, const void *blob,
 	return err;
 }
 
+int lf_load_spec(u32 app_id, u64 snapshot_id,
+		 const struct lf_snapshot_spec *spec)
+{
+	struct lf_app *app;
+	void *blob;
+	long len;
+	int err;
+
+	might_sleep();
+	if (!spec || !snapshot_id)
+		return -EINVAL;
+	len = lf_engine_blob_size(spec);
+	blob = kvmalloc(len, GFP_KERNEL);
+	if (!blob)
+		return -ENOMEM;
+	len = lf_engine_write_blob(spec, blob, len);
+	if (len < 0) {
+		kvfree(blob);
+		return len;
+	}
+	mutex_lock(&lf_mutex);
+	app = lf_app_lookup_locked(app_id);
+	err = app ? lf_hot_load_locked(app, snapshot_id, blob, len, NULL) : -ENOENT;
+	mutex_unlock(&lf_mutex);
+	kvfree(blob);		/* the hot load keeps a copy of its own */
+	return err;
+}
+EXPORT_SYMBOL_GPL(lf_load_spec);
+
 int lf_hot_unload_locked(struct lf_app *app, u64 snapshot_id)
 {
 	struct lf_model *active = lf_active_locked(app);
@@ -513,6 +542,7 @@ static struct lf_app *lf_app_alloc(const struct lf_app_desc *desc)
 	app->context_size = desc->context_size;
 	app->max_macs = desc->max_macs;
 	app->quant_mode = desc->quant_mode;
+	app->on_answer = desc->on_answer;
 	if (desc->quant_mode == LF_APP_QUANT_FIXED) {
 		app->input_quant = desc->input_quant;
 		app->output_quant = desc->output_quant;

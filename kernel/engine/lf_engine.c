@@ -400,6 +400,81 @@ malformed:
 	return -EINVAL;
 }
 
+size_t lf_engine_blob_size(const struct lf_snapshot_spec *spec)
+{
+	size_t len = sizeof(struct lf_blob_header);
+	unsigned int l;
+
+	for (l = 0; l < spec->num_layers && l < LF_MAX_LAYERS; l++) {
+		const struct lf_layer *layer = &spec->layers[l];
+		size_t out = layer->out_units;
+
+		len += sizeof(struct lf_blob_layer) +
+		       lf_align4(out * layer->in_units) + 3 * out * sizeof(s32) +
+		       (layer->act_table ? LF_ACT_TABLE_SIZE : 0);
+	}
+	return len;
+}
+
+long lf_engine_write_blob(const struct lf_snapshot_spec *spec, void *buf,
+			  size_t len)
+{
+	struct lf_blob_header *hdr = buf;
+	u8 *base = buf;
+	size_t off, need;
+	unsigned int l;
+	int err;
+
+	if (!spec || !buf)
+		return -EINVAL;
+	err = lf_engine_validate(spec);
+	if (err)
+		return err;
+	need = lf_engine_blob_size(spec);
+	if (len < need)
+		return -ENOSPC;
+	memset(buf, 0, need);
+	off = sizeof(*hdr);
+	for (l = 0; l < spec->num_layers; l++) {
+		const struct lf_layer *layer = &spec->layers[l];
+		struct lf_blob_layer *bl = (struct lf_blob_layer *)(base + off);
+		size_t out = layer->out_units, weights = out * layer->in_units;
+
+		bl->in_units = layer->in_units;
+		bl->out_units = layer->out_units;
+		bl->activation = layer->activation;
+		bl->has_act_table = layer->act_table != NULL;
+		bl->input_zero_point = layer->input_zero_point;
+		bl->output_zero_point = layer->output_zero_point;
+		bl->act_min = layer->act_min;
+		bl->act_max = layer->act_max;
+		off += sizeof(*bl);
+		memcpy(base + off, layer->weights, weights);
+		off += lf_align4(weights);
+		memcpy(base + off, layer->bias, out * sizeof(s32));
+		off += out * sizeof(s32);
+		memcpy(base + off, layer->multiplier, out * sizeof(s32));
+		off += out * sizeof(s32);
+		memcpy(base + off, layer->shift, out * sizeof(s32));
+		off += out * sizeof(s32);
+		if (layer->act_table) {
+			memcpy(base + off, layer->act_table, LF_ACT_TABLE_SIZE);
+			off += LF_ACT_TABLE_SIZE;
+		}
+	}
+	hdr->magic = LF_BLOB_MAGIC;
+	hdr->version = LF_BLOB_VERSION;
+	hdr->header_size = sizeof(*hdr);
+	hdr->total_size = need;
+	hdr->input_size = spec->input_size;
+	hdr->output_size = spec->output_size;
+	hdr->num_layers = spec->num_layers;
+	hdr->input_quant = spec->input_quant;
+	hdr->output_quant = spec->output_quant;
+	hdr->crc32 = lf_crc32(base + sizeof(*hdr), need - sizeof(*hdr));
+	return (long)need;
+}
+
 u64 lf_engine_macs(const struct lf_snapshot_spec *spec)
 {
 	u64 macs = 0;

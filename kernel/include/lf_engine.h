@@ -153,6 +153,16 @@ int lf_engine_validate(const struct lf_snapshot_spec *spec);
  */
 int lf_engine_parse_blob(const void *blob, size_t len, struct lf_snapshot_spec *spec);
 
+/*
+ * The inverse of lf_engine_parse_blob: serialize a (validated) spec into
+ * @buf, which holds at least lf_engine_blob_size(spec) bytes.  How a
+ * network trained in the kernel becomes a snapshot in the format every
+ * other path uses.  Returns the bytes written, -EINVAL for an invalid
+ * spec, -ENOSPC for a short buffer.
+ */
+size_t lf_engine_blob_size(const struct lf_snapshot_spec *spec);
+long lf_engine_write_blob(const struct lf_snapshot_spec *spec, void *buf, size_t len);
+
 /* The engine's multiply-accumulate count for one inference (for benchmarks). */
 u64 lf_engine_macs(const struct lf_snapshot_spec *spec);
 

@@ -139,13 +139,16 @@ enum lf_cmd {
 	/*
 	 * QUERY (kernel -> agent, unicast): APP_ID, QUERY_SEQ, INPUTS
 	 * (input_size bytes).  The agent answers with ANSWER and the same
-	 * QUERY_SEQ.  Messages have nlmsg_seq 0 (kernel-initiated).
+	 * QUERY_SEQ.  Messages have nlmsg_seq 0 (kernel-initiated).  A
+	 * QUERY_SEQ with bit 63 set is an asynchronous post (lf_post_user):
+	 * nothing waits for it, and its ANSWER goes to the app.
 	 */
 	LF_CMD_QUERY,
 	/*
 	 * ANSWER(APP_ID, QUERY_SEQ, OUTPUTS of output_size bytes) from the
 	 * agent.  -ESTALE nobody waits for QUERY_SEQ (it timed out; counted
-	 * as a stale answer), -EPERM the sender is not the app's agent,
+	 * as a stale answer; an asynchronous answer is never stale, the app
+	 * judges its lateness), -EPERM the sender is not the app's agent,
 	 * -EINVAL wrong size (the waiting query fails).  Agents send it
 	 * without NLM_F_ACK; errors still come back.  CAP_NET_ADMIN.
 	 */

@@ -66,6 +66,15 @@ struct lf_model {
  * samples itself, once the outcome is known (lf_record_sample);
  * lf_query_model never samples for it.
  */
+/*
+ * The user-space deployment's answer to a query posted with lf_post_user:
+ * @seq as posted, @out output_size values.  Called from the netlink
+ * receive path with bottom halves off and the upcall lock held: it must
+ * not sleep and should only store the answer where the datapath finds it.
+ * Never called after lf_unregister_app returns.
+ */
+typedef void (*lf_answer_fn)(u32 app_id, u64 seq, const s8 *out);
+
 enum lf_app_quant_mode {
 	LF_APP_QUANT_FIXED	= 0,	/* snapshots must use input_quant/output_quant */
 	LF_APP_QUANT_ANY	= 1,	/* any quantization; the app reads it per query */
@@ -80,6 +89,7 @@ struct lf_app_desc {
 	enum lf_app_quant_mode quant_mode;
 	struct lf_quant input_quant;	/* LF_APP_QUANT_FIXED only */
 	struct lf_quant output_quant;	/* LF_APP_QUANT_FIXED only */
+	lf_answer_fn on_answer;		/* answers to lf_post_user, or NULL */
 };
 
 /*
@@ -112,6 +122,16 @@ int lf_unregister_app(u32 app_id);
  * away.
  */
 int lf_register_model(struct lf_model *model);
+
+/*
+ * A snapshot made in the kernel (the kernel-full baseline trains its
+ * network in the kernel and requantizes it): serialized as a weight blob
+ * and hot-loaded, so it goes through every check a LOAD_MODEL does
+ * (sizes, quantization, id, budget) and is owned by the core.  Process
+ * context (sleeps).  Errors as lf_register_model, plus -ENOMEM.
+ */
+int lf_load_spec(u32 app_id, u64 snapshot_id,
+		 const struct lf_snapshot_spec *spec);
 
 /*
  * Remove from the standby slot, then wait for a grace period.  The active
@@ -181,5 +201,20 @@ void lf_unregister_io(struct lf_io *io);
  * bad timeout; the send's errno otherwise (-EAGAIN: agent's socket full).
  */
 int lf_query_user(u32 app_id, const s8 *in, s8 *out, unsigned long timeout_ms);
+
+/*
+ * The user-space deployment as user-space congestion-control frameworks
+ * run it: asynchronous.  Ship @in (input_size values) to the app's agent
+ * tagged with @seq (< LF_USER_SEQ_ASYNC, the app's own numbering) and
+ * return at once; the answer, if any, reaches the app's on_answer later.
+ * The datapath never waits: it keeps its last decision until an answer
+ * arrives, and counts answers that come late or never.  Safe from any
+ * context but hard irq (GFP_ATOMIC, non-blocking send).  -ENOTCONN no
+ * agent, -EINVAL @seq out of range or no on_answer, the send's errno
+ * otherwise (-EAGAIN: the agent's socket is full; the post is lost).
+ */
+#define LF_USER_SEQ_ASYNC	(1ULL << 63)	/* QUERY_SEQ bit of an asynchronous post */
+
+int lf_post_user(u32 app_id, u64 seq, const s8 *in);
 
 #endif /* _LITEFLOW_H */

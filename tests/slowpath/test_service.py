@@ -497,3 +497,30 @@ def test_fixed_app_takes_a_candidate_with_its_quantization(tmp_path, initial, ca
     entry = _two_stable_rounds(svc)
     assert entry["action"] == "update" and entry["result"] == "switched", entry
     assert kernel.active[0] == entry["new_id"]
+
+
+def test_agent_update_loads_the_kernel_reference_then_hands_the_agent_its_blob(tmp_path):
+    """--update agent: the user-space deployment's agent gets the new blob (file replaced, SIGHUP)
+    after the kernel's reference copy is loaded; a failure to reach the agent rejects the update."""
+    from userspace.slowpath.service import AgentUpdater, Candidate, Rejected, StepTimer
+
+    loaded, signalled = [], []
+
+    class Kernel:
+        def load_model(self, app_id, snapshot_id, blob):
+            loaded.append((app_id, snapshot_id, blob))
+            return 1000
+
+    blob_path = tmp_path / "agent.blob"
+    blob_path.write_bytes(b"old")
+    updater = AgentUpdater(Kernel(), 7, blob_path, 4242, signal_agent=signalled.append)
+    updater.switch(Candidate(99, None, b"new-blob", b""), StepTimer())
+    assert loaded == [(7, 99, b"new-blob")]
+    assert blob_path.read_bytes() == b"new-blob" and signalled == [4242]
+
+    def gone(pid):
+        raise ProcessLookupError(3, "No such process")
+
+    with pytest.raises(Rejected, match="agent"):
+        AgentUpdater(Kernel(), 7, blob_path, 4242, signal_agent=gone).switch(Candidate(100, None, b"x", b""),
+                                                                             StepTimer())

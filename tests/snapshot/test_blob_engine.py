@@ -171,3 +171,14 @@ def test_ties_round_half_up_like_tflite_single_rounding():
     assert np.array_equal(Engine.from_blob(write_blob(spec)).infer(x), expected)
     assert np.array_equal(reference_infer(spec, x), expected)
     assert not np.array_equal(reference_infer(spec, x, "double"), expected)
+
+
+def test_the_c_engine_writes_the_blob_the_toolchain_writes():
+    """lf_engine_write_blob (how an in-kernel trained network becomes a snapshot) is the exact
+    inverse of the parser: the toolchain's blobs come back byte for byte."""
+    from userspace.snapshot import Engine, write_blob
+    from userspace.snapshot.random_model import random_spec
+
+    for seed, sizes in ((1, [30, 32, 16, 1]), (2, [8, 4]), (3, [64, 128, 128, 64, 8])):
+        blob = write_blob(random_spec(seed, sizes=sizes))
+        assert Engine.from_blob(blob).to_blob() == blob

@@ -20,10 +20,9 @@ def _raw(goodput_series, rtts, *, scheme="liteflow", ok=True, updates=(), starte
                                           "series": [{"t_s": t + 0.5, "mbit": m} for t, m in enumerate(goodput_series)]},
             "cpu": {"busy": 0.4}, "scheme": {"name": scheme}, "traffic_started_unix": started,
             "probe_rtt": [[t + 0.05, r] for t, r in enumerate(rtts)],
-            "scheme_results": {"lf_cc": {"intervals": 100, "decisions": 90, "fallback_no_snapshot": 10,
-                                         "fallback_error": 0},
-                               "updates": [{"t_unix": started + u, "new_id": 7} for u in updates],
-                               "core": {"active_id": 7}}}
+            "scheme_results": {} if scheme in ("cubic", "bbr") else {
+                "lf_cc": {"intervals": 100, "decisions": 90, "fallback_no_snapshot": 10, "fallback_error": 0},
+                "updates": [{"t_unix": started + u, "new_id": 7} for u in updates], "core": {"active_id": 7}}}
 
 
 def test_both_profiles_load_and_every_scheme_is_known():
@@ -39,7 +38,7 @@ def test_full_cc_concurrency_covers_one_to_sixty_four_flows_with_three_repetitio
     experiment = registry.load("cc-concurrency")
     config = load_config(experiment_path("cc-concurrency"), experiment.schema, "full")
     assert config["flow_counts"] == [1, 4, 16, 64] and config["repetitions"] >= 3
-    assert config["schemes"] == ["liteflow", "frozen", "cubic", "bbr"]
+    assert config["schemes"] == ["liteflow", "user", "full", "frozen", "cubic", "bbr"]
 
 
 def test_a_typo_in_a_scheme_is_refused():
@@ -81,7 +80,7 @@ def test_p95_rtt_is_the_delay_probes_after_the_start_up():
     assert record["p95_rtt_ms"] == pytest.approx(19.15)
     assert record["p95_srtt_ms"] == pytest.approx(19.05)    # iperf3's srtt, every flow and interval
     assert record["link_fraction"] == pytest.approx(0.5)
-    assert record["updates"] is None          # only LiteFlow has a slow path
+    assert record["updates"] is None          # only the adapting schemes have a slow path
 
 
 def test_goodput_is_measured_while_every_flow_runs():
@@ -98,17 +97,22 @@ def test_goodput_is_measured_while_every_flow_runs():
 
 def test_summaries_and_figures_from_fake_runs(tmp_path: Path):
     experiment = registry.load("cc-concurrency")
-    config = load_config(experiment_path("cc-concurrency"), experiment.schema, "quick")
+    config = load_config(experiment_path("cc-concurrency"), experiment.schema, "full")
     records = []
     for flows in config["flow_counts"]:
         for scheme in config["schemes"]:
             job = experiment.jobs(config)[0].__class__(f"{flows}-flows/{scheme}",
                                                        {"flows": flows, "scheme": scheme, "link": config["link"]})
-            for _ in range(2):
-                records += experiment.records(job, _raw([38.0] * 8, [22.0] * 8, scheme=scheme))
+            for rep in range(2):
+                mbit = 38.0 if scheme == "liteflow" else 19.0 * (rep + 1)
+                records += [{**r, "repetition": rep}
+                            for r in experiment.records(job, _raw([mbit] * 8, [22.0] * 8, scheme=scheme))]
     summary = experiment.summarize(config, records)
     assert summary["failed_runs"] == 0
     assert summary["single_flow"]["liteflow"]["link_fraction"] == pytest.approx(0.95)
+    # LiteFlow over each prior deployment, ratio per repetition: 38/19 and 38/38
+    assert summary["versus"]["user"]["min"] == pytest.approx(1.0)
+    assert summary["versus"]["user"]["max"] == pytest.approx(2.0)
     view = RunView(tmp_path, {"repetitions": 2, "run_id": "r", "accelerator": "tcg"},
                    {"records": records, "summary": summary})
     (figure,) = experiment.figures(view)

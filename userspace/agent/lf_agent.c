@@ -19,7 +19,12 @@
  * blob, registers its socket as the app's agent (LF_CMD_AGENT_REGISTER,
  * needs CAP_NET_ADMIN), prints "lf_agent: ready app=N portid=P" on stdout,
  * then answers every LF_CMD_QUERY with an LF_CMD_ANSWER until SIGTERM or
- * SIGINT.  The kernel forgets the agent when its socket closes.  Exit
+ * SIGINT.  On SIGHUP it reads BLOB again and, if the new weights parse,
+ * validate and fit the app, answers with them from the next query on (how
+ * a slow path updates the user-space deployment; a bad blob is reported
+ * and the old weights stay).  The kernel forgets the agent when its socket
+ * closes.  Queries whose QUERY_SEQ has bit 63 set (asynchronous posts,
+ * lf_post_user) are answered the same way.  Exit
  * status: 0 after a signal, 1 usage, 2 bad blob, 3 no family / no app /
  * sizes mismatch / registration refused, 4 netlink failure while serving.
  */
@@ -55,6 +60,8 @@ struct lf_agent {
 	uint32_t app_id;
 	struct lf_snapshot_spec spec;
 	void *blob;
+	const char *blob_path;		/* reread on SIGHUP */
+	uint64_t reloads;		/* blobs swapped in on SIGHUP */
 	/* LIST_APPS answer while checking sizes */
 	int app_found;
 	uint32_t app_input_size;
@@ -67,11 +74,14 @@ struct lf_agent {
 };
 
 static volatile sig_atomic_t lf_stop;
+static volatile sig_atomic_t lf_reload;
 
 static void lf_on_signal(int sig)
 {
-	(void)sig;
-	lf_stop = 1;
+	if (sig == SIGHUP)
+		lf_reload = 1;
+	else
+		lf_stop = 1;
 }
 
 /* ---- blob ------------------------------------------------------------- */
@@ -134,6 +144,36 @@ static int lf_load_blob(struct lf_agent *a, const char *path)
 		fprintf(stderr, "lf_agent: %s is not a usable weight blob: %s\n",
 			path, lf_blob_strerror(err));
 	return err;
+}
+
+/*
+ * SIGHUP: the blob file again.  Between two queries, so an answer always
+ * comes from one whole snapshot; on any error the old one stays.
+ */
+static void lf_reload_blob(struct lf_agent *a)
+{
+	struct lf_agent fresh;
+
+	lf_reload = 0;
+	memset(&fresh, 0, sizeof(fresh));
+	if (lf_load_blob(&fresh, a->blob_path)) {
+		free(fresh.blob);
+		fprintf(stderr, "lf_agent: reload refused, old weights stay\n");
+		return;
+	}
+	if (fresh.spec.input_size != a->spec.input_size ||
+	    fresh.spec.output_size != a->spec.output_size) {
+		fprintf(stderr, "lf_agent: reload refused: %u inputs and %u outputs, the app takes %u and %u\n",
+			fresh.spec.input_size, fresh.spec.output_size,
+			a->spec.input_size, a->spec.output_size);
+		free(fresh.blob);
+		return;
+	}
+	free(a->blob);
+	a->blob = fresh.blob;
+	a->spec = fresh.spec;
+	a->reloads++;
+	fprintf(stderr, "lf_agent: reloaded %s\n", a->blob_path);
 }
 
 /* ---- netlink setup ---------------------------------------------------- */
@@ -306,6 +346,8 @@ static int lf_serve(struct lf_agent *a, const sigset_t *waitmask)
 	nl_socket_modify_err_cb(a->sk, NL_CB_CUSTOM, lf_on_error, a);
 
 	while (!lf_stop) {
+		if (lf_reload)
+			lf_reload_blob(a);
 		if (ppoll(&pfd, 1, NULL, waitmask) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -337,7 +379,7 @@ static int lf_parse_app_id(const char *text, uint32_t *app_id)
 	return 0;
 }
 
-/* Block SIGTERM/SIGINT; @waitmask gets the mask to wait with (unblocked). */
+/* Block SIGTERM/SIGINT/SIGHUP; @waitmask gets the mask to wait with (unblocked). */
 static void lf_setup_signals(sigset_t *waitmask)
 {
 	struct sigaction sa;
@@ -348,12 +390,15 @@ static void lf_setup_signals(sigset_t *waitmask)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	sigemptyset(&block);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGHUP);
 	sigprocmask(SIG_BLOCK, &block, waitmask);
 	sigdelset(waitmask, SIGTERM);
 	sigdelset(waitmask, SIGINT);
+	sigdelset(waitmask, SIGHUP);
 }
 
 int main(int argc, char **argv)
@@ -368,6 +413,7 @@ int main(int argc, char **argv)
 		return LF_EXIT_USAGE;
 	}
 	lf_setup_signals(&waitmask);
+	a.blob_path = argv[2];
 	if (lf_load_blob(&a, argv[2])) {
 		status = LF_EXIT_BLOB;
 		goto out;
@@ -383,8 +429,8 @@ int main(int argc, char **argv)
 	status = lf_serve(&a, &waitmask) ? LF_EXIT_SERVE : LF_EXIT_OK;
 	fprintf(stderr, "lf_agent: sent %" PRIu64 " answers (%" PRIu64
 		" refused by the kernel), %" PRIu64 " send failures, %" PRIu64
-		" bad queries\n", a.sent, a.refused, a.send_failed,
-		a.bad_queries);
+		" bad queries, %" PRIu64 " reloads\n", a.sent, a.refused,
+		a.send_failed, a.bad_queries, a.reloads);
 out:
 	if (a.sk)
 		nl_socket_free(a.sk);	/* closes: the kernel forgets the agent */

@@ -26,7 +26,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--app", required=True, help="LiteFlow app name (LIST_APPS)")
     p.add_argument("--adapter", required=True, help="module:Class, a subclass of userspace.slowpath.Adapter")
     p.add_argument("--adapter-config", type=Path, help="JSON object passed to the adapter as keyword arguments")
-    p.add_argument("--update", choices=("hot", "module"), default="hot")
+    p.add_argument("--update", choices=("hot", "module", "agent"), default="hot",
+                   help="how a new snapshot reaches the datapath: LOAD_MODEL, a compiled module, or the "
+                        "user-space agent (--agent-blob, --agent-pid; the kernel gets it too, for EVALUATE)")
+    p.add_argument("--agent-blob", type=Path, help="--update agent: the blob file the agent serves")
+    p.add_argument("--agent-pid", type=int, help="--update agent: the agent to SIGHUP after rewriting it")
     p.add_argument("--threshold", type=float, default=0.05, help="fidelity loss above which to update")
     p.add_argument("--window", type=int, default=3, help="rounds the stability metric must stay in the band")
     p.add_argument("--band", type=float, default=0.25, help="relative band of the stability metric")
@@ -58,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         queue_batches=args.queue_batches,
         round_wait_s=args.round_wait, min_round_samples=args.min_round_samples, work_dir=args.work_dir,
         include_dir=args.include_dir, symvers=args.symvers, kernel_build_dir=args.kernel_build_dir,
-        active_blob=args.active_blob, duration_s=args.duration)
+        active_blob=args.active_blob, duration_s=args.duration, agent_blob=args.agent_blob,
+        agent_pid=args.agent_pid)
     from userspace.netlink import LiteFlowNetlink
 
     t0 = time.monotonic()

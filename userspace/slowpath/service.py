@@ -29,6 +29,7 @@ import json
 import math
 import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,7 +65,7 @@ class Rejected(RuntimeError):
 @dataclass
 class ServiceConfig:
     app: str
-    update: str = "hot"                 # "hot" | "module"
+    update: str = "hot"                 # "hot" | "module" | "agent"
     threshold: float = 0.05             # fidelity loss (output units) above which we update
     window: int = 3                     # rounds the stability metric must stay in the band
     band: float = 0.25                  # relative band: (max - min) <= band * max(|mean|, band_floor)
@@ -82,11 +83,15 @@ class ServiceConfig:
     symvers: Path | None = None         # the core's Module.symvers (module updates)
     kernel_build_dir: Path | None = None  # default /lib/modules/$(uname -r)/build
     active_blob: Path | None = None     # blob of the snapshot active at start (its quantization)
+    agent_blob: Path | None = None      # update "agent": the blob file the user-space agent serves
+    agent_pid: int | None = None        # ... and the agent to SIGHUP once it is rewritten
     duration_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.update not in ("hot", "module"):
-            raise ValueError(f"update must be 'hot' or 'module', not {self.update!r}")
+        if self.update not in ("hot", "module", "agent"):
+            raise ValueError(f"update must be 'hot', 'module' or 'agent', not {self.update!r}")
+        if self.update == "agent" and (self.agent_blob is None or not self.agent_pid):
+            raise ValueError("update 'agent' needs agent_blob and agent_pid")
         if self.window < 1:
             raise ValueError("window must be >= 1")
         self.work_dir = Path(self.work_dir)
@@ -303,6 +308,34 @@ class HotUpdater:
                 raise Rejected("load", f"LOAD_MODEL refused: {exc}") from exc
         if kernel_ns is not None:
             timer.split("load", {"load_kernel": kernel_ns / 1e9}, rest="load_client")
+
+
+class AgentUpdater(HotUpdater):
+    """The user-space deployment's update: the agent serves the new blob from its next query.
+
+    The kernel gets the same snapshot by LOAD_MODEL first, as the reference the fidelity loss is
+    computed against (EVALUATE), so the slow path decides exactly as it does for LiteFlow; then
+    the blob file is replaced atomically and the agent is told (SIGHUP) to reread it.
+    """
+
+    kind = "agent"
+
+    def __init__(self, kernel: Kernel, app_id: int, blob_path: Path, agent_pid: int,
+                 signal_agent: Callable[[int], None] | None = None):
+        super().__init__(kernel, app_id)
+        self.blob_path, self.agent_pid = Path(blob_path), agent_pid
+        self.signal_agent = signal_agent or (lambda pid: os.kill(pid, signal.SIGHUP))
+
+    def switch(self, cand: Candidate, timer: "StepTimer") -> None:
+        super().switch(cand, timer)
+        with timer.step("agent"):
+            staged = self.blob_path.with_name(self.blob_path.name + ".new")
+            try:
+                staged.write_bytes(cand.blob)
+                staged.replace(self.blob_path)
+                self.signal_agent(self.agent_pid)
+            except OSError as exc:
+                raise Rejected("agent", f"the agent could not be given the new blob: {exc}") from exc
 
 
 class ModuleUpdater:
@@ -561,12 +594,18 @@ class Service:
         self.recent = np.zeros((0, self.input_size), np.int8)   # bounded: fidelity_samples rows
         self.stability = Stability(config.window, config.band, config.band_floor)
         self.counters = Counters()
-        self.updater = updater or (HotUpdater(kernel, self.app_id) if config.update == "hot"
-                                   else ModuleUpdater(kernel, config.app, self.app_id, config, runner))
+        self.updater = updater or self._updater(kernel, config, runner)
         self.frozen_dir = config.work_dir / "frozen"
         self.frozen_dir.mkdir(parents=True, exist_ok=True)
         self.active = self._initial_active(stats)
         self._stopping = threading.Event()
+
+    def _updater(self, kernel: Kernel, config: ServiceConfig, runner) -> Any:
+        if config.update == "hot":
+            return HotUpdater(kernel, self.app_id)
+        if config.update == "agent":
+            return AgentUpdater(kernel, self.app_id, config.agent_blob, config.agent_pid)
+        return ModuleUpdater(kernel, config.app, self.app_id, config, runner)
 
     # -- start/stop ---------------------------------------------------------------------------
 

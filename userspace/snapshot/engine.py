@@ -123,6 +123,10 @@ def load_library() -> ctypes.CDLL:
         lib.lf_engine_infer_batch.restype = ctypes.c_int
         lib.lf_engine_bench.argtypes = [spec_p, i8p, ctypes.c_uint64]
         lib.lf_engine_bench.restype = ctypes.c_uint64
+        lib.lf_engine_blob_size.argtypes = [spec_p]
+        lib.lf_engine_blob_size.restype = ctypes.c_size_t
+        lib.lf_engine_write_blob.argtypes = [spec_p, ctypes.c_void_p, ctypes.c_size_t]
+        lib.lf_engine_write_blob.restype = ctypes.c_long
         lib.lf_engine_sizeof.argtypes = [ctypes.c_int]
         lib.lf_engine_sizeof.restype = ctypes.c_size_t
         for what, cls in enumerate((LfSnapshotSpec, LfLayer)):
@@ -174,6 +178,16 @@ class Engine:
         if err:
             raise EngineError("lf_engine_parse_blob", err)
         return cls(spec, [buf])
+
+    def to_blob(self) -> bytes:
+        """The snapshot as a weight blob, written by the C engine (lf_engine_write_blob: what a
+        network trained in the kernel goes through to become a snapshot)."""
+        size = self._lib.lf_engine_blob_size(ctypes.byref(self._spec))
+        buf = ctypes.create_string_buffer(size)
+        written = self._lib.lf_engine_write_blob(ctypes.byref(self._spec), buf, size)
+        if written < 0:
+            raise EngineError("lf_engine_write_blob", int(written))
+        return buf.raw[:written]
 
     @classmethod
     def from_spec(cls, snap: SnapshotSpec) -> "Engine":

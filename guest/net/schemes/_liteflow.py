@@ -39,18 +39,27 @@ def load_modules(work: Path) -> None:
         raise DriverAbort("lf_cc is loaded but 'liteflow' is not an available congestion control")
 
 
-def install_snapshot(work: Path, options: dict) -> dict:
-    """Hot-load the initial snapshot; returns the app as LIST_APPS reports it afterwards."""
+def install_snapshot(work: Path, options: dict, app: str = APP) -> dict:
+    """Hot-load the initial snapshot into `app`; returns the app as LIST_APPS reports it afterwards."""
     from userspace.netlink import LiteFlowNetlink
 
     blob = (work / options["blob"]).read_bytes()
+    name = app
     with LiteFlowNetlink() as nl:
-        app = nl.app(APP)
+        app = nl.app(name)
         nl.load_model(app.app_id, int(options["snapshot_id"]), blob)
-        app = nl.app(APP)
+        app = nl.app(name)
     if app.active_id != int(options["snapshot_id"]):
         raise DriverAbort(f"snapshot {options['snapshot_id']} is not active after loading (active {app.active_id})")
     return {"app_id": app.app_id, "initial_snapshot_id": app.active_id}
+
+
+def app_id() -> int:
+    """The cc app's id in the core's registry."""
+    from userspace.netlink import LiteFlowNetlink
+
+    with LiteFlowNetlink() as nl:
+        return nl.app(APP).app_id
 
 
 def lf_cc_stats() -> dict:
@@ -60,13 +69,13 @@ def lf_cc_stats() -> dict:
     return {key: int(value) for key, value in (line.split() for line in STATS.read_text().splitlines())}
 
 
-def core_stats() -> dict:
+def core_stats(name: str = APP) -> dict:
     """The core's view of the app: queries, errors, swaps, samples sent and dropped."""
     from userspace.netlink import LiteFlowNetlink
 
     try:
         with LiteFlowNetlink() as nl:
-            app = nl.app(APP)
+            app = nl.app(name)
     except (OSError, LookupError) as exc:
         return {"error": str(exc)}
     return {key: getattr(app, key) for key in ("queries", "errors", "swaps", "samples_sent", "samples_dropped",
@@ -82,9 +91,10 @@ def unload() -> list[str]:
 class Service:
     """LiteFlow's slow-path service adapting the cc app, started and stopped by pid."""
 
-    def __init__(self, work: Path, options: dict):
+    def __init__(self, work: Path, options: dict, update: tuple[str, ...] = ("--update", "hot")):
         self.work = work
         self.options = options
+        self.update = update
         self.log_path = work / "service.jsonl"
         self.stderr_path = work / "service.stderr"
         self.proc: subprocess.Popen | None = None
@@ -99,7 +109,7 @@ class Service:
         service_dir.mkdir(exist_ok=True)
         argv = ["nice", "-n", str(SERVICE_NICE), sys.executable, "-m", "userspace.slowpath.serve", "--app", APP,
                 "--adapter", opts.get("adapter_class", "userspace.cc.adapter:CCAdapter"),
-                "--adapter-config", str(config), "--update", "hot",
+                "--adapter-config", str(config), *self.update,
                 "--threshold", str(opts["threshold"]), "--window", str(opts["window"]),
                 "--band-floor", str(opts.get("band_floor", 1e-3)),
                 "--log", str(self.log_path), "--active-blob", str(self.work / opts["blob"]),
