@@ -103,7 +103,8 @@ MODULE_PARM_DESC(user_interval_us, "liteflow_user: post the features every this 
 
 static unsigned int user_timeout_ms = LF_CC_USER_TIMEOUT_MS;
 module_param(user_timeout_ms, uint, 0644);
-MODULE_PARM_DESC(user_timeout_ms, "liteflow_user: an answer later than this is late, a post unanswered is timed out (default 100)");
+MODULE_PARM_DESC(user_timeout_ms,
+		 "liteflow_user: an answer later than this is late; each such period a socket waits without an answer is a timeout (default 100)");
 
 static unsigned int full_batch = 64;
 module_param(full_batch, uint, 0444);
