@@ -20,7 +20,7 @@ SNAPSHOT_PREFIX = "lf_snap_"
 KERNEL_TROUBLE = re.compile(
     r"WARNING:|BUG:|Oops|scheduling while atomic|lockdep|possible circular locking|"
     r"possible recursive locking|inconsistent lock state|rcu_sched self-detected stall|"
-    r"rcu: INFO|general protection fault|kernel NULL pointer|Call Trace",
+    r"rcu: INFO|general protection fault|kernel NULL pointer|Call Trace|UBSAN:|blocked for more than",
 )
 
 

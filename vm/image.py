@@ -218,7 +218,7 @@ def image_key(spec: KernelSpec, wheels: WheelSet) -> str:
     if spec.is_source:  # the built kernel's own key: source sha256, config, patches, toolchain
         from vm.kernelsrc import kernel_key, locate_source  # noqa: PLC0415
 
-        inputs["kernel_build"] = kernel_key(locate_source(spec))
+        inputs["kernel_build"] = kernel_key(locate_source(spec), spec=spec)
     return content_key(inputs)
 
 

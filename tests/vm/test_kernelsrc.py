@@ -354,3 +354,30 @@ def test_qemu_boots_an_image_without_initrd_directly(tmp_path):
     argv = qemu.qemu_argv(image, accel="tcg", memory_mb=1024, cpus=1, ssh_port=2222,
                           rundir=tmp_path / "run", repo=None)
     assert "-initrd" not in argv and argv[argv.index("-kernel") + 1] == str(image.kernel)
+
+
+def test_the_debug_kernel_is_debians_61_source_with_the_debug_fragment_outside_the_matrix():
+    from vm.kernels import matrix_kernels
+
+    spec = resolve_kernel("debian-6.1-debug")
+    assert spec.is_source and spec.source_package == "linux-source-6.1" and spec.suite == "bookworm"
+    assert ks.toolchain_spec(spec).name == "debian-6.1"          # bookworm's gcc 12 for a 6.1 tree
+    assert ks.toolchain_spec(resolve_kernel("linux-4.15")).name == ks.TOOLCHAIN_KERNEL
+    assert [p.name for p in ks.config_fragments(spec)] == ["guest.config", "debug.config"]
+    assert "debian-6.1-debug" not in [k.name for k in matrix_kernels()]
+    wanted = ks.parse_config(ks.config_text(spec))
+    for option in ("CONFIG_KASAN", "CONFIG_PROVE_LOCKING", "CONFIG_PROVE_RCU", "CONFIG_DEBUG_ATOMIC_SLEEP",
+                   "CONFIG_VIRTIO_BLK", "CONFIG_TCP_CONG_BBR"):
+        assert wanted.get(option) == "y", option
+
+
+def test_the_debug_fragment_is_in_the_debug_kernels_key_only(data_copy, mirror):
+    source = ks.locate_source(resolve_kernel("linux-4.15"))
+    debug = resolve_kernel("debian-6.1-debug")
+    plain = ks.build_inputs(source, toolchain_key="tool")
+    assert "extra_config" not in plain                 # the 4.15 kernel keeps its cached key
+    assert ks.build_inputs(source, toolchain_key="tool", spec=resolve_kernel("linux-4.15")) == plain
+    with_debug = ks.build_inputs(source, toolchain_key="tool", spec=debug)
+    assert set(with_debug["extra_config"]) == {"debug.config"}
+    assert with_debug["toolchain"]["root"] == "debian-6.1"
+    assert ks.kernel_key(source, toolchain_key="tool", spec=debug) != _key(source)
