@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guest.tools import (
+    UNPRIVILEGED,
     CheckedReport,
     DriverAbort,
     check_dmesg,
@@ -36,7 +37,6 @@ from guest.tools import (
 )
 
 APP_NAME = "lf_test"
-UNPRIVILEGED = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
 STRESS_QUERIES_PER_CPU = 10**12      # stopped explicitly when the campaigns are done
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from guest.tools import (
+    UNPRIVILEGED,
     CheckedReport,
     DriverAbort,
     check_dmesg,
@@ -197,8 +198,7 @@ def _check_sampling(nl: LiteFlowNetlink, app_id: int, timeout_s: float = 60.0) -
 def _check_unprivileged(report: Report) -> None:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
-         sys.executable, "-c", UNPRIVILEGED_PROBE],
+        [*UNPRIVILEGED, sys.executable, "-c", UNPRIVILEGED_PROBE],
         capture_output=True, text=True, env=env, cwd=os.getcwd(),
     )
     report.check("mutating netlink command from an unprivileged user fails with EPERM", done.returncode == 0,

@@ -31,10 +31,12 @@ import numpy as np
 
 from guest.smoke import expect_active
 from guest.tools import (
+    UNPRIVILEGED,
     CheckedReport,
     DriverAbort,
     check_dmesg,
     dmesg_lines,
+    insmod_test,
     liteflow_modules,
     loaded_modules,
     read_stress,
@@ -45,7 +47,6 @@ from guest.tools import (
 from userspace.netlink import LiteFlowNetlink, LiteFlowNetlinkError
 
 APP_NAME = "lf_test"
-UNPRIVILEGED = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
 STRESS_QUERIES_PER_CPU = 10**12        # stopped explicitly when the swaps are done
 SLAB_SETTLE_S = 5.0                    # RCU callbacks and deferred frees after the last unload
 
@@ -73,8 +74,7 @@ def main(plan: dict, base: Path) -> Report:
     try:
         report.step = "load core and lf_test"
         sh("insmod", str(base / plan["core_module"]))
-        sh("insmod", str(base / plan["test_module"]), f"input_size={plan['input_size']}",
-           f"output_size={plan['output_size']}")
+        insmod_test(plan, base)
         with LiteFlowNetlink() as nl:
             app_id = nl.app(APP_NAME).app_id
             first = plan["first_snapshot"]

@@ -17,6 +17,9 @@ from pathlib import Path
 LF_TEST_DEBUGFS = Path("/sys/kernel/debug/liteflow_test")
 SNAPSHOT_PREFIX = "lf_snap_"
 # dmesg lines that mean the kernel is unhappy, whatever the module under test claims.
+# A process as an unprivileged local user: nobody, no groups, no capabilities (what the core
+# must refuse its admin commands and its samples to).
+UNPRIVILEGED = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
 KERNEL_TROUBLE = re.compile(
     r"WARNING:|BUG:|Oops|scheduling while atomic|lockdep|possible circular locking|"
     r"possible recursive locking|inconsistent lock state|rcu_sched self-detected stall|"
