@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +73,7 @@ def main(plan: dict, base: Path) -> Report:
     expected = {int(k): np.load(base / v) for k, v in plan["expected_outputs"].items()}
     loaded: list[str] = []
     clients: list[subprocess.Popen] = []
+    shared: Path | None = None
     try:
         report.step = "load core and lf_test"
         sh("insmod", str(base / plan["core_module"]))
@@ -81,8 +84,9 @@ def main(plan: dict, base: Path) -> Report:
             nl.load_model(app_id, first["snapshot_id"], (base / first["blob"]).read_bytes())
             write_debugfs("stress", str(STRESS_QUERIES_PER_CPU))
             report.step = "start the clients"
-            stop_file = base / "stop-clients"
-            clients = [_start_client(role, base, stop_file) for role in ("privileged", "unprivileged")]
+            shared = _shared_folder(plan)
+            stop_file = shared / "stop-clients"
+            clients = [_start_client(role, base, shared) for role in ("privileged", "unprivileged")]
             _swap_loop(nl, app_id, plan, base, inputs, expected, report, loaded)
             report.step = "stop the clients"
             stop_file.write_text("stop")
@@ -105,6 +109,8 @@ def main(plan: dict, base: Path) -> Report:
             if client.poll() is None:
                 client.kill()
                 client.wait()
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)
         try:
             write_debugfs("stress", "0")
         except OSError:
@@ -165,8 +171,19 @@ def _swap_loop(nl: LiteFlowNetlink, app_id: int, plan: dict, base: Path, inputs:
     report.check(f"all {len(swaps)} swaps right (active id and outputs)", wrong == 0, f"{wrong} wrong")
 
 
-def _start_client(role: str, base: Path, stop_file: Path) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "guest.stress_client", role, str(base / "plan.json"), str(stop_file)]
+def _shared_folder(plan: dict) -> Path:
+    """A folder the unprivileged client can read (root's plan folder is not): the stop file and
+    the little of the plan it needs."""
+    shared = Path(tempfile.mkdtemp(prefix="lf-stress-"))
+    shared.chmod(0o755)
+    (shared / "plan.json").write_text(json.dumps({"input_size": plan["input_size"]}))
+    (shared / "plan.json").chmod(0o644)
+    return shared
+
+
+def _start_client(role: str, base: Path, shared: Path) -> subprocess.Popen:
+    plan = base / "plan.json" if role == "privileged" else shared / "plan.json"
+    argv = [sys.executable, "-m", "guest.stress_client", role, str(plan), str(shared / "stop-clients")]
     if role == "unprivileged":
         argv = [*UNPRIVILEGED, *argv]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=os.getcwd(),

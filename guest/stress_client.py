@@ -2,7 +2,8 @@
 
     python -m guest.stress_client privileged|unprivileged PLAN.json STOP_FILE
 
-It loops until STOP_FILE exists, then prints one JSON line: requests made, answers by kind, and
+The unprivileged client cannot read root's plan folder: its PLAN is a copy holding only
+`input_size`, next to STOP_FILE in a folder anyone can read. It loops until STOP_FILE exists, then prints one JSON line: requests made, answers by kind, and
 every unexpected answer. Privileged: LIST_APPS, EVALUATE (the answer must be the user-space
 engine's outputs for the snapshot that gave it, whichever of the plan's snapshots that was) and
 SET_SAMPLING on and off with the samples drained. Unprivileged: LIST_APPS must work, EVALUATE
@@ -32,10 +33,11 @@ def main(argv: list[str]) -> int:
         return 2
     role, plan_path, stop_file = argv[1], Path(argv[2]), Path(argv[3])
     plan = json.loads(plan_path.read_text())
-    base = plan_path.parent
-    inputs = np.load(base / plan["fixed_inputs"])
-    expected = {int(k): np.load(base / v) for k, v in plan["expected_outputs"].items()}
-    model_of = {s["snapshot_id"]: s["model"] for s in [plan["first_snapshot"], *plan["swaps"]]}
+    if role == "privileged":
+        base = plan_path.parent
+        inputs = np.load(base / plan["fixed_inputs"])
+        expected = {int(k): np.load(base / v) for k, v in plan["expected_outputs"].items()}
+        model_of = {s["snapshot_id"]: s["model"] for s in [plan["first_snapshot"], *plan["swaps"]]}
     counts: collections.Counter = collections.Counter()
     unexpected: list[str] = []
     with LiteFlowNetlink() as nl:
