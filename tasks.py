@@ -135,9 +135,9 @@ def report(c, reanalyze=False):
     from workloads.runner import reanalyze as reanalyze_run
 
     if reanalyze:
-        for name, path in latest_runs(results_root()).items():
+        for (name, kernel), path in latest_runs(results_root()).items():
             reanalyze_run(path)
-            print(f"reanalysed {name}: {path.name}")
+            print(f"reanalysed {name}{f' on {kernel}' if kernel else ''}: {path.name}")
     print(f"report: {build_report()}")
 
 

@@ -17,11 +17,14 @@ through the read-only 9p share ``liteflow`` mounted at /opt/liteflow.
 
 A from-source kernel (``linux-4.15``, ``source:PATH``; ``vm.kernelsrc``) gets the same Debian 12
 userspace, debootstrapped, with the built kernel and its modules copied in instead of packages.
-Its drivers are built in, so it has no initrd, and no headers in the image: modules for it are
-built on the host in its build root, like every other kernel's. Debian 12 userspace on 4.15:
-systemd 252 supports it; Open vSwitch's service stays disabled (as on every image); building
-modules inside the guest (the slow path's ``--update module``) is not supported there, since
-bookworm's gcc 12 is newer than the toolchain 4.15 builds with.
+Its drivers are built in, so it has no initrd. The harness builds modules for it on the host in
+its build root, like every other kernel's; the image also carries the part of the built tree
+that out-of-tree module builds need (``vm.kernelsrc.copy_module_build_tree``, about 70 MB for
+4.15), so the slow path's ``--update module`` compiles snapshot modules in the guest as on
+Debian's kernels. It does so with bookworm's gcc 12, not the bullseye gcc 10 the kernel was
+built with: kbuild of that age records no compiler in the module's vermagic, and the project's
+modules build warning-free with both. Debian 12 userspace on 4.15: systemd 252 supports it;
+Open vSwitch's service stays disabled (as on every image).
 
 How: start from a copy of the kernel's build root (``vm.buildroot``) when it can be had, else
 debootstrap (minbase); add ``-updates``/``-security`` to apt's sources and install the kernel, its
@@ -51,6 +54,7 @@ from common.proc import CommandError, run
 from vm.kernels import KernelSpec, resolve_kernel
 
 RECIPE_VERSION = 2
+SOURCE_KERNEL_RECIPE = 2     # 2: the built tree's module-build part in the image (the guest compiles)
 
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
@@ -219,6 +223,7 @@ def image_key(spec: KernelSpec, wheels: WheelSet) -> str:
         from vm.kernelsrc import kernel_key, locate_source  # noqa: PLC0415
 
         inputs["kernel_build"] = kernel_key(locate_source(spec), spec=spec)
+        inputs["source_kernel_recipe"] = SOURCE_KERNEL_RECIPE
     return content_key(inputs)
 
 
@@ -447,7 +452,11 @@ def _copy_build_root(spec: KernelSpec, dest: Path, progress: Progress):
 
 
 def _install_built_kernel(root: Path, built) -> None:
-    """The built kernel into the image: /boot/vmlinuz-REL, /boot/config-REL, /lib/modules/REL."""
+    """The built kernel into the image: /boot/vmlinuz-REL, /boot/config-REL, /lib/modules/REL,
+    and the part of its built tree that module builds need as /usr/src/linux-headers-REL, linked
+    as /lib/modules/REL/build like a Debian headers package."""
+    from vm.kernelsrc import copy_module_build_tree  # noqa: PLC0415
+
     boot = root / "boot"
     boot.mkdir(exist_ok=True)
     shutil.copyfile(built.bzimage, boot / f"vmlinuz-{built.release}")
@@ -456,6 +465,11 @@ def _install_built_kernel(root: Path, built) -> None:
     if modules.exists():
         shutil.rmtree(modules)
     shutil.copytree(built.modules_dir, modules, symlinks=True)
+    headers = f"/usr/src/linux-headers-{built.release}"
+    if (root / headers.lstrip("/")).exists():
+        shutil.rmtree(root / headers.lstrip("/"))
+    copy_module_build_tree(built.root / built.headers_dir.lstrip("/"), root / headers.lstrip("/"))
+    (modules / "build").symlink_to(headers)
 
 
 def _cached_build_root(spec: KernelSpec):

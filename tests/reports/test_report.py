@@ -53,7 +53,19 @@ def test_report_names_the_run_behind_every_number_with_spread(results_dir):
 def test_latest_complete_run_wins(results_dir):
     recorded("engine", [engine_repetition(1.0)])
     newer = recorded("engine", [engine_repetition(1.0)])
-    assert latest_runs(results_dir)["engine"] == newer.path
+    assert latest_runs(results_dir)[("engine", None)] == newer.path
+
+
+def test_a_run_on_another_kernel_gets_its_own_section_after_the_data_files(results_dir):
+    default = recorded("engine", [engine_repetition(29000.0)], accelerator="tcg", kernel_release="6.1.0-57-amd64",
+                       config={"kernel": "debian-6.1"})
+    paper = recorded("engine", [engine_repetition(45000.0)], accelerator="tcg", kernel_release="4.15.1-liteflow",
+                     config={"kernel": "linux-4.15"})
+    assert latest_runs(results_dir) == {("engine", "debian-6.1"): default.path, ("engine", "linux-4.15"): paper.path}
+    text = build_report().read_text()
+    main, rest = text.split("\n## ")[2:]
+    assert default.run_id in main and paper.run_id not in main
+    assert rest.startswith(f"{registry.load('engine').title}, on linux-4.15") and paper.run_id in rest
 
 
 def test_overhead_figure_and_section_from_results_alone(results_dir):

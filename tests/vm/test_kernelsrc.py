@@ -381,3 +381,29 @@ def test_the_debug_fragment_is_in_the_debug_kernels_key_only(data_copy, mirror):
     assert set(with_debug["extra_config"]) == {"debug.config"}
     assert with_debug["toolchain"]["root"] == "debian-6.1"
     assert ks.kernel_key(source, toolchain_key="tool", spec=debug) != _key(source)
+
+
+def test_the_guest_gets_what_module_builds_need_and_no_objects(tmp_path):
+    tree, dest = tmp_path / "tree", tmp_path / "dest"
+    wanted = ["Makefile", ".config", "Module.symvers", "include/linux/tcp.h",
+              "include/generated/autoconf.h", "include/config/auto.conf", "scripts/Makefile.build",
+              "scripts/basic/fixdep", "scripts/mod/modpost", "arch/x86/Makefile",
+              "arch/x86/include/generated/asm/unistd_64_x32.h", "net/ipv4/Kconfig", "net/Makefile",
+              "tools/objtool/objtool"]
+    unwanted = ["vmlinux", "vmlinux.o", ".tmp_vmlinux1", "net/ipv4/tcp_bbr.c", "net/ipv4/tcp_bbr.o",
+                "net/ipv4/.tcp_bbr.o.cmd", "scripts/mod/modpost.o", "scripts/basic/.fixdep.cmd",
+                "arch/x86/boot/bzImage", "drivers/net/virtio_net.ko", "lib/lib.a", "System.map",
+                "tools/objtool/check.c"]
+    for rel in wanted + unwanted:
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text(rel)
+    (tree / "include/asm-link").symlink_to("generated")
+
+    copied = ks.copy_module_build_tree(tree, dest)
+
+    assert copied == len(wanted) + 1
+    for rel in wanted:
+        assert (dest / rel).read_text() == rel
+    for rel in unwanted:
+        assert not (dest / rel).exists(), rel
+    assert (dest / "include/asm-link").is_symlink() and (dest / "include/asm-link").resolve() == dest / "include/generated"
