@@ -472,6 +472,8 @@ def _load(entry: Path, spec: KernelSpec, key: str) -> KernelBuild | None:
         return None
     if stamp.get("key") != key or not (entry / "root").is_dir() or not (entry / "bzImage").is_file():
         return None
+    if not (entry / "modules/lib/modules" / str(stamp.get("kernel_release"))).is_dir():
+        return None                 # its release misread (6.1 before syncconfig): rebuild it
     return KernelBuild(entry=entry, spec_name=spec.name, release=stamp["kernel_release"], key=key,
                        gcc_version=stamp.get("gcc_version", ""),
                        build_seconds=stamp.get("build_seconds", 0.0), stamp=stamp)
@@ -623,6 +625,11 @@ class _Builder:
             if missing:
                 raise KernelBuildError(self.step, self.log, f"options of {fragments} that did not "
                                        "survive olddefconfig (a dependency is off?):\n" + "\n".join(missing))
+            if "syncconfig" in (host_tree / "scripts/kconfig/Makefile").read_text():
+                # From 4.17 kernelrelease reads CONFIG_LOCALVERSION from include/config/auto.conf,
+                # which only syncconfig writes; without it 6.1 names itself "6.1.192", not
+                # "6.1.192-liteflow" (4.15's setlocalversion reads .config itself).
+                self.chroot(["make", "syncconfig", *flags], cwd=tree)
             release = self.chroot(["make", "-s", "kernelrelease", *flags], cwd=tree).strip().splitlines()[-1]
         final_tree = f"{SRC_INSIDE}/linux-headers-{release}"
         os.rename(host_tree, self.root / final_tree.lstrip("/"))  # nothing compiled yet: safe to move
@@ -635,6 +642,10 @@ class _Builder:
             self.chroot(["make", *flags, "INSTALL_MOD_PATH=/tmp/liteflow-modules", "INSTALL_MOD_STRIP=1",
                          "modules_install"], cwd=tree)
             shutil.move(str(self.root / "tmp/liteflow-modules"), str(self.tmp / "modules"))
+            installed = sorted(p.name for p in (self.tmp / "modules/lib/modules").iterdir())
+            if installed != [release]:
+                raise KernelBuildError(self.step, self.log, f"the kernel calls itself {installed}, but its "
+                                       f"release was read as {release!r} before the build")
             for link in ("build", "source"):  # they point at the tree inside the root
                 path = self.tmp / "modules/lib/modules" / release / link
                 if path.is_symlink():

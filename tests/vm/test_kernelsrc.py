@@ -321,6 +321,7 @@ def test_a_complete_build_is_cached_and_reused(mirror, fake_toolchain, monkeypat
     def succeeding(self, tool_root):
         calls.append(tool_root)
         (self.root / "usr/src/linux-headers-4.15.1-liteflow").mkdir(parents=True)
+        (self.tmp / "modules/lib/modules/4.15.1-liteflow").mkdir(parents=True)
         (self.tmp / "bzImage").write_bytes(b"kernel")
         return {"kernel_release": "4.15.1-liteflow", "headers_dir": "/usr/src/linux-headers-4.15.1-liteflow",
                 "gcc_version": "10.2.1", "kernel_cc": "gcc (Debian 10.2.1-6) 10.2.1", "packages": {}}
@@ -335,6 +336,26 @@ def test_a_complete_build_is_cached_and_reused(mirror, fake_toolchain, monkeypat
     root = br.find_build_root(spec)  # the module builder's view of it
     assert root.kernel_release == "4.15.1-liteflow" and root.headers_dir == built.headers_dir
     assert root.path == built.root
+
+
+def test_an_entry_whose_modules_carry_another_release_is_not_trusted(mirror, fake_toolchain, monkeypatch):
+    """The first debug-kernel build read 6.1's release before syncconfig ("6.1.192") while its
+    modules installed as 6.1.192-liteflow; such an entry is rebuilt, not booted."""
+    calls = []
+
+    def misnamed(self, tool_root):
+        calls.append(tool_root)
+        (self.root / "usr/src/linux-headers-4.15.1").mkdir(parents=True)
+        (self.tmp / "modules/lib/modules/4.15.1-liteflow").mkdir(parents=True, exist_ok=True)
+        (self.tmp / "bzImage").write_bytes(b"kernel")
+        return {"kernel_release": "4.15.1", "headers_dir": "/usr/src/linux-headers-4.15.1",
+                "gcc_version": "10.2.1", "kernel_cc": "gcc", "packages": {}}
+
+    monkeypatch.setattr(ks._Builder, "run", misnamed)
+    spec = resolve_kernel("linux-4.15")
+    with pytest.raises(br.BuildRootError):
+        ks.ensure_kernel(spec, progress=False)
+    assert ks.find_kernel(spec) is None and len(calls) == 1
 
 
 def test_find_build_root_does_not_build_a_source_kernel(mirror, no_build):
