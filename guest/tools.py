@@ -111,6 +111,28 @@ def write_debugfs(name: str, value: str) -> None:
     (LF_TEST_DEBUGFS / name).write_text(value)
 
 
+KMEMLEAK = Path("/sys/kernel/debug/kmemleak")
+
+
+def kmemleak_available() -> bool:
+    """A kernel built with kmemleak (the debug kernel): its verdict replaces slab arithmetic."""
+    return KMEMLEAK.exists()
+
+
+def kmemleak_clear() -> None:
+    """Forget the suspects found so far, so the next report holds only what comes after."""
+    KMEMLEAK.write_text("clear")
+
+
+def kmemleak_suspects() -> list[str]:
+    """Scan twice (kmemleak's own advice against transient false positives) and return each
+    unreferenced object it reports, with its allocation backtrace."""
+    for _ in range(2):
+        KMEMLEAK.write_text("scan")
+    report = KMEMLEAK.read_text()
+    return [f"unreferenced object{entry}".rstrip() for entry in report.split("unreferenced object")[1:]]
+
+
 def _main(argv: list[str]) -> int:
     if argv[1:] != ["unload"]:
         print("usage: python -m guest.tools unload", file=sys.stderr)

@@ -83,8 +83,10 @@ class Stress(Experiment):
                 f"- standby rmmod raced with the swap that dropped it: {r['races'].get('standby_rmmod_races', 0)} "
                 f"times ({r['races'].get('rmmod_lost_and_retried', 0)} lost and retried)",
                 f"- unreclaimable slab {memory.get('slab_unreclaimable_before_kb')} kB before, "
-                f"{memory.get('slab_unreclaimable_after_kb')} kB after; modules {memory.get('modules_before')} "
-                f"before, {memory.get('modules_after')} after",
+                f"{memory.get('slab_unreclaimable_after_kb')} kB after"
+                + (f" (judged by kmemleak instead: {memory['kmemleak_suspects']} unreferenced objects)"
+                   if "kmemleak_suspects" in memory else "")
+                + f"; modules {memory.get('modules_before')} before, {memory.get('modules_after')} after",
                 f"- checks: {r['checks'] - len(r['failed_checks'])}/{r['checks']} passed",
                 *(f"- FAILED {c['name']}: {c['detail'][:300]}" for c in r["failed_checks"][:15]),
             ]
