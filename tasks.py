@@ -278,6 +278,19 @@ def smoke(c, quick=False, accel="auto", keep_vm=False, kernel=""):
 
 
 @task(help={
+    "quick": "the quick profile (1,000 swaps instead of 10,000)",
+    "accel": "auto, kvm or tcg",
+    "keep_vm": "leave a VM this run booted running afterwards",
+    "kernel": "guest kernel instead of the data file's debian-6.1 (e.g. debian-6.1-debug)",
+})
+def stress(c, quick=False, accel="auto", keep_vm=False, kernel=""):
+    """10,000 snapshot swaps under load on every vCPU with concurrent netlink clients and standby
+    rmmod races; memory back to start (the experiment "stress": workloads/experiments/stress.toml)."""
+    _run_experiments(["stress"], quick=quick, fresh=True, accel=accel, keep_vm=keep_vm,
+                     overrides={"kernel": kernel} if kernel else None)
+
+
+@task(help={
     "app": "LiteFlow app to serve (e.g. lf_test)",
     "adapter": "your Adapter subclass as module:Class, importable in the guest (see docs/adapters.md)",
     "update": "hot (weight blob over netlink) or module (generate + build + insmod in the guest)",

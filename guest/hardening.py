@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from guest.tools import (
+    UNPRIVILEGED,
     CheckedReport,
     DriverAbort,
     check_dmesg,
@@ -66,7 +67,6 @@ except OSError as exc:
     sys.exit(0 if exc.errno == errno.EPERM else 3)
 sys.exit(2)                           # joined the samples group without CAP_NET_ADMIN
 """
-UNPRIVILEGED = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from guest.tools import (
+    UNPRIVILEGED,
     CheckedReport,
     DriverAbort,
     check_dmesg,
@@ -104,7 +105,7 @@ def _swap_loop(nl: LiteFlowNetlink, app_id: int, plan: dict, base: Path, inputs:
     report.step = "install the first snapshot module"
     sh("insmod", str(base / first["module"]), f"app_id={app_id}")
     loaded.append(first["name"])
-    _expect_active(nl, app_id, first, inputs, expected, report, label="first snapshot")
+    expect_active(nl, app_id, first, inputs, expected, report, label="first snapshot")
 
     report.step = "refuse malformed blobs"
     for bad in plan["bad_blobs"]:
@@ -114,7 +115,7 @@ def _swap_loop(nl: LiteFlowNetlink, app_id: int, plan: dict, base: Path, inputs:
         except LiteFlowNetlinkError as exc:
             got = errno.errorcode.get(exc.errno, str(exc.errno))
         report.check(f"{bad['name']} blob refused with {bad['errno']}", got == bad["errno"], f"got {got}")
-    _expect_active(nl, app_id, first, inputs, expected, report, label="after the refused blobs")
+    expect_active(nl, app_id, first, inputs, expected, report, label="after the refused blobs")
 
     report.step = "start stress"
     write_debugfs("stress", str(plan["stress_queries_per_cpu"]))
@@ -131,7 +132,7 @@ def _swap_loop(nl: LiteFlowNetlink, app_id: int, plan: dict, base: Path, inputs:
         else:
             nl.load_model(app_id, swap["snapshot_id"], (base / swap["blob"]).read_bytes())
         took = time.monotonic() - t0
-        stats = _expect_active(nl, app_id, swap, inputs, expected, report, label=f"swap {index + 1}")
+        stats = expect_active(nl, app_id, swap, inputs, expected, report, label=f"swap {index + 1}")
         entry = {"kind": swap["kind"], "snapshot_id": swap["snapshot_id"], "seconds": round(took, 4),
                  "active_id": stats.active_id, "standby_id": stats.standby_id}
         if swap["kind"] == "module" and index == plan["refuse_rmmod_at"]:
@@ -164,9 +165,10 @@ def _swap_loop(nl: LiteFlowNetlink, app_id: int, plan: dict, base: Path, inputs:
     report.check("no failed query (stress threads)", report.stress["errors"] == 0, str(report.stress))
 
 
-def _expect_active(nl: LiteFlowNetlink, app_id: int, snapshot: dict, inputs: np.ndarray,
-                   expected: dict[int, np.ndarray], report: Report, label: str):
-    stats = nl.app(APP_NAME)
+def expect_active(nl: LiteFlowNetlink, app_id: int, snapshot: dict, inputs: np.ndarray,
+                  expected: dict[int, np.ndarray], report: CheckedReport, label: str, app_name: str = APP_NAME):
+    """Check that `snapshot` (snapshot_id, model) is active and computes the engine's outputs."""
+    stats = nl.app(app_name)
     report.check(f"{label}: active snapshot is {snapshot['snapshot_id']:#x}", stats.active_id == snapshot["snapshot_id"],
                  f"active={stats.active_id:#x} origin={stats.active_origin}")
     evaluated_id, outputs = nl.evaluate(app_id, inputs)
@@ -196,8 +198,7 @@ def _check_sampling(nl: LiteFlowNetlink, app_id: int, timeout_s: float = 60.0) -
 def _check_unprivileged(report: Report) -> None:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
-         sys.executable, "-c", UNPRIVILEGED_PROBE],
+        [*UNPRIVILEGED, sys.executable, "-c", UNPRIVILEGED_PROBE],
         capture_output=True, text=True, env=env, cwd=os.getcwd(),
     )
     report.check("mutating netlink command from an unprivileged user fails with EPERM", done.returncode == 0,

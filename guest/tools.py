@@ -17,10 +17,13 @@ from pathlib import Path
 LF_TEST_DEBUGFS = Path("/sys/kernel/debug/liteflow_test")
 SNAPSHOT_PREFIX = "lf_snap_"
 # dmesg lines that mean the kernel is unhappy, whatever the module under test claims.
+# A process as an unprivileged local user: nobody, no groups, no capabilities (what the core
+# must refuse its admin commands and its samples to).
+UNPRIVILEGED = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"]
 KERNEL_TROUBLE = re.compile(
     r"WARNING:|BUG:|Oops|scheduling while atomic|lockdep|possible circular locking|"
     r"possible recursive locking|inconsistent lock state|rcu_sched self-detected stall|"
-    r"rcu: INFO|general protection fault|kernel NULL pointer|Call Trace",
+    r"rcu: INFO|general protection fault|kernel NULL pointer|Call Trace|UBSAN:|blocked for more than",
 )
 
 
@@ -106,6 +109,28 @@ def read_stress() -> dict[str, int]:
 
 def write_debugfs(name: str, value: str) -> None:
     (LF_TEST_DEBUGFS / name).write_text(value)
+
+
+KMEMLEAK = Path("/sys/kernel/debug/kmemleak")
+
+
+def kmemleak_available() -> bool:
+    """A kernel built with kmemleak (the debug kernel): its verdict replaces slab arithmetic."""
+    return KMEMLEAK.exists()
+
+
+def kmemleak_clear() -> None:
+    """Forget the suspects found so far, so the next report holds only what comes after."""
+    KMEMLEAK.write_text("clear")
+
+
+def kmemleak_suspects() -> list[str]:
+    """Scan twice (kmemleak's own advice against transient false positives) and return each
+    unreferenced object it reports, with its allocation backtrace."""
+    for _ in range(2):
+        KMEMLEAK.write_text("scan")
+    report = KMEMLEAK.read_text()
+    return [f"unreferenced object{entry}".rstrip() for entry in report.split("unreferenced object")[1:]]
 
 
 def _main(argv: list[str]) -> int:

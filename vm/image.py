@@ -22,8 +22,8 @@ its build root, like every other kernel's; the image also carries the part of th
 that out-of-tree module builds need (``vm.kernelsrc.copy_module_build_tree``, about 70 MB for
 4.15), so the slow path's ``--update module`` compiles snapshot modules in the guest as on
 Debian's kernels. It does so with bookworm's gcc 12, not the bullseye gcc 10 the kernel was
-built with: kbuild of that age records no compiler in the module's vermagic, and the project's
-modules build warning-free with both. Debian 12 userspace on 4.15: systemd 252 supports it;
+built with: kbuild of that age records no compiler in the module's vermagic, and the core,
+lf_test and snapshot modules compile without warnings with both. Debian 12 userspace on 4.15: systemd 252 supports it;
 Open vSwitch's service stays disabled (as on every image).
 
 How: start from a copy of the kernel's build root (``vm.buildroot``) when it can be had, else
@@ -222,7 +222,7 @@ def image_key(spec: KernelSpec, wheels: WheelSet) -> str:
     if spec.is_source:  # the built kernel's own key: source sha256, config, patches, toolchain
         from vm.kernelsrc import kernel_key, locate_source  # noqa: PLC0415
 
-        inputs["kernel_build"] = kernel_key(locate_source(spec))
+        inputs["kernel_build"] = kernel_key(locate_source(spec), spec=spec)
         inputs["source_kernel_recipe"] = SOURCE_KERNEL_RECIPE
     return content_key(inputs)
 

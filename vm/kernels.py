@@ -8,6 +8,7 @@ Kernel names (what a user types, e.g. ``invoke build --kernel debian-6.12``):
 ``local:DIR``    the user's own kernel, given as ``.deb`` packages in the folder DIR
 ``linux-4.15``   Linux 4.15.1, the paper's series, built from source (``vm.kernelsrc``)
 ``source:PATH``  a kernel built from the user's source tarball or tree at PATH
+``debian-6.1-debug``  Debian 12's 6.1 source built with KASAN, lockdep and friends (finding bugs)
 
 A Debian kernel is whatever its suite's ``linux-image-amd64`` / ``linux-headers-amd64``
 metapackages point at when the root is created; the ABI (``6.1.0-NN``) is never written down
@@ -15,7 +16,7 @@ here. Point releases and security fixes move the metapackages into ``<suite>-upd
 ``<suite>-security``, which debootstrap does not read, so every spec lists those extra suites and
 the kernel is installed with apt after they are added.
 
-From-source kernels (``linux-4.15``, ``source:PATH``) are compiled by ``vm.kernelsrc`` in a cached
+From-source kernels (``linux-4.15``, ``source:PATH``, ``debian-6.1-debug``) are compiled by ``vm.kernelsrc`` in a cached
 Debian root whose toolchain fits the kernel's age; their guest runs the default Debian userspace
 (``suite``), booting the built kernel directly (drivers built in, no initrd).
 
@@ -71,7 +72,9 @@ class KernelSpec:
     (``*-security`` suites come from the security mirror). ``local_debs`` is the folder of a
     ``local:`` kernel (then the package names are those of the ``.deb`` files in it), else None.
     A from-source kernel has no packages: ``source_release`` names the upstream release a mirror
-    serves (``linux-4.15``), ``source_path`` the user's tarball or tree (``source:PATH``).
+    serves (``linux-4.15``), ``source_path`` the user's tarball or tree (``source:PATH``),
+    ``source_package`` a Debian package whose tarball it is (``debian-6.1-debug``: apt fetches and
+    verifies it in the ``toolchain`` root). ``config_fragments`` go on top of x86_64_defconfig.
     """
 
     name: str
@@ -83,6 +86,9 @@ class KernelSpec:
     description: str = ""
     source_path: Path | None = None
     source_release: str | None = None
+    source_package: str | None = None          # a Debian package carrying the kernel's source
+    toolchain: str | None = None               # the build root that compiles it (None: vm.kernelsrc's)
+    config_fragments: tuple[str, ...] = ("guest.config",)   # in vm/kernel-config/, in order
 
     @property
     def slug(self) -> str:
@@ -100,7 +106,7 @@ class KernelSpec:
     @property
     def is_source(self) -> bool:
         """Built from source by vm.kernelsrc (no packages, no initrd)."""
-        return self.source_path is not None or self.source_release is not None
+        return self.source_path is not None or self.source_release is not None or self.source_package is not None
 
     def deb_files(self) -> list[Path]:
         """The ``.deb`` files of a local kernel, sorted; empty for a Debian kernel."""
@@ -134,6 +140,18 @@ _SOURCE_KERNELS: dict[str, KernelSpec] = {
 }
 
 
+# Kernels for finding bugs, not for measuring: built from source with the debugging a kernel
+# maintainer turns on (vm/kernel-config/debug.config). Not in the build matrix: one build takes
+# tens of minutes and the guest runs several times slower.
+_DEBUG_KERNELS: dict[str, KernelSpec] = {
+    "debian-6.1-debug": KernelSpec(
+        "debian-6.1-debug", SOURCE_GUEST_SUITE, SUITE_EXTRAS[SOURCE_GUEST_SUITE], image_package="",
+        headers_package="", source_package="linux-source-6.1", toolchain="debian-6.1",
+        config_fragments=("guest.config", "debug.config"),
+        description="Debian 12's Linux 6.1 source with KASAN, lockdep, PROVE_RCU and atomic-sleep checks"),
+}
+
+
 def all_kernels() -> list[KernelSpec]:
     """The Debian kernels, oldest first (what their packages give; nothing is compiled)."""
     return list(_DEBIAN_KERNELS.values())
@@ -145,7 +163,7 @@ def matrix_kernels() -> list[KernelSpec]:
 
 
 def valid_names() -> list[str]:
-    return [*_SOURCE_KERNELS, *_DEBIAN_KERNELS, f"{LOCAL_PREFIX}DIR", f"{SOURCE_PREFIX}PATH"]
+    return [*_SOURCE_KERNELS, *_DEBIAN_KERNELS, *_DEBUG_KERNELS, f"{LOCAL_PREFIX}DIR", f"{SOURCE_PREFIX}PATH"]
 
 
 def _safe(text: str) -> str:
@@ -171,6 +189,8 @@ def resolve_kernel(name: str | None = None) -> KernelSpec:
         return _DEBIAN_KERNELS[name]
     if name in _SOURCE_KERNELS:
         return _SOURCE_KERNELS[name]
+    if name in _DEBUG_KERNELS:
+        return _DEBUG_KERNELS[name]
     if name.startswith(LOCAL_PREFIX):
         return _resolve_local(name[len(LOCAL_PREFIX):])
     if name.startswith(SOURCE_PREFIX):

@@ -58,7 +58,8 @@ from vm.kernels import KernelNameError, KernelSpec, resolve_kernel
 
 RECIPE_VERSION = 2
 HERE = Path(__file__).resolve().parent
-CONFIG_FRAGMENT = HERE / "kernel-config" / "guest.config"
+CONFIG_DIR = HERE / "kernel-config"
+CONFIG_FRAGMENT = CONFIG_DIR / "guest.config"
 PATCH_DIR = HERE / "kernel-patches"
 
 MIRROR_ENV = "LITEFLOW_KERNEL_MIRROR"
@@ -163,6 +164,8 @@ def locate_source(spec: KernelSpec) -> KernelSource:
     or the user's tarball or tree (``source:PATH``, whose sha256 is simply computed)."""
     if spec.source_release:
         return _release_source(spec.source_release)
+    if spec.source_package:
+        return _package_source(spec)
     if spec.source_path is None:
         raise KernelSourceError(f"{spec.name} is not a from-source kernel")
     path = spec.source_path
@@ -192,6 +195,46 @@ def _release_source(release: str) -> KernelSource:
             f"checksum mismatch for {path}: sha256 {got}, expected {want}; refusing to build it"
         )
     return KernelSource(path, got, release)
+
+
+def _package_source(spec: KernelSpec) -> KernelSource:
+    """The tarball inside Debian's ``spec.source_package`` (e.g. linux-source-6.1: Debian's patched
+    tree), fetched by apt in the spec's toolchain root, so the archive's signature vouches for it.
+    Kept in the cache per package version; a new point release in the archive is a new source."""
+    from vm import buildroot as br  # noqa: PLC0415
+
+    root = br.ensure_build_root(toolchain_spec(spec), progress=False)
+    package = spec.source_package
+    assert package is not None
+    br._chroot(root.path, ["apt-get", "-q", "update"], f"apt-get update for {package}")
+    shown = br._chroot(root.path, ["apt-cache", "show", "--no-all-versions", package], f"apt-cache show {package}")
+    version = re.search(r"^Version: (\S+)$", shown, re.M)
+    if version is None:
+        raise KernelSourceError(f"the {root.spec.suite} archive has no package {package}")
+    dest = cache_dir("kernels") / "sources" / f"{package}_{_safe_version(version.group(1))}.tar.xz"
+    if not dest.is_file():
+        work = f"/tmp/liteflow-source-{os.getpid()}"
+        host_work = root.path / work.lstrip("/")
+        host_work.mkdir(parents=True)
+        try:
+            br._chroot(root.path, ["sh", "-c", f'cd {work} && apt-get -q download {package}={version.group(1)}'],
+                       f"apt-get download {package}")
+            (deb,) = host_work.glob("*.deb")
+            br._chroot(root.path, ["dpkg-deb", "-x", f"{work}/{deb.name}", f"{work}/x"], f"unpack {deb.name}")
+            tarballs = list((host_work / "x" / "usr" / "src").glob("linux-source-*.tar.xz"))
+            if len(tarballs) != 1:
+                raise KernelSourceError(f"{deb.name} holds no single usr/src/linux-source-*.tar.xz")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            partial = dest.with_name(dest.name + ".part")
+            shutil.copyfile(tarballs[0], partial)
+            os.rename(partial, dest)
+        finally:
+            shutil.rmtree(host_work, ignore_errors=True)
+    return KernelSource(dest, file_sha256(dest), _tarball_version(dest))
+
+
+def _safe_version(version: str) -> str:
+    return re.sub(r"[^0-9A-Za-z.+~-]", "_", version)
 
 
 def _fetch(url: str, name: str, want: str) -> Path:
@@ -280,30 +323,48 @@ def make_flags_for(series: str) -> dict[str, str]:
     return dict(MAKE_FLAGS.get(series, {}))
 
 
-def toolchain_spec() -> KernelSpec:
-    return resolve_kernel(TOOLCHAIN_KERNEL)
+def toolchain_spec(spec: KernelSpec | None = None) -> KernelSpec:
+    """The build root whose toolchain compiles `spec` (bullseye's unless the spec names one)."""
+    return resolve_kernel((spec.toolchain if spec is not None else None) or TOOLCHAIN_KERNEL)
 
 
-def build_inputs(source: KernelSource, *, toolchain_key: str | None = None) -> dict:
+def config_fragments(spec: KernelSpec | None = None) -> list[Path]:
+    """The config fragments of `spec`, in the order they are merged (guest.config first)."""
+    names = spec.config_fragments if spec is not None else (CONFIG_FRAGMENT.name,)
+    return [CONFIG_FRAGMENT if name == CONFIG_FRAGMENT.name else CONFIG_DIR / name for name in names]
+
+
+def config_text(spec: KernelSpec | None = None) -> str:
+    """Every fragment of `spec`, concatenated: what is merged and then checked."""
+    return "\n".join(path.read_text() for path in config_fragments(spec))
+
+
+def build_inputs(source: KernelSource, *, toolchain_key: str | None = None,
+                 spec: KernelSpec | None = None) -> dict:
     """Everything a built kernel depends on; its cache key is ``content_key`` of this."""
+    toolchain = toolchain_spec(spec)
     if toolchain_key is None:
         from vm.buildroot import root_key  # noqa: PLC0415 (buildroot imports this module lazily)
 
-        toolchain_key = root_key(toolchain_spec())
-    return {
+        toolchain_key = root_key(toolchain)
+    inputs = {
         "recipe": RECIPE_VERSION,
         "source_sha256": source.sha256,
         "version": source.version,
         "config": file_sha256(CONFIG_FRAGMENT),
         "patches": {p.name: file_sha256(p) for p in patches_for(source.series)},
         "make_flags": make_flags_for(source.series),
-        "toolchain": {"root": TOOLCHAIN_KERNEL, "root_key": toolchain_key,
+        "toolchain": {"root": toolchain.name, "root_key": toolchain_key,
                       "packages": list(BUILD_PACKAGES)},
     }
+    extra = [path for path in config_fragments(spec) if path != CONFIG_FRAGMENT]
+    if extra:   # only then, so that a guest.config-only kernel keeps its key
+        inputs["extra_config"] = {path.name: file_sha256(path) for path in extra}
+    return inputs
 
 
-def kernel_key(source: KernelSource, *, toolchain_key: str | None = None) -> str:
-    return content_key(build_inputs(source, toolchain_key=toolchain_key))
+def kernel_key(source: KernelSource, *, toolchain_key: str | None = None, spec: KernelSpec | None = None) -> str:
+    return content_key(build_inputs(source, toolchain_key=toolchain_key, spec=spec))
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,7 +413,7 @@ def entry_name(spec: KernelSpec, key: str) -> str:
 def find_kernel(spec: KernelSpec) -> KernelBuild | None:
     """The cached build of `spec`, or None; never builds (but verifies the source's checksum)."""
     source = locate_source(spec)
-    key = kernel_key(source)
+    key = kernel_key(source, spec=spec)
     return _load(cache_dir("kernels") / entry_name(spec, key), spec, key)
 
 
@@ -366,8 +427,8 @@ def ensure_kernel(spec: KernelSpec, progress: bool = True) -> KernelBuild:
 
     show = Progress(spec.name, enabled=progress)
     source = locate_source(spec)  # raises on a checksum mismatch: nothing has been built yet
-    toolchain = toolchain_spec()
-    key = kernel_key(source, toolchain_key=br.root_key(toolchain))
+    toolchain = toolchain_spec(spec)
+    key = kernel_key(source, toolchain_key=br.root_key(toolchain), spec=spec)
     entry = cache_dir("kernels") / entry_name(spec, key)
 
     def populate(tmp: Path) -> dict:
@@ -390,7 +451,7 @@ def ensure_kernel(spec: KernelSpec, progress: bool = True) -> KernelBuild:
         return {
             "kernel": spec.name,
             "key": key,
-            "inputs": build_inputs(source, toolchain_key=br.root_key(toolchain)),
+            "inputs": build_inputs(source, toolchain_key=br.root_key(toolchain), spec=spec),
             "source": str(source.path),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": seconds,
@@ -411,6 +472,8 @@ def _load(entry: Path, spec: KernelSpec, key: str) -> KernelBuild | None:
         return None
     if stamp.get("key") != key or not (entry / "root").is_dir() or not (entry / "bzImage").is_file():
         return None
+    if not (entry / "modules/lib/modules" / str(stamp.get("kernel_release"))).is_dir():
+        return None                 # its release misread (6.1 before syncconfig): rebuild it
     return KernelBuild(entry=entry, spec_name=spec.name, release=stamp["kernel_release"], key=key,
                        gcc_version=stamp.get("gcc_version", ""),
                        build_seconds=stamp.get("build_seconds", 0.0), stamp=stamp)
@@ -552,15 +615,21 @@ class _Builder:
                 shutil.copyfile(patch, self.root / inside.lstrip("/"))
                 self.step = f"apply {patch.name}"
                 self.chroot(["patch", "-p1", "--forward", "--batch", "-i", inside], cwd=tree)
-        with self.stage("configure (x86_64_defconfig + guest.config)"):
+        fragments = " + ".join(path.name for path in config_fragments(self.spec))
+        with self.stage(f"configure (x86_64_defconfig + {fragments})"):
             self.chroot(["make", "x86_64_defconfig", *flags], cwd=tree)
             config = host_tree / ".config"
-            config.write_text(merge_config(config.read_text(), CONFIG_FRAGMENT.read_text()))
+            config.write_text(merge_config(config.read_text(), config_text(self.spec)))
             self.chroot(["make", "olddefconfig", *flags], cwd=tree)
-            missing = config_mismatches(config.read_text(), CONFIG_FRAGMENT.read_text())
+            missing = config_mismatches(config.read_text(), config_text(self.spec))
             if missing:
-                raise KernelBuildError(self.step, self.log, "options of guest.config that did not "
+                raise KernelBuildError(self.step, self.log, f"options of {fragments} that did not "
                                        "survive olddefconfig (a dependency is off?):\n" + "\n".join(missing))
+            if "syncconfig" in (host_tree / "scripts/kconfig/Makefile").read_text():
+                # From 4.17 kernelrelease reads CONFIG_LOCALVERSION from include/config/auto.conf,
+                # which only syncconfig writes; without it 6.1 names itself "6.1.192", not
+                # "6.1.192-liteflow" (4.15's setlocalversion reads .config itself).
+                self.chroot(["make", "syncconfig", *flags], cwd=tree)
             release = self.chroot(["make", "-s", "kernelrelease", *flags], cwd=tree).strip().splitlines()[-1]
         final_tree = f"{SRC_INSIDE}/linux-headers-{release}"
         os.rename(host_tree, self.root / final_tree.lstrip("/"))  # nothing compiled yet: safe to move
@@ -573,6 +642,10 @@ class _Builder:
             self.chroot(["make", *flags, "INSTALL_MOD_PATH=/tmp/liteflow-modules", "INSTALL_MOD_STRIP=1",
                          "modules_install"], cwd=tree)
             shutil.move(str(self.root / "tmp/liteflow-modules"), str(self.tmp / "modules"))
+            installed = sorted(p.name for p in (self.tmp / "modules/lib/modules").iterdir())
+            if installed != [release]:
+                raise KernelBuildError(self.step, self.log, f"the kernel calls itself {installed}, but its "
+                                       f"release was read as {release!r} before the build")
             for link in ("build", "source"):  # they point at the tree inside the root
                 path = self.tmp / "modules/lib/modules" / release / link
                 if path.is_symlink():

@@ -321,6 +321,7 @@ def test_a_complete_build_is_cached_and_reused(mirror, fake_toolchain, monkeypat
     def succeeding(self, tool_root):
         calls.append(tool_root)
         (self.root / "usr/src/linux-headers-4.15.1-liteflow").mkdir(parents=True)
+        (self.tmp / "modules/lib/modules/4.15.1-liteflow").mkdir(parents=True)
         (self.tmp / "bzImage").write_bytes(b"kernel")
         return {"kernel_release": "4.15.1-liteflow", "headers_dir": "/usr/src/linux-headers-4.15.1-liteflow",
                 "gcc_version": "10.2.1", "kernel_cc": "gcc (Debian 10.2.1-6) 10.2.1", "packages": {}}
@@ -335,6 +336,26 @@ def test_a_complete_build_is_cached_and_reused(mirror, fake_toolchain, monkeypat
     root = br.find_build_root(spec)  # the module builder's view of it
     assert root.kernel_release == "4.15.1-liteflow" and root.headers_dir == built.headers_dir
     assert root.path == built.root
+
+
+def test_an_entry_whose_modules_carry_another_release_is_not_trusted(mirror, fake_toolchain, monkeypatch):
+    """The first debug-kernel build read 6.1's release before syncconfig ("6.1.192") while its
+    modules installed as 6.1.192-liteflow; such an entry is rebuilt, not booted."""
+    calls = []
+
+    def misnamed(self, tool_root):
+        calls.append(tool_root)
+        (self.root / "usr/src/linux-headers-4.15.1").mkdir(parents=True)
+        (self.tmp / "modules/lib/modules/4.15.1-liteflow").mkdir(parents=True, exist_ok=True)
+        (self.tmp / "bzImage").write_bytes(b"kernel")
+        return {"kernel_release": "4.15.1", "headers_dir": "/usr/src/linux-headers-4.15.1",
+                "gcc_version": "10.2.1", "kernel_cc": "gcc", "packages": {}}
+
+    monkeypatch.setattr(ks._Builder, "run", misnamed)
+    spec = resolve_kernel("linux-4.15")
+    with pytest.raises(br.BuildRootError):
+        ks.ensure_kernel(spec, progress=False)
+    assert ks.find_kernel(spec) is None and len(calls) == 1
 
 
 def test_find_build_root_does_not_build_a_source_kernel(mirror, no_build):
@@ -354,6 +375,33 @@ def test_qemu_boots_an_image_without_initrd_directly(tmp_path):
     argv = qemu.qemu_argv(image, accel="tcg", memory_mb=1024, cpus=1, ssh_port=2222,
                           rundir=tmp_path / "run", repo=None)
     assert "-initrd" not in argv and argv[argv.index("-kernel") + 1] == str(image.kernel)
+
+
+def test_the_debug_kernel_is_debians_61_source_with_the_debug_fragment_outside_the_matrix():
+    from vm.kernels import matrix_kernels
+
+    spec = resolve_kernel("debian-6.1-debug")
+    assert spec.is_source and spec.source_package == "linux-source-6.1" and spec.suite == "bookworm"
+    assert ks.toolchain_spec(spec).name == "debian-6.1"          # bookworm's gcc 12 for a 6.1 tree
+    assert ks.toolchain_spec(resolve_kernel("linux-4.15")).name == ks.TOOLCHAIN_KERNEL
+    assert [p.name for p in ks.config_fragments(spec)] == ["guest.config", "debug.config"]
+    assert "debian-6.1-debug" not in [k.name for k in matrix_kernels()]
+    wanted = ks.parse_config(ks.config_text(spec))
+    for option in ("CONFIG_KASAN", "CONFIG_PROVE_LOCKING", "CONFIG_PROVE_RCU", "CONFIG_DEBUG_ATOMIC_SLEEP",
+                   "CONFIG_VIRTIO_BLK", "CONFIG_TCP_CONG_BBR"):
+        assert wanted.get(option) == "y", option
+
+
+def test_the_debug_fragment_is_in_the_debug_kernels_key_only(data_copy, mirror):
+    source = ks.locate_source(resolve_kernel("linux-4.15"))
+    debug = resolve_kernel("debian-6.1-debug")
+    plain = ks.build_inputs(source, toolchain_key="tool")
+    assert "extra_config" not in plain                 # the 4.15 kernel keeps its cached key
+    assert ks.build_inputs(source, toolchain_key="tool", spec=resolve_kernel("linux-4.15")) == plain
+    with_debug = ks.build_inputs(source, toolchain_key="tool", spec=debug)
+    assert set(with_debug["extra_config"]) == {"debug.config"}
+    assert with_debug["toolchain"]["root"] == "debian-6.1"
+    assert ks.kernel_key(source, toolchain_key="tool", spec=debug) != _key(source)
 
 
 def test_the_guest_gets_what_module_builds_need_and_no_objects(tmp_path):
