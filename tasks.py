@@ -317,20 +317,19 @@ def liteflow_serve(c, app, adapter, update="hot", threshold=None, duration=None,
 
 
 @task(help={
-    "what": "what to train: cc (lf_cc's network, by DAgger imitation in the CC simulator)",
+    "what": "what to train: cc (lf_cc's network, by DAgger imitation in the CC simulator) or cc-narrow "
+            "(the same on cc-adapt's starting link only: cc-adapt's start)",
     "quick": "a tiny budget (seconds; for tests), written to build/train-<what>-quick/",
     "seed": "RNG seed (default: the committed model's)",
 })
 def train(c, what, quick=False, seed=-1):
     """Train a datapath app's network from scratch: `invoke train cc` reproduces userspace/cc/model/."""
-    if what != "cc":
-        raise _fail(f"unknown training target {what!r} (known: cc)")
     from userspace.cc import train as cc_train
 
-    cfg = cc_train.Config.quick() if quick else cc_train.Config()
-    if int(seed) >= 0:
-        cfg.seed = int(seed)
-    out = BUILD_DIR / "train-cc-quick" if quick else cc_train.MODEL_DIR
+    if what not in cc_train.NETWORKS:
+        raise _fail(f"unknown training target {what!r} (known: {', '.join(cc_train.NETWORKS)})")
+    cfg = cc_train.network_config(what, quick=quick, seed=int(seed) if int(seed) >= 0 else None)
+    out = BUILD_DIR / f"train-{what}-quick" if quick else cc_train.network_dir(what)
     record = cc_train.train(cfg, out)
     print(f"final imitation MSE {record['final_imitation_mse']:.4f}, {record['total_seconds']} s; wrote {out}")
 

@@ -25,6 +25,11 @@ CHANGE_SCHEMA = {"at_s": Field(float, minimum=0.0), "name": Field(str),
                  "rtt_ms": Field(float, required=False, minimum=0.0)}
 FAULT_SCHEMA = {"at_s": Field(float, minimum=0.0),
                 "kind": Field(str, choices=("kill_service", "kill_agent", "pause_agent"))}
+NETWORK_NOTES = {
+    "cc": "the committed network, trained on the simulator's whole range of links",
+    "cc-narrow": "the same training on the starting link only (30-50 Mbit/s, 15-25 ms, about one BDP "
+                 "of queue, no changes): what the link turns into is new to it",
+}
 SETTLE_S = 2.0     # seconds after a change left out of its phase: the change itself, not the response
 
 
@@ -79,11 +84,12 @@ class CcAdapt(Experiment):
         by = {c["scheme"]: c for c in cells}
         versus = {}
         if "liteflow" in by and "frozen" in by:
-            for n in names[1:]:
+            for n in names:
                 lf, fr = by["liteflow"], by["frozen"]
                 versus[n] = {"goodput_ratio": _ratio(lf[f"{n}_link_fraction"], fr[f"{n}_link_fraction"]),
                              "rtt_ratio": _ratio(lf[f"{n}_rtt_ms"], fr[f"{n}_rtt_ms"])}
-        return {"phases": phases(config), "cells": cells, "liteflow_vs_frozen": versus,
+        return {"phases": phases(config), "network": cc_plan.network_name(config), "cells": cells,
+                "liteflow_vs_frozen": versus,
                 "failed_runs": sum(c["failed_runs"] for c in cells)}
 
     def passed(self, summary: dict[str, Any]) -> bool | None:
@@ -122,7 +128,9 @@ class CcAdapt(Experiment):
     def section(self, view: RunView) -> list[str]:
         s = view.summary
         names = [p["name"] for p in s.get("phases", [])]
-        lines = ["Phases: " + "; ".join(f"{p['name']} from {p['from_s']:.0f} s ({p['rate_mbit']} Mbit/s, "
+        network = s.get("network", cc_plan.DEFAULT_NETWORK)
+        lines = [f"Starting network: `{network}` ({NETWORK_NOTES.get(network, '')}).", "",
+                 "Phases: " + "; ".join(f"{p['name']} from {p['from_s']:.0f} s ({p['rate_mbit']} Mbit/s, "
                                          f"{p['rtt_ms']} ms)" for p in s.get("phases", [])) + ".", "",
                  "| scheme | updates | " + " | ".join(f"{n} goodput/link | {n} RTT ms" for n in names) + " |",
                  "|---|---|" + "---|---|" * len(names)]
@@ -131,7 +139,7 @@ class CcAdapt(Experiment):
                 f"{plots.cell(c[f'{n}_link_fraction'], '.2f')} | {plots.cell(c[f'{n}_rtt_ms'], '.1f')}"
                 for n in names) + " |")
         for name, ratio in s.get("liteflow_vs_frozen", {}).items():
-            lines.append(f"- after *{name}*: LiteFlow / frozen goodput {_fmt(ratio['goodput_ratio'])}, "
+            lines.append(f"- {'from the start' if name == 'start' else f'after *{name}*'}: LiteFlow / frozen goodput {_fmt(ratio['goodput_ratio'])}, "
                          f"RTT {_fmt(ratio['rtt_ratio'])} (ratios of medians)")
         lines += ["", f"Medians over {view.metadata.get('repetitions')} repetitions, [min–max] in brackets; the "
                       f"first {SETTLE_S:.0f} s after each change are left out of its phase."]

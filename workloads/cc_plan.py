@@ -2,8 +2,8 @@
 from, and the guest plan of one job.
 
 Every lf_cc scheme (LiteFlow adapting, kernel-frozen, and the deployments of the next issue)
-starts from the same snapshot of the committed network (userspace/cc/model), quantized on the
-host with the input range pinned so its quantization is the one lf_cc declares: only the
+starts from the same snapshot of a committed network (userspace/cc/model, or the data file's
+`network`), quantized on the host with the input range pinned so its quantization is the one lf_cc declares: only the
 deployment differs between them. The plan reuses the guest's iperf driver (guest/iperf.py): a
 dumbbell whose bottleneck carries the whole base RTT, iperf3 -J bulk flows, link changes and
 faults at given times, and the scheme's own counters.
@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from userspace.cc.train import NETWORKS
 from workloads.contract import Context, Field
 
 MTU_BYTES = 1500
@@ -44,23 +45,31 @@ COMMON_CC_SCHEMA = {
     "offloads": Field(dict, table_schema=OFFLOAD_SCHEMA),
     "link": Field(dict, table_schema=LINK_SCHEMA),
     "slowpath": Field(dict, table_schema=SLOWPATH_SCHEMA),
+    # the committed network every lf_cc scheme starts from (userspace/cc/train.NETWORKS)
+    "network": Field(str, required=False, choices=tuple(NETWORKS)),
 }
+DEFAULT_NETWORK = "cc"
 
 
-def model_path() -> Path:
-    """The committed network (`invoke train cc` writes it, with its calibration states)."""
-    from userspace.cc.train import MODEL_DIR, MODEL_FILE
-
-    return MODEL_DIR / MODEL_FILE
+def network_name(config: dict[str, Any]) -> str:
+    """The experiment's starting network: its data file's `network`, else the default one."""
+    return config.get("network", DEFAULT_NETWORK)
 
 
-def cc_blob() -> bytes:
+def model_path(network: str = DEFAULT_NETWORK) -> Path:
+    """The committed network (`invoke train NETWORK` writes it, with its calibration states)."""
+    from userspace.cc.train import MODEL_FILE, network_dir
+
+    return network_dir(network) / MODEL_FILE
+
+
+def cc_blob(network: str = DEFAULT_NETWORK) -> bytes:
     """The hot-update blob of the committed network's snapshot, quantized as training evaluated it
     (input pinned at lf_cc's scale 1/16, checked: the kernel would refuse anything else)."""
-    from userspace.cc.train import committed_snapshot
+    from userspace.cc.train import committed_snapshot, network_dir
     from userspace.snapshot import write_blob
 
-    return write_blob(committed_snapshot().spec)
+    return write_blob(committed_snapshot(network_dir(network)).spec)
 
 
 def prepare_cc(ctx: Context) -> None:
@@ -71,9 +80,10 @@ def prepare_cc(ctx: Context) -> None:
     session = ctx.session
     prepared = session.plan_dir(ctx.run, "prepared")
     session.build_modules(prepared)
-    model = model_path()
-    (prepared / "cc.blob").write_bytes(cc_blob())
-    master_weights_file(prepared / "full_weights.bin")
+    network = network_name(ctx.config)
+    model = model_path(network)
+    (prepared / "cc.blob").write_bytes(cc_blob(network))
+    master_weights_file(prepared / "full_weights.bin", model)
     shutil.copy(model, prepared / f"cc{model.suffix}")
     ctx.state["prepared"] = prepared
     ctx.state["scheme_files"] = {"blob": "cc.blob", "model": f"cc{model.suffix}", "snapshot_id": new_snapshot_id(),

@@ -135,3 +135,11 @@ def test_rtt_noise_shows_in_the_samples_not_in_the_queue():
     assert ro.metrics["queue_delay_ms"][0] == 0
     assert ro.metrics["latency_ratio"][0] > 1.02
     assert np.any(ro.obs[-50:, -3] != 0)            # the noise reaches the latency inflation feature
+
+
+def test_an_idealised_simulator_has_no_rtt_noise_and_the_same_links():
+    noisy = sim.sample_scenarios(np.random.default_rng(5), 64, rtts=30)
+    ideal = sim.sample_scenarios(np.random.default_rng(5), 64, rtts=30, jitter_episodes=0.0)
+    assert noisy.jitter_s.any() and not ideal.jitter_s.any()
+    for name in ("bandwidth_Bps", "base_rtt_s", "queue_pkts", "loss", "flows", "start_tick", "change_tick"):
+        assert np.array_equal(getattr(noisy, name), getattr(ideal, name)), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,17 @@ def test_quick_training_is_deterministic():
     assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
     assert a["iterations"] == [{**h, "seconds": a["iterations"][i]["seconds"]}
                                for i, h in enumerate(b["iterations"])]
+
+
+def test_each_committed_network_names_its_training():
+    assert train.network_config("cc") == train.Config()
+    ideal = train.network_config("cc-idealised")
+    assert ideal.rtt_noise is False and {**vars(ideal), "rtt_noise": True} == vars(train.Config())
+    assert train.network_config("cc-idealised", quick=True, seed=3).seed == 3
+    record = json.loads((train.network_dir("cc-idealised") / "training.json").read_text())
+    assert record["config"]["rtt_noise"] is False   # the committed file is what this config trains
+    with pytest.raises(ValueError, match="unknown network"):
+        train.network_dir("cc-ideal")
 
 
 def test_committed_model_quantizes_to_lf_ccs_encodings():

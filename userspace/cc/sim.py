@@ -103,8 +103,15 @@ def _queue_cap(queue_pkts: np.ndarray, bandwidth_Bps: np.ndarray, rtt_s: np.ndar
     return np.maximum(2, np.minimum(queue_pkts, np.ceil(QUEUE_MAX_BDPS * bdp_pkts))).astype(np.int64)
 
 
-def sample_scenarios(rng: np.random.Generator, count: int, rtts: int = 120) -> Scenarios:
-    """`count` random episodes of `rtts` base RTTs each, in the documented ranges."""
+def sample_scenarios(rng: np.random.Generator, count: int, rtts: int = 120,
+                     links: dict | None = None) -> Scenarios:
+    """`count` random episodes of `rtts` base RTTs each, in the documented ranges.
+
+    With `links` ({"mbps": (low, high), "rtt_ms": (low, high), "queue_bdp": (low, high)}) the
+    bottleneck is drawn from those narrower ranges instead and never changes mid-episode: a
+    network trained for the one link it is deployed on (train.NETWORKS's "cc-narrow").  Flows,
+    losses and RTT noise are drawn as before, and every draw is made either way.
+    """
     bw = _log_uniform(rng, *BW_RANGE_MBPS, count) * 1e6 / 8
     rtt = _log_uniform(rng, *RTT_RANGE_MS, count) / 1e3
     queue = _queue_cap(np.floor(1 + np.exp(rng.uniform(0, 8, count))), bw, rtt)
@@ -124,6 +131,12 @@ def sample_scenarios(rng: np.random.Generator, count: int, rtts: int = 120) -> S
     bw_after = np.clip(bw * bw_step, BW_RANGE_MBPS[0] * 1e6 / 8, BW_RANGE_MBPS[1] * 1e6 / 8)
     rtt_after = np.clip(rtt * rtt_step, RTT_RANGE_MS[0] / 1e3, RTT_RANGE_MS[1] / 1e3)
     jitter = np.where(rng.random(count) < JITTER_EPISODES, rng.uniform(0, JITTER_MS_MAX, count), 0.0) / 1e3
+    if links is not None:
+        bw = _log_uniform(rng, *links["mbps"], count) * 1e6 / 8
+        rtt = rng.uniform(*links["rtt_ms"], count) / 1e3
+        queue = _queue_cap(np.ceil(bw * rtt / MSS * rng.uniform(*links["queue_bdp"], count)), bw, rtt)
+        change_tick[:] = NEVER
+        bw_after, rtt_after = bw.copy(), rtt.copy()
     return Scenarios(bw, rtt, queue, loss, flows, start, change_tick, bw_after, rtt_after, ticks,
                      [f"random{i}" for i in range(count)], jitter, int(rng.integers(2**31)))
 
@@ -296,7 +309,7 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
             m_lost += (rand_lost + dropped).sum(1)
         if trace is not None:
             trace.append((t * dt[trace_episode], rate[trace_episode].copy(), Q[trace_episode],
-                          C[trace_episode]))
+                          C[trace_episode], acked[trace_episode].sum()))
 
         # MI ends: features, decision, next MI.
         ending = active & (t + 1 - mi_start >= mi_ticks)
@@ -345,6 +358,9 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
             "queue_bytes": Q[ei],
             "queue_cap_bytes": qcap[ei],
         }
+        # Not the oracle's (never recorded): what an online learner sees, to label the flow's
+        # previous decision with `ctx` (userspace/cc/online.py).
+        truth.update(episode=ei, flow=fi, context=ctx, time_s=(t + 1) * dt[ei])
         q = np.asarray(policy(h, truth), np.int8).reshape(-1)
         rate[ei, fi] = F.clamp_rate(F.apply_action(rate[ei, fi], q), RATE_MIN_BPS, RATE_MAX_BPS)
         target = F.mi_target_us(srtt_us[ei, fi].astype(np.int64), rate[ei, fi], MSS).astype(np.float64)
@@ -385,6 +401,7 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
             "rate_Bps": np.array([x[1] for x in trace]),
             "queue_bytes": np.array([x[2] for x in trace]),
             "capacity_Bps": np.array([x[3] for x in trace]),
+            "acked_bytes": np.array([x[4] for x in trace]),
         }
 
     def cat(key, dtype=None, width=None):

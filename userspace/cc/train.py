@@ -31,6 +31,18 @@ from . import features as F
 from . import sim, teacher
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
+#: The links cc-adapt starts on (40 Mbit/s, 20 ms, one BDP of queue), give or take: the only
+#: ones "cc-narrow" is trained on.
+NARROW_LINKS = {"mbps": (30.0, 50.0), "rtt_ms": (15.0, 25.0), "queue_bdp": (0.8, 1.2)}
+#: The committed networks, by name: where each lives and how its training differs from Config().
+#: "cc" is the network every experiment starts from, trained on the whole simulator's range.
+#: "cc-narrow" is the same training on cc-adapt's starting link only, never changing: a network
+#: fitted to where it was deployed, as an operator would train one, and the start from which
+#: cc-adapt shows what online adaptation does once the link changes.
+NETWORKS: dict[str, tuple[Path, dict]] = {
+    "cc": (MODEL_DIR, {}),
+    "cc-narrow": (MODEL_DIR.parent / "model-narrow", {"links": NARROW_LINKS}),
+}
 MODEL_FILE = "cc.keras"
 CALIBRATION_FILE = "calibration.npy"   # the int8 states the committed snapshot is calibrated on
 LAYERS = (F.INPUTS, 32, 16, F.OUTPUTS)
@@ -56,6 +68,7 @@ class Config:
     eval_episodes: int = 64         # held-out random episodes
     eval_rtts: int = 200
     scenarios: list = field(default_factory=lambda: [dict(s) for s in EVAL_SCENARIOS])
+    links: dict | None = None       # narrower links than the simulator's ranges (sim.sample_scenarios)
 
     @classmethod
     def quick(cls, seed: int = 1) -> "Config":
@@ -181,7 +194,7 @@ def dagger(cfg: Config, log=print) -> tuple[Any, list[dict], np.ndarray]:
     for it in range(cfg.iterations):
         t0 = time.monotonic()
         beta = 1.0 if it == 0 else cfg.beta0 ** it
-        scen = sim.sample_scenarios(rng, cfg.episodes, rtts=cfg.rtts)
+        scen = sim.sample_scenarios(rng, cfg.episodes, rtts=cfg.rtts, links=cfg.links)
         weights = [w.astype(np.float32) for w in model.get_weights()]
         ro = rollout(scen, mixed_policy(weights, beta, rng), cfg.batch_episodes)
         x = F.to_real(ro.obs)
@@ -235,6 +248,24 @@ def calibration_states(states: np.ndarray, seed: int = 0) -> np.ndarray:
     """The visited states (int8 [n, 30]) a snapshot calibrates on: at most CALIBRATION_ROWS."""
     pick = np.random.default_rng(seed).permutation(len(states))[:CALIBRATION_ROWS]
     return np.asarray(states, np.int8)[np.sort(pick)]
+
+
+def network_dir(name: str) -> Path:
+    """Where the committed network `name` (a key of NETWORKS) lives."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r} (known: {', '.join(NETWORKS)})")
+    return NETWORKS[name][0]
+
+
+def network_config(name: str, *, quick: bool = False, seed: int | None = None) -> Config:
+    """The training configuration that reproduces the committed network `name`."""
+    network_dir(name)
+    base = Config.quick(seed if seed is not None else Config.seed) if quick else Config()
+    if seed is not None:
+        base.seed = seed
+    for key, value in NETWORKS[name][1].items():
+        setattr(base, key, value)
+    return base
 
 
 def committed_snapshot(model_dir: Path = MODEL_DIR) -> Any:
@@ -400,12 +431,13 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("network", nargs="?", default="cc", choices=sorted(NETWORKS))
     parser.add_argument("--quick", action="store_true", help="a tiny budget (tests)")
-    parser.add_argument("--seed", type=int, default=Config.seed)
-    parser.add_argument("--out", default=str(MODEL_DIR))
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--out", default=None, help="default: the network's committed folder")
     args = parser.parse_args(argv)
-    cfg = Config.quick(args.seed) if args.quick else Config(seed=args.seed)
-    train(cfg, args.out)
+    cfg = network_config(args.network, quick=args.quick, seed=args.seed)
+    train(cfg, args.out or network_dir(args.network))
 
 
 if __name__ == "__main__":
