@@ -1,0 +1,43 @@
+"""The slow path's loop in the simulator (userspace/cc/online.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from userspace.cc import online, sim
+from userspace.cc.adapter import CCAdapter
+from userspace.cc.train import network_dir
+
+pytest.importorskip("tensorflow")
+
+RTT_STEP = dict(name="rtt step", mbps=40, rtt_ms=20, flows=2, rtt_ms_after=60)
+
+
+def test_phase_metrics_read_utilisation_and_queue_from_the_trace():
+    trace = {"t_s": np.arange(0, 4, 0.5), "capacity_Bps": np.full(8, 1000.0),
+             "acked_bytes": np.array([500.0] * 4 + [250.0] * 4), "queue_bytes": np.array([0.0] * 4 + [100.0] * 4)}
+    first, second = online.phase_metrics(trace, [0.0, 2.0, 4.0])
+    assert first == {"from_s": 0.0, "to_s": 2.0, "utilisation": 1.0, "queue_delay_ms": 0.0}
+    assert second["utilisation"] == 0.5 and second["queue_delay_ms"] == 100.0
+
+
+def test_the_loop_labels_each_flows_previous_decision_on_the_services_schedule():
+    adapter = CCAdapter(str(network_dir("cc-narrow") / "cc.keras"))
+    loop = online.OnlineLoop(adapter, round_s=2.0, min_round_samples=16)
+    scen = sim.make_scenarios([dict(name="1 flow", mbps=20, rtt_ms=20)], rtts=400)   # 8 s
+    sim.run(scen, loop, record=False)
+    assert len(loop.updates_s) == 3 and all(b - a >= 2.0 for a, b in zip(loop.updates_s, loop.updates_s[1:]))
+    assert adapter.samples >= 16 * 3 and adapter.skipped == 0
+    assert loop.prev.keys() == {(0, 0)}
+
+
+def test_adapting_recovers_the_narrow_network_after_an_rtt_step():
+    """cc-narrow never saw a base RTT three times its minimum and starves after the step; the
+    online teacher's samples bring the adapting copy back to the link (the premise of cc-adapt)."""
+    start = str(network_dir("cc-narrow") / "cc.keras")
+    out = online.compare(RTT_STEP, lambda: CCAdapter(start), seconds=60.0, change_s=30.0)
+    frozen, adapting = out["frozen"][-1], out["adapting"][-1]
+    assert out["frozen"][0]["utilisation"] > 0.95            # it fits the link it was trained on
+    assert frozen["utilisation"] < 0.5 < 0.9 < adapting["utilisation"]
+    assert len(out["updates_s"]) >= 8

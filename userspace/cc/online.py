@@ -1,0 +1,136 @@
+"""Online adaptation in the simulator: the slow path's loop, on the host, in seconds.
+
+Why: in the guest one cc-adapt run takes 20 minutes and shows only what one adapter did on one
+link.  Here the same adapter (CCAdapter, or anything with its interface) learns from the same
+sample contexts lf_cc sends (sim.run emits them), on the service's schedule -- every
+`sample_every`-th decision sampled, one adapt call per `round_s` of simulated time, the new
+network deployed from the next round on -- so an adapter or a teacher can be judged against
+the frozen network before it costs a guest run.  `compare` runs both from one starting network
+through a link change and reports utilisation and queueing delay per phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from userspace.slowpath.interface import Batch, Encoding
+
+from . import features as F
+from . import sim
+from .context import pack_contexts
+
+SNAPSHOT_OUTPUT = Encoding(scale=F.OUTPUT_SCALE, zero_point=0)
+
+
+@dataclass
+class OnlineLoop:
+    """A simulator policy that is the adapter's network, adapted as the slow path would."""
+
+    adapter: Any
+    sample_every: int = 4
+    round_s: float = 5.0
+    min_round_samples: int = 64
+    updates_s: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.weights = self.adapter.model.get_weights()
+        self.prev: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
+        self.decisions = 0
+        self.pending: list[tuple[np.ndarray, int, np.ndarray]] = []
+        self.next_round_s = self.round_s
+
+    def __call__(self, obs: np.ndarray, truth: dict) -> np.ndarray:
+        from .train import numpy_forward
+
+        q = F.output_to_int8(numpy_forward(self.weights, F.to_real(obs))[:, 0])
+        for i, (e, f) in enumerate(zip(truth["episode"], truth["flow"])):
+            key = (int(e), int(f))
+            if key in self.prev and self.decisions % self.sample_every == 0:
+                x, a = self.prev[key]
+                self.pending.append((x, a, truth["context"][i:i + 1]))
+            self.prev[key] = (obs[i].copy(), int(q[i]))
+            self.decisions += 1
+        now = float(np.max(truth["time_s"]))
+        if now >= self.next_round_s:
+            self.next_round_s = now + self.round_s
+            if len(self.pending) >= self.min_round_samples:
+                self._round(now)
+        return q
+
+    def _round(self, now_s: float) -> None:
+        inputs = np.stack([x for x, _, _ in self.pending]).astype(np.int8)
+        outputs = np.array([[a] for _, a, _ in self.pending], np.int8)
+        contexts = pack_contexts(np.concatenate([c for _, _, c in self.pending]))
+        self.pending = []
+        batch = Batch(inputs, outputs, Encoding(F.INPUT_SCALE, 0), SNAPSHOT_OUTPUT,
+                      np.zeros(len(inputs), np.uint64), now_s, contexts=contexts)
+        self.adapter.adapt(batch)
+        self.weights = self.adapter.model.get_weights()
+        self.updates_s.append(round(now_s, 2))
+
+
+def phase_metrics(trace: dict, edges_s: list[float]) -> list[dict]:
+    """Utilisation (delivered / capacity) and mean queueing delay between consecutive edges."""
+    t = trace["t_s"]
+    out = []
+    for lo, hi in zip(edges_s[:-1], edges_s[1:]):
+        m = (t >= lo) & (t < hi)
+        dt = np.diff(t[:2])[0] if len(t) > 1 else 1.0
+        cap = float(np.sum(trace["capacity_Bps"][m]) * dt)
+        qd = trace["queue_bytes"][m] / trace["capacity_Bps"][m]
+        out.append({"from_s": lo, "to_s": hi,
+                    "utilisation": round(float(trace["acked_bytes"][m].sum()) / max(cap, 1e-9), 3),
+                    "queue_delay_ms": round(float(qd.mean()) * 1e3, 2)})
+    return out
+
+
+def compare(spec: dict, make_adapter, seconds: float, change_s: float, settle_s: float = 5.0,
+            **loop_kw) -> dict:
+    """Frozen vs adapting from the same start through one scenario (sim.make_scenarios spec with
+    its step at change_s); phases: before, the settle window after the change, the rest."""
+    from .train import network_policy
+
+    rtts = int(round(seconds * 1000 / spec["rtt_ms"]))
+    scen = sim.make_scenarios([dict(spec, step_at=change_s / seconds)], rtts=rtts)
+    edges = [seconds * 0.1, change_s, change_s + settle_s, seconds]
+    frozen = make_adapter()
+    runs = {"frozen": network_policy(frozen.model.get_weights())}
+    loop = OnlineLoop(make_adapter(), **loop_kw)
+    runs["adapting"] = loop
+    out: dict = {"scenario": spec, "edges_s": edges}
+    for name, policy in runs.items():
+        ro = sim.run(scen, policy, record=False, trace_episode=0)
+        out[name] = phase_metrics(ro.metrics["trace"], edges)
+    out["updates_s"] = loop.updates_s
+    return out
+
+
+#: The link changes cc-adapt makes, one at a time (the simulator steps a link once per episode).
+CHANGES = (
+    dict(name="bandwidth 40 -> 10 Mbit/s", mbps=40, rtt_ms=20, flows=2, mbps_after=10),
+    dict(name="RTT 20 -> 60 ms", mbps=40, rtt_ms=20, flows=2, rtt_ms_after=60),
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Frozen vs adapting for a committed network through each of CHANGES (60 s, change at 30 s)."""
+    import argparse
+    import json
+
+    from .adapter import CCAdapter
+    from .train import MODEL_FILE, NETWORKS, network_dir
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("network", nargs="?", default="cc-narrow", choices=sorted(NETWORKS))
+    args = parser.parse_args(argv)
+    start = str(network_dir(args.network) / MODEL_FILE)
+    for spec in CHANGES:
+        out = compare(spec, lambda: CCAdapter(start), seconds=60.0, change_s=30.0)
+        print(json.dumps({"network": args.network, **out}))
+
+
+if __name__ == "__main__":
+    main()
