@@ -137,9 +137,16 @@ def test_rtt_noise_shows_in_the_samples_not_in_the_queue():
     assert np.any(ro.obs[-50:, -3] != 0)            # the noise reaches the latency inflation feature
 
 
-def test_an_idealised_simulator_has_no_rtt_noise_and_the_same_links():
-    noisy = sim.sample_scenarios(np.random.default_rng(5), 64, rtts=30)
-    ideal = sim.sample_scenarios(np.random.default_rng(5), 64, rtts=30, jitter_episodes=0.0)
-    assert noisy.jitter_s.any() and not ideal.jitter_s.any()
-    for name in ("bandwidth_Bps", "base_rtt_s", "queue_pkts", "loss", "flows", "start_tick", "change_tick"):
-        assert np.array_equal(getattr(noisy, name), getattr(ideal, name)), name
+def test_narrow_links_stay_in_their_ranges_and_never_change():
+    links = {"mbps": (30.0, 50.0), "rtt_ms": (15.0, 25.0), "queue_bdp": (0.8, 1.2)}
+    wide = sim.sample_scenarios(np.random.default_rng(5), 64, rtts=30)
+    narrow = sim.sample_scenarios(np.random.default_rng(5), 64, rtts=30, links=links)
+    mbps = narrow.bandwidth_Bps * 8 / 1e6
+    assert mbps.min() >= 30 and mbps.max() <= 50 and wide.bandwidth_Bps.max() * 8 / 1e6 > 50
+    assert (narrow.base_rtt_s >= 0.015).all() and (narrow.base_rtt_s <= 0.025).all()
+    bdp = narrow.bandwidth_Bps * narrow.base_rtt_s / sim.MSS
+    assert (narrow.queue_pkts >= np.floor(0.8 * bdp)).all() and (narrow.queue_pkts <= np.ceil(1.2 * bdp) + 1).all()
+    assert (narrow.change_tick == sim.NEVER).all() and (wide.change_tick != sim.NEVER).any()
+    assert np.array_equal(narrow.bandwidth_after_Bps, narrow.bandwidth_Bps)
+    for name in ("loss", "flows", "start_tick", "jitter_s"):   # the rest drawn as for the wide range
+        assert np.array_equal(getattr(wide, name), getattr(narrow, name)), name

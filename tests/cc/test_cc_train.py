@@ -31,13 +31,13 @@ def test_quick_training_is_deterministic():
 
 def test_each_committed_network_names_its_training():
     assert train.network_config("cc") == train.Config()
-    ideal = train.network_config("cc-idealised")
-    assert ideal.rtt_noise is False and {**vars(ideal), "rtt_noise": True} == vars(train.Config())
-    assert train.network_config("cc-idealised", quick=True, seed=3).seed == 3
-    record = json.loads((train.network_dir("cc-idealised") / "training.json").read_text())
-    assert record["config"]["rtt_noise"] is False   # the committed file is what this config trains
+    narrow = train.network_config("cc-narrow")
+    assert narrow.links == train.NARROW_LINKS and {**vars(narrow), "links": None} == vars(train.Config())
+    assert train.network_config("cc-narrow", quick=True, seed=3).seed == 3
+    record = json.loads((train.network_dir("cc-narrow") / "training.json").read_text())
+    assert record["config"]["links"] == {k: list(v) for k, v in train.NARROW_LINKS.items()}
     with pytest.raises(ValueError, match="unknown network"):
-        train.network_dir("cc-ideal")
+        train.network_dir("cc-narow")
 
 
 def test_committed_model_quantizes_to_lf_ccs_encodings():

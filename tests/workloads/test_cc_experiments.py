@@ -26,7 +26,7 @@ def _raw(goodput_series, rtts, *, scheme="liteflow", ok=True, updates=(), starte
 
 
 def test_both_profiles_load_and_every_scheme_is_known():
-    for name in ("cc-concurrency", "cc-adapt", "cc-adapt-idealised", "cc-interval"):
+    for name in ("cc-concurrency", "cc-adapt", "cc-interval"):
         experiment = registry.load(name)
         for profile in ("full", "quick"):
             config = load_config(experiment_path(name), experiment.schema, profile)
@@ -48,16 +48,14 @@ def test_a_typo_in_a_scheme_is_refused():
 
 
 def test_the_starting_network_is_data_and_checked():
-    experiment = registry.load("cc-adapt-idealised")
-    config = load_config(experiment_path("cc-adapt-idealised"), experiment.schema, "full")
-    assert cc_plan.network_name(config) == "cc-idealised" and config["schemes"] == ["liteflow", "frozen"]
-    assert type(experiment).name == "cc-adapt-idealised" and registry.load("cc-adapt").name == "cc-adapt"
-    plain = registry.load("cc-adapt")
-    assert cc_plan.network_name(load_config(experiment_path("cc-adapt"), plain.schema, "full")) == "cc"
-    with pytest.raises(ExperimentError, match="cc-idealized"):
-        load_config(experiment_path("cc-adapt"), plain.schema, "quick", {"network": "cc-idealized"})
-    assert cc_plan.model_path("cc-idealised").is_file()
-    assert cc_plan.model_path("cc-idealised") != cc_plan.model_path()
+    adapt = registry.load("cc-adapt")
+    assert cc_plan.network_name(load_config(experiment_path("cc-adapt"), adapt.schema, "full")) == "cc-narrow"
+    concurrency = registry.load("cc-concurrency")
+    assert cc_plan.network_name(load_config(experiment_path("cc-concurrency"), concurrency.schema, "full")) == "cc"
+    with pytest.raises(ExperimentError, match="cc-narow"):
+        load_config(experiment_path("cc-adapt"), adapt.schema, "quick", {"network": "cc-narow"})
+    assert cc_plan.model_path("cc-narrow").is_file()
+    assert cc_plan.model_path("cc-narrow") != cc_plan.model_path()
 
 
 def test_phases_follow_the_changes():
