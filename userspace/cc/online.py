@@ -108,6 +108,31 @@ def compare(spec: dict, make_adapter, seconds: float, change_s: float, settle_s:
     return out
 
 
+def teacher_agreement(weights: list, episodes: int = 96, seed: int = 11) -> dict:
+    """How well the online teacher's labels agree with the oracle's on the states a network visits.
+
+    The network rolls out random episodes (sim.sample_scenarios); each decision gets the oracle's
+    label (it knows the link at that moment) and the online teacher's (from the context of the MI
+    after the decision, as lf_cc sends it).  Online adaptation can only move a network toward the
+    online teacher, so when the two disagree a network trained on the oracle can only lose.
+    """
+    from .teacher import online_label, oracle_label
+    from .train import network_policy, rollout
+
+    scen = sim.sample_scenarios(np.random.default_rng(seed), episodes, rtts=200)
+    ro = rollout(scen, network_policy(weights), 48)
+    order = np.lexsort((np.arange(len(ro.episode)), ro.flow, ro.episode))
+    same = (ro.episode[order][1:] == ro.episode[order][:-1]) & (ro.flow[order][1:] == ro.flow[order][:-1])
+    decision, after = order[:-1][same], order[1:][same]
+    oracle = oracle_label(ro.truth)[decision]
+    online = online_label(ro.context[after], ro.actions[decision])
+    return {"decisions": int(len(decision)),
+            "mse": round(float(np.mean((online - oracle) ** 2)), 4),
+            "correlation": round(float(np.corrcoef(online, oracle)[0, 1]), 3),
+            "mean_online": round(float(online.mean()), 3), "mean_oracle": round(float(oracle.mean()), 3),
+            "network_vs_oracle_mse": round(float(np.mean((ro.actions[decision] / 128.0 - oracle) ** 2)), 4)}
+
+
 #: The link changes cc-adapt makes, one at a time (the simulator steps a link once per episode).
 CHANGES = (
     dict(name="bandwidth 40 -> 10 Mbit/s", mbps=40, rtt_ms=20, flows=2, mbps_after=10),
@@ -127,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("network", nargs="?", default="cc-narrow", choices=sorted(NETWORKS))
     args = parser.parse_args(argv)
     start = str(network_dir(args.network) / MODEL_FILE)
+    weights = CCAdapter(start).model.get_weights()
+    print(json.dumps({"network": args.network, "teacher_agreement": teacher_agreement(weights)}))
     for spec in CHANGES:
         out = compare(spec, lambda: CCAdapter(start), seconds=60.0, change_s=30.0)
         print(json.dumps({"network": args.network, **out}))
