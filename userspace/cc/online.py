@@ -141,7 +141,7 @@ CHANGES = (
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Frozen vs adapting for a committed network through each of CHANGES (60 s, change at 30 s)."""
+    """Frozen vs adapting for a committed network through each of CHANGES."""
     import argparse
     import json
 
@@ -150,12 +150,16 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("network", nargs="?", default="cc-narrow", choices=sorted(NETWORKS))
+    parser.add_argument("--seconds", type=float, default=60.0, help="episode length (default 60)")
+    parser.add_argument("--change-at", type=float, default=30.0, help="the change, s (default 30)")
+    parser.add_argument("--settle", type=float, default=5.0, help="the phase right after it, s (default 5)")
     args = parser.parse_args(argv)
     start = str(network_dir(args.network) / MODEL_FILE)
     weights = CCAdapter(start).model.get_weights()
     print(json.dumps({"network": args.network, "teacher_agreement": teacher_agreement(weights)}))
     for spec in CHANGES:
-        out = compare(spec, lambda: CCAdapter(start), seconds=60.0, change_s=30.0)
+        out = compare(spec, lambda: CCAdapter(start), seconds=args.seconds, change_s=args.change_at,
+                      settle_s=args.settle)
         print(json.dumps({"network": args.network, **out}))
 
 
