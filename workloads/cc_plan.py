@@ -3,8 +3,8 @@ from, and the guest plan of one job.
 
 Every lf_cc scheme (LiteFlow adapting, kernel-frozen, and the deployments of the next issue)
 starts from the same snapshot of a committed network (userspace/cc/model, or the data file's
-`network`), quantized on the host with the input range pinned so its quantization is the one lf_cc declares: only the
-deployment differs between them. The plan reuses the guest's iperf driver (guest/iperf.py): a
+`network`), quantized on the host with the input range pinned so its quantization is the one
+lf_cc declares: only the deployment differs between them. The plan reuses the guest's iperf driver (guest/iperf.py): a
 dumbbell whose bottleneck carries the whole base RTT, iperf3 -J bulk flows, link changes and
 faults at given times, and the scheme's own counters.
 """

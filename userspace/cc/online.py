@@ -21,6 +21,8 @@ from userspace.slowpath.interface import Batch, Encoding
 from . import features as F
 from . import sim
 from .context import pack_contexts
+from .teacher import online_label, oracle_label
+from .train import network_policy, numpy_forward, rollout
 
 SNAPSHOT_OUTPUT = Encoding(scale=F.OUTPUT_SCALE, zero_point=0)
 
@@ -43,8 +45,6 @@ class OnlineLoop:
         self.next_round_s = self.round_s
 
     def __call__(self, obs: np.ndarray, truth: dict) -> np.ndarray:
-        from .train import numpy_forward
-
         q = F.output_to_int8(numpy_forward(self.weights, F.to_real(obs))[:, 0])
         for i, (e, f) in enumerate(zip(truth["episode"], truth["flow"])):
             key = (int(e), int(f))
@@ -75,10 +75,10 @@ class OnlineLoop:
 def phase_metrics(trace: dict, edges_s: list[float]) -> list[dict]:
     """Utilisation (delivered / capacity) and mean queueing delay between consecutive edges."""
     t = trace["t_s"]
+    dt = t[1] - t[0] if len(t) > 1 else 1.0
     out = []
     for lo, hi in zip(edges_s[:-1], edges_s[1:]):
         m = (t >= lo) & (t < hi)
-        dt = np.diff(t[:2])[0] if len(t) > 1 else 1.0
         cap = float(np.sum(trace["capacity_Bps"][m]) * dt)
         qd = trace["queue_bytes"][m] / trace["capacity_Bps"][m]
         out.append({"from_s": lo, "to_s": hi,
@@ -91,15 +91,11 @@ def compare(spec: dict, make_adapter, seconds: float, change_s: float, settle_s:
             **loop_kw) -> dict:
     """Frozen vs adapting from the same start through one scenario (sim.make_scenarios spec with
     its step at change_s); phases: before, the settle window after the change, the rest."""
-    from .train import network_policy
-
     rtts = int(round(seconds * 1000 / spec["rtt_ms"]))
     scen = sim.make_scenarios([dict(spec, step_at=change_s / seconds)], rtts=rtts)
     edges = [seconds * 0.1, change_s, change_s + settle_s, seconds]
-    frozen = make_adapter()
-    runs = {"frozen": network_policy(frozen.model.get_weights())}
     loop = OnlineLoop(make_adapter(), **loop_kw)
-    runs["adapting"] = loop
+    runs = {"frozen": network_policy(loop.weights), "adapting": loop}   # both from the same weights
     out: dict = {"scenario": spec, "edges_s": edges}
     for name, policy in runs.items():
         ro = sim.run(scen, policy, record=False, trace_episode=0)
@@ -116,9 +112,6 @@ def teacher_agreement(weights: list, episodes: int = 96, seed: int = 11) -> dict
     after the decision, as lf_cc sends it).  Online adaptation can only move a network toward the
     online teacher, so when the two disagree a network trained on the oracle can only lose.
     """
-    from .teacher import online_label, oracle_label
-    from .train import network_policy, rollout
-
     scen = sim.sample_scenarios(np.random.default_rng(seed), episodes, rtts=200)
     ro = rollout(scen, network_policy(weights), 48)
     order = np.lexsort((np.arange(len(ro.episode)), ro.flow, ro.episode))

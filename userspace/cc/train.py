@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -260,12 +260,8 @@ def network_dir(name: str) -> Path:
 def network_config(name: str, *, quick: bool = False, seed: int | None = None) -> Config:
     """The training configuration that reproduces the committed network `name`."""
     network_dir(name)
-    base = Config.quick(seed if seed is not None else Config.seed) if quick else Config()
-    if seed is not None:
-        base.seed = seed
-    for key, value in NETWORKS[name][1].items():
-        setattr(base, key, value)
-    return base
+    overrides = dict(NETWORKS[name][1], **({} if seed is None else {"seed": seed}))
+    return replace(Config.quick() if quick else Config(), **overrides)
 
 
 def committed_snapshot(model_dir: Path = MODEL_DIR) -> Any:
