@@ -31,6 +31,8 @@ NETWORK_NOTES = {
                  "of queue, no changes): what the link turns into is new to it",
 }
 SETTLE_S = 2.0     # seconds after a change left out of its phase: the change itself, not the response
+RECOVERED_FRACTION = 0.8   # a scheme has recovered from a change once its goodput, averaged over
+RECOVERED_HOLD_S = 3.0     # ... this long, is this much of the new link rate
 
 
 class CcAdapt(Experiment):
@@ -70,6 +72,10 @@ class CcAdapt(Experiment):
             rtts = [p["rtt_ms"] for p in rows if p["rtt_ms"] is not None]
             record[f"{phase['name']}_link_fraction"] = statistics.fmean(mbit) / phase["rate_mbit"] if mbit else None
             record[f"{phase['name']}_rtt_ms"] = statistics.fmean(rtts) if rtts else None
+            recovered = recovery_s(series, phase)
+            record[f"{phase['name']}_recovered"] = recovered is not None
+            record[f"{phase['name']}_recovery_s"] = (recovered if recovered is not None
+                                                     else phase["to_s"] - phase["from_s"])
         return [record]
 
     def summarize(self, config: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -79,15 +85,19 @@ class CcAdapt(Experiment):
             good = [r for r in rows if r["ok"]]      # a run with a failed check is counted, not averaged in
             cells.append({"scheme": scheme, "runs": len(rows), "failed_runs": len(rows) - len(good),
                           "updates": spread([len(r["update_times_s"]) for r in good]),
-                          **{f"{n}_{m}": spread([r[f"{n}_{m}"] for r in good])
-                             for n in names for m in ("link_fraction", "rtt_ms")}})
+                          **{f"{n}_{m}": spread([r.get(f"{n}_{m}") for r in good])
+                             for n in names for m in ("link_fraction", "rtt_ms", "recovery_s")},
+                          **{f"{n}_recovered_runs": sum(bool(r.get(f"{n}_recovered")) for r in good)
+                             for n in names}})
         by = {c["scheme"]: c for c in cells}
         versus = {}
         if "liteflow" in by and "frozen" in by:
             for n in names:
                 lf, fr = by["liteflow"], by["frozen"]
                 versus[n] = {"goodput_ratio": _ratio(lf[f"{n}_link_fraction"], fr[f"{n}_link_fraction"]),
-                             "rtt_ratio": _ratio(lf[f"{n}_rtt_ms"], fr[f"{n}_rtt_ms"])}
+                             "rtt_ratio": _ratio(lf[f"{n}_rtt_ms"], fr[f"{n}_rtt_ms"]),
+                             "recovery_s": {"liteflow": lf[f"{n}_recovery_s"]["median"],
+                                            "frozen": fr[f"{n}_recovery_s"]["median"]}}
         return {"phases": phases(config), "network": cc_plan.network_name(config), "cells": cells,
                 "liteflow_vs_frozen": versus,
                 "failed_runs": sum(c["failed_runs"] for c in cells)}
@@ -123,7 +133,32 @@ class CcAdapt(Experiment):
         bottom.set_xlabel("time since the flows started (s)")
         top.legend(fontsize=7, loc="upper right")
         fig.suptitle(plots.title("Congestion control under link changes", view), fontsize=9)
-        return [plots.save(fig, view, "cc-adapt.png")]
+        return [plots.save(fig, view, "cc-adapt.png"), self._runs_figure(view, phase_list)]
+
+    def _runs_figure(self, view: RunView, phase_list: list[dict[str, Any]]) -> Path:
+        """Every run's goodput, one panel per scheme: the median hides whether a scheme recovered in
+        every run or in half of them, which is what the comparison after the RTT step is about."""
+        groups = group(view.records, "scheme")
+        fig, axes = plots.plt.subplots(len(groups), 1, figsize=(11, 1.9 * len(groups) + 0.8), sharex=True,
+                                       squeeze=False)
+        for ax, ((scheme,), rows) in zip(axes[:, 0], groups.items()):
+            for row in sorted(rows, key=lambda r: r.get("repetition", 0)):
+                line, = ax.plot([p["t_s"] for p in row["series"]], [p["mbit"] for p in row["series"]],
+                                linewidth=0.9, label=f"run {row.get('repetition', 0) + 1}"
+                                + ("" if row.get("ok", True) else " (failed check)"))
+                if row["update_times_s"]:
+                    ax.plot(row["update_times_s"], [-2] * len(row["update_times_s"]), marker="|",
+                            linestyle="none", color=line.get_color(), markersize=6)
+            ax.plot([p for ph in phase_list for p in (ph["from_s"], ph["to_s"])],
+                    [ph["rate_mbit"] for ph in phase_list for _ in (0, 1)],
+                    color="grey", linestyle="--", linewidth=0.8)
+            for ph in phase_list[1:]:
+                ax.axvline(ph["from_s"], color="grey", linewidth=0.6, linestyle=":")
+            ax.set_ylabel(f"{scheme}\nMbit/s", fontsize=8)
+            ax.legend(fontsize=6, loc="upper right", ncol=5)
+        axes[-1, 0].set_xlabel("time since the flows started (s); | marks a snapshot update of that run")
+        fig.suptitle(plots.title("Congestion control under link changes, every run", view), fontsize=9)
+        return plots.save(fig, view, "cc-adapt-runs.png")
 
     def section(self, view: RunView) -> list[str]:
         s = view.summary
@@ -138,9 +173,22 @@ class CcAdapt(Experiment):
             lines.append(f"| {c['scheme']} | {plots.cell(c['updates'], '.0f')} | " + " | ".join(
                 f"{plots.cell(c[f'{n}_link_fraction'], '.2f')} | {plots.cell(c[f'{n}_rtt_ms'], '.1f')}"
                 for n in names) + " |")
+        lines += ["", f"Seconds from each change until the goodput, averaged over {RECOVERED_HOLD_S:.0f} s, reached "
+                      f"{RECOVERED_FRACTION:.0%} of the new link rate (a run that never did counts as the whole phase; runs that "
+                      "did, out of all):", "",
+                  "| scheme | " + " | ".join(names[1:]) + " |", "|---|" + "---|" * len(names[1:])]
+        for c in s.get("cells", []):
+            good = c["runs"] - c["failed_runs"]
+            lines.append(f"| {c['scheme']} | " + " | ".join(
+                f"{plots.cell(c.get(f'{n}_recovery_s') or {}, '.0f')} ({c.get(f'{n}_recovered_runs', 0)}/{good})"
+                for n in names[1:]) + " |")
         for name, ratio in s.get("liteflow_vs_frozen", {}).items():
+            recovery = ratio.get("recovery_s") or {}
+            back = ("" if name == "start" or recovery.get("liteflow") is None else
+                    f"; back at {RECOVERED_FRACTION:.0%} of the link after {recovery['liteflow']:.0f} s "
+                    f"vs {_fmt(recovery.get('frozen'), '.0f')} s (medians)")
             lines.append(f"- {'from the start' if name == 'start' else f'after *{name}*'}: LiteFlow / frozen goodput {_fmt(ratio['goodput_ratio'])}, "
-                         f"RTT {_fmt(ratio['rtt_ratio'])} (ratios of medians)")
+                         f"RTT {_fmt(ratio['rtt_ratio'])} (ratios of medians){back}")
         lines += ["", f"Medians over {view.metadata.get('repetitions')} repetitions, [min–max] in brackets; the "
                       f"first {SETTLE_S:.0f} s after each change are left out of its phase."]
         return lines
@@ -165,6 +213,29 @@ def phases(config: dict[str, Any]) -> list[dict[str, Any]]:
                    "rtt_ms": change.get("rtt_ms", current["rtt_ms"])}
     out.append({**current, "to_s": float(config["duration_s"])})
     return out
+
+
+def recovery_s(series: list[dict[str, Any]], phase: dict[str, Any]) -> float | None:
+    """Seconds from the phase's start until the goodput, averaged over RECOVERED_HOLD_S, first
+    reached RECOVERED_FRACTION of the link rate, or None if it never did within the phase.
+
+    Why a time and not only the phase's mean: after the RTT step every delay-based scheme starves
+    until lf_cc's 10-s minimum RTT lets go of the old base, and then has to climb back; the mean
+    mixes how long the first took (the same for both LiteFlow schemes) with how fast the second is
+    (what adaptation changes). Averaged over a window because a paced flow's per-second goodput
+    alternates around its rate (31 and 42 Mbit/s on a 40-Mbit/s link), and one good second among
+    starved ones is not recovery. Each interval's point is stamped with its midpoint.
+    """
+    points = [p for p in series if phase["from_s"] <= p["t_s"] < phase["to_s"]]
+    if len(points) < 2:
+        return None
+    interval = points[1]["t_s"] - points[0]["t_s"]
+    need = max(1, round(RECOVERED_HOLD_S / interval))
+    floor_mbit = RECOVERED_FRACTION * phase["rate_mbit"]
+    for i in range(len(points) - need + 1):
+        if statistics.fmean(p["mbit"] for p in points[i:i + need]) >= floor_mbit:
+            return round(max(0.0, points[i]["t_s"] - interval / 2 - phase["from_s"]), 3)
+    return None
 
 
 def link_changes(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -211,8 +282,8 @@ def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
     return a["median"] / b["median"]
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 EXPERIMENT = CcAdapt()

@@ -129,3 +129,26 @@ def test_summaries_and_figures_from_fake_runs(tmp_path: Path):
     (figure,) = experiment.figures(view)
     assert figure.is_file() and figure.stat().st_size > 0
     assert any("liteflow" in line for line in experiment.section(view))
+
+
+def test_recovery_is_the_first_window_at_the_new_rate():
+    phase = {"name": "rtt-up", "from_s": 10.0, "to_s": 30.0, "rate_mbit": 40.0, "rtt_ms": 60.0}
+    # a lone good second at 15 s is not recovery; paced goodput alternating 31/42 from 19 s on is
+    starve = [0.0] * 5 + [42.0] + [0.0] * 3 + [31.0, 42.0, 31.0, 42.0] + [31.0, 42.0] * 3 + [42.0]
+    series = [{"t_s": 10.5 + i, "mbit": v} for i, v in enumerate(starve)]
+    assert cc_adapt.recovery_s(series, phase) == pytest.approx(9.0)
+    assert cc_adapt.recovery_s([{"t_s": 10.5 + i, "mbit": 20.0} for i in range(20)], phase) is None
+    held = [{"t_s": 10.5 + i, "mbit": 40.0} for i in range(20)]
+    assert cc_adapt.recovery_s(held, phase) == 0.0
+    # the seconds before the change do not count toward it
+    before = [{"t_s": 7.5 + i, "mbit": 40.0} for i in range(3)] + [{"t_s": 10.5, "mbit": 0.0}] + held[1:]
+    assert cc_adapt.recovery_s(before, phase) == pytest.approx(1.0)
+
+
+def test_a_run_that_never_recovers_counts_as_the_whole_phase():
+    phases = [{"name": "start", "from_s": 0.0, "to_s": 10.0, "rate_mbit": 40.0, "rtt_ms": 20.0},
+              {"name": "rtt-up", "from_s": 10.0, "to_s": 20.0, "rate_mbit": 40.0, "rtt_ms": 60.0}]
+    (record,) = cc_adapt.EXPERIMENT.records(Job("frozen", {"scheme": "frozen", "phases": phases}),
+                                            _raw([36.0] * 10 + [1.0] * 10, [22.0] * 20, scheme="frozen"))
+    assert record["start_recovered"] and record["start_recovery_s"] == 0.0
+    assert not record["rtt-up_recovered"] and record["rtt-up_recovery_s"] == 10.0
