@@ -221,8 +221,7 @@ def recovery_s(series: list[dict[str, Any]], phase: dict[str, Any]) -> float | N
 
     Why a time and not only the phase's mean: after the RTT step every delay-based scheme starves
     until lf_cc's 10-s minimum RTT lets go of the old base, and then has to climb back; the mean
-    mixes how long the first took (the same for both LiteFlow schemes) with how fast the second is
-    (what adaptation changes). Averaged over a window because a paced flow's per-second goodput
+    over the phase blurs the two, the time says when the scheme was back. Averaged over a window because a paced flow's per-second goodput
     alternates around its rate (31 and 42 Mbit/s on a 40-Mbit/s link), and one good second among
     starved ones is not recovery. Each interval's point is stamped with its midpoint.
     """
