@@ -41,3 +41,17 @@ def test_adapting_recovers_the_narrow_network_after_an_rtt_step():
     assert out["frozen"][0]["utilisation"] > 0.95            # it fits the link it was trained on
     assert frozen["utilisation"] < 0.5 < 0.9 < adapting["utilisation"]
     assert len(out["updates_s"]) >= 8
+
+
+def test_teacher_agreement_splits_the_decisions_by_what_the_teacher_cannot_know():
+    weights = CCAdapter(str(network_dir("cc-narrow") / "cc.keras")).model.get_weights()
+    out = online.teacher_agreement(weights, episodes=24)
+    regimes = out["regimes"]
+    minimum = [k for k in regimes if k.startswith("minimum") and not k.endswith("fair")]
+    assert sum(regimes[k]["share"] for k in minimum) == pytest.approx(1.0, abs=0.002)
+    assert regimes["within 20 % of the fair share"]["share"] + regimes["off the fair share by more"]["share"] \
+        == pytest.approx(1.0, abs=0.002)
+    # docs/cc.md's finding: with a stale minimum (after the path got longer) the teacher drains
+    # where the oracle climbs
+    stale = regimes["minimum below the base (the path got longer)"]
+    assert stale["mean_online"] < 0 < stale["mean_oracle"] and stale["correlation"] < 0

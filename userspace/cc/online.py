@@ -111,6 +111,9 @@ def teacher_agreement(weights: list, episodes: int = 96, seed: int = 11) -> dict
     label (it knows the link at that moment) and the online teacher's (from the context of the MI
     after the decision, as lf_cc sends it).  Online adaptation can only move a network toward the
     online teacher, so when the two disagree a network trained on the oracle can only lose.
+    `regimes` splits the decisions by what the teacher cannot know: whether lf_cc's windowed
+    minimum RTT is the path's base (within 5 %; above it when it holds a standing queue, below
+    it after the path got longer) and whether the flow sends within 20 % of its fair share.
     """
     scen = sim.sample_scenarios(np.random.default_rng(seed), episodes, rtts=200)
     ro = rollout(scen, network_policy(weights), 48)
@@ -119,11 +122,25 @@ def teacher_agreement(weights: list, episodes: int = 96, seed: int = 11) -> dict
     decision, after = order[:-1][same], order[1:][same]
     oracle = oracle_label(ro.truth)[decision]
     online = online_label(ro.context[after], ro.actions[decision])
-    return {"decisions": int(len(decision)),
-            "mse": round(float(np.mean((online - oracle) ** 2)), 4),
+    base_us = np.asarray(ro.truth["base_rtt_s"])[after] * 1e6
+    min_error = ro.context["min_mean_rtt_us"][after] / base_us - 1.0
+    fair = np.abs(np.asarray(ro.truth["rate_Bps"])[decision] / np.asarray(ro.truth["fair_Bps"])[decision] - 1.0) < 0.2
+    regimes = {"minimum at the base": np.abs(min_error) < 0.05,
+               "minimum above the base (a standing queue)": min_error >= 0.05,
+               "minimum below the base (the path got longer)": min_error <= -0.05,
+               "within 20 % of the fair share": fair,
+               "off the fair share by more": ~fair,
+               "minimum at the base and fair": (np.abs(min_error) < 0.05) & fair}
+    return {"decisions": int(len(decision)), **_agreement(online, oracle),
+            "network_vs_oracle_mse": round(float(np.mean((ro.actions[decision] / 128.0 - oracle) ** 2)), 4),
+            "regimes": {name: {"share": round(float(m.mean()), 3), **_agreement(online[m], oracle[m])}
+                        for name, m in regimes.items() if m.sum() > 1}}
+
+
+def _agreement(online: np.ndarray, oracle: np.ndarray) -> dict:
+    return {"mse": round(float(np.mean((online - oracle) ** 2)), 4),
             "correlation": round(float(np.corrcoef(online, oracle)[0, 1]), 3),
-            "mean_online": round(float(online.mean()), 3), "mean_oracle": round(float(oracle.mean()), 3),
-            "network_vs_oracle_mse": round(float(np.mean((ro.actions[decision] / 128.0 - oracle) ** 2)), 4)}
+            "mean_online": round(float(online.mean()), 3), "mean_oracle": round(float(oracle.mean()), 3)}
 
 
 #: The link changes cc-adapt makes, one at a time (the simulator steps a link once per episode).
