@@ -55,3 +55,13 @@ def test_teacher_agreement_splits_the_decisions_by_what_the_teacher_cannot_know(
     # where the oracle climbs
     stale = regimes["minimum below the base (the path got longer)"]
     assert stale["mean_online"] < 0 < stale["mean_oracle"] and stale["correlation"] < 0
+
+
+def test_telling_the_teacher_the_fair_share_closes_most_of_the_gap():
+    """docs/cc.md's finding, kept honest: of the two estimates the online teacher makes, the share
+    is the one that costs it the oracle."""
+    weights = CCAdapter(str(network_dir("cc-narrow") / "cc.keras")).model.get_weights()
+    out = online.teacher_ablation(weights, episodes=24)
+    assert set(out) == {"online", "base_known", "share_known", "both_known", "oracle_one_mi_later"}
+    assert out["share_known"] > 0.8 > 0.3 > max(out["online"], out["base_known"])
+    assert out["share_known"] <= out["oracle_one_mi_later"]

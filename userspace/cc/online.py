@@ -21,7 +21,8 @@ from userspace.slowpath.interface import Batch, Encoding
 from . import features as F
 from . import sim
 from .context import pack_contexts
-from .teacher import online_label, oracle_label
+from .teacher import (DRAIN_RTTS, MIN_TARGET_FRACTION, QUEUE_TARGET, online_label, oracle_label, rate_before,
+                      step_label)
 from .train import network_policy, numpy_forward, rollout
 
 SNAPSHOT_OUTPUT = Encoding(scale=F.OUTPUT_SCALE, zero_point=0)
@@ -115,11 +116,7 @@ def teacher_agreement(weights: list, episodes: int = 96, seed: int = 11) -> dict
     minimum RTT is the path's base (within 5 %; above it when it holds a standing queue, below
     it after the path got longer) and whether the flow sends within 20 % of its fair share.
     """
-    scen = sim.sample_scenarios(np.random.default_rng(seed), episodes, rtts=200)
-    ro = rollout(scen, network_policy(weights), 48)
-    order = np.lexsort((np.arange(len(ro.episode)), ro.flow, ro.episode))
-    same = (ro.episode[order][1:] == ro.episode[order][:-1]) & (ro.flow[order][1:] == ro.flow[order][:-1])
-    decision, after = order[:-1][same], order[1:][same]
+    ro, decision, after = _labelled_decisions(weights, episodes, seed)
     oracle = oracle_label(ro.truth)[decision]
     online = online_label(ro.context[after], ro.actions[decision])
     base_us = np.asarray(ro.truth["base_rtt_s"])[after] * 1e6
@@ -135,6 +132,48 @@ def teacher_agreement(weights: list, episodes: int = 96, seed: int = 11) -> dict
             "network_vs_oracle_mse": round(float(np.mean((ro.actions[decision] / 128.0 - oracle) ** 2)), 4),
             "regimes": {name: {"share": round(float(m.mean()), 3), **_agreement(online[m], oracle[m])}
                         for name, m in regimes.items() if m.sum() > 1}}
+
+
+def teacher_ablation(weights: list, episodes: int = 96, seed: int = 11) -> dict:
+    """The online teacher's correlation with the oracle when it is told what it cannot measure.
+
+    Same rollouts as teacher_agreement; the teacher's rule is kept and its two estimates replaced
+    by the truth, one at a time: the base RTT (instead of lf_cc's windowed minimum) and the flow's
+    fair share (instead of its own delivery rate, and instead of a blind +10 % probe when the MI
+    shows no queue). `oracle_one_mi_later` is the oracle itself judged on the MI after the decision,
+    the ceiling of any teacher that labels a decision by its outcome. Which estimate is worth
+    building a better online signal for is the one whose truth closes the gap.
+    """
+    ro, decision, after = _labelled_decisions(weights, episodes, seed)
+    oracle = oracle_label(ro.truth)[decision]
+    answers = ro.actions[decision]
+    context = ro.context[after]
+    with_base = context.copy()
+    with_base["min_mean_rtt_us"] = np.asarray(ro.truth["base_rtt_s"])[after] * 1e6
+    fair = np.asarray(ro.truth["fair_Bps"])[after]
+
+    def share_known(ctx: np.ndarray) -> np.ndarray:
+        rtt, low = ctx["mean_rtt_us"].astype(np.float64), ctx["min_mean_rtt_us"].astype(np.float64)
+        inflation = np.where((rtt > 0) & (low > 0), (rtt - low) / np.maximum(low, 1.0), 0.0)
+        target = np.maximum(fair * (1.0 + (QUEUE_TARGET - inflation) / DRAIN_RTTS), fair * MIN_TARGET_FRACTION)
+        return step_label(rate_before(ctx["pacing_rate_Bps"], answers), target)
+
+    one_mi_later = {k: np.asarray(v)[after] for k, v in ro.truth.items()}
+    one_mi_later["rate_Bps"] = np.asarray(ro.truth["rate_Bps"])[decision]
+    labels = {"online": online_label(context, answers), "base_known": online_label(with_base, answers),
+              "share_known": share_known(context), "both_known": share_known(with_base),
+              "oracle_one_mi_later": oracle_label(one_mi_later)}
+    return {name: round(float(np.corrcoef(label, oracle)[0, 1]), 3) for name, label in labels.items()}
+
+
+def _labelled_decisions(weights: list, episodes: int, seed: int):
+    """A network's rollouts over random episodes, and the index pairs (decision, the same flow's
+    next decision, whose context is the MI the first one set)."""
+    scen = sim.sample_scenarios(np.random.default_rng(seed), episodes, rtts=200)
+    ro = rollout(scen, network_policy(weights), 48)
+    order = np.lexsort((np.arange(len(ro.episode)), ro.flow, ro.episode))
+    same = (ro.episode[order][1:] == ro.episode[order][:-1]) & (ro.flow[order][1:] == ro.flow[order][:-1])
+    return ro, order[:-1][same], order[1:][same]
 
 
 def _agreement(online: np.ndarray, oracle: np.ndarray) -> dict:
@@ -166,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     start = str(network_dir(args.network) / MODEL_FILE)
     weights = CCAdapter(start).model.get_weights()
-    print(json.dumps({"network": args.network, "teacher_agreement": teacher_agreement(weights)}))
+    print(json.dumps({"network": args.network, "teacher_agreement": teacher_agreement(weights),
+                      "teacher_ablation": teacher_ablation(weights)}))
     for spec in CHANGES:
         out = compare(spec, lambda: CCAdapter(start), seconds=args.seconds, change_s=args.change_at,
                       settle_s=args.settle)
