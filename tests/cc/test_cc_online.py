@@ -65,3 +65,13 @@ def test_telling_the_teacher_the_fair_share_closes_most_of_the_gap():
     assert set(out) == {"online", "base_known", "share_known", "both_known", "oracle_one_mi_later"}
     assert out["share_known"] > 0.8 > 0.3 > max(out["online"], out["base_known"])
     assert out["share_known"] <= out["oracle_one_mi_later"]
+
+
+def test_fine_tuning_at_the_services_rate_drifts_even_with_the_oracle_as_teacher():
+    """docs/cc.md's finding: on a link that never changes, cc-narrow adapted at lr 1e-4 builds a
+    standing queue whoever labels its samples; the frozen network holds about 1 ms."""
+    start = str(network_dir("cc-narrow") / "cc.keras")
+    out = online.drift(start, CCAdapter, seconds=30.0, learning_rates=(1e-4,))
+    frozen, oracle = out["frozen"], out["oracle teacher, lr 0.0001"]
+    assert max(frozen) < 2.0
+    assert oracle[-1] > 3 * frozen[-1] and oracle[-1] > oracle[0]

@@ -70,7 +70,11 @@ class CCAdapter(Adapter):
         if labelled is None:
             self.skipped += 1
             return
-        q_in, y = labelled
+        self.adapt_labelled(*labelled)
+
+    def adapt_labelled(self, q_in: np.ndarray, y: np.ndarray) -> None:
+        """One round on int8 inputs [k, 30] with their labels [k, 1], whoever labelled them (the
+        online teacher here; the oracle when online.py asks what a perfect teacher would do)."""
         self.samples += len(q_in)
         self.q = np.concatenate([self.q, q_in])[-self.replay:]
         self.y = np.concatenate([self.y, y])[-self.replay:]

@@ -36,6 +36,7 @@ class OnlineLoop:
     sample_every: int = 4
     round_s: float = 5.0
     min_round_samples: int = 64
+    oracle_teacher: bool = False      # label with the oracle (the truth), not the sample contexts
     updates_s: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -47,9 +48,13 @@ class OnlineLoop:
 
     def __call__(self, obs: np.ndarray, truth: dict) -> np.ndarray:
         q = F.output_to_int8(numpy_forward(self.weights, F.to_real(obs))[:, 0])
+        oracle = oracle_label(truth) if self.oracle_teacher else None
         for i, (e, f) in enumerate(zip(truth["episode"], truth["flow"])):
             key = (int(e), int(f))
-            if key in self.prev and self.decisions % self.sample_every == 0:
+            if oracle is not None:
+                if self.decisions % self.sample_every == 0:
+                    self.pending.append((obs[i].copy(), 0, np.array([oracle[i]], np.float32)))
+            elif key in self.prev and self.decisions % self.sample_every == 0:
                 x, a = self.prev[key]
                 self.pending.append((x, a, truth["context"][i:i + 1]))
             self.prev[key] = (obs[i].copy(), int(q[i]))
@@ -62,6 +67,14 @@ class OnlineLoop:
         return q
 
     def _round(self, now_s: float) -> None:
+        if self.oracle_teacher:
+            inputs = np.stack([x for x, _, _ in self.pending]).astype(np.int8)
+            labels = np.stack([y for _, _, y in self.pending]).astype(np.float32)
+            self.pending = []
+            self.adapter.adapt_labelled(inputs, labels)
+            self.weights = self.adapter.model.get_weights()
+            self.updates_s.append(round(now_s, 2))
+            return
         inputs = np.stack([x for x, _, _ in self.pending]).astype(np.int8)
         outputs = np.array([[a] for _, a, _ in self.pending], np.int8)
         contexts = pack_contexts(np.concatenate([c for _, _, c in self.pending]))
@@ -102,6 +115,33 @@ def compare(spec: dict, make_adapter, seconds: float, change_s: float, settle_s:
         ro = sim.run(scen, policy, record=False, trace_episode=0)
         out[name] = phase_metrics(ro.metrics["trace"], edges)
     out["updates_s"] = loop.updates_s
+    return out
+
+
+def drift(start_model: str, make_adapter, seconds: float = 60.0, flows: int = 2,
+          learning_rates: tuple[float, ...] = (1e-4, 1e-5), window_s: float = 10.0) -> dict:
+    """Queue delay per window on a link that never changes: frozen, and adapting with the online
+    teacher and with the oracle as teacher, at each learning rate.
+
+    Why: on a steady link there is nothing to adapt to, so a good slow path leaves the network
+    where it was. A queue that grows under the *oracle's* labels is the adaptation procedure's
+    doing, not the teacher's. The likely way: lf_cc reads the latency ratio against a 10-s
+    windowed minimum, so a standing queue that outlives the window becomes the new minimum and
+    reads as no queue, and a network fine-tuned on its own recent states can keep adding to it.
+    """
+    spec = dict(name="steady", mbps=40, rtt_ms=20, flows=flows)
+    scen = sim.make_scenarios([spec], rtts=int(round(seconds * 1000 / spec["rtt_ms"])))
+    edges = list(np.arange(0.0, seconds + 1e-9, window_s))
+    frozen = network_policy(make_adapter(start_model).model.get_weights())
+    runs: dict[str, Any] = {"frozen": frozen}
+    for lr in learning_rates:
+        runs[f"online teacher, lr {lr:g}"] = OnlineLoop(make_adapter(start_model, learning_rate=lr))
+        runs[f"oracle teacher, lr {lr:g}"] = OnlineLoop(make_adapter(start_model, learning_rate=lr),
+                                                        oracle_teacher=True)
+    out: dict[str, Any] = {"scenario": spec, "edges_s": edges}
+    for name, policy in runs.items():
+        trace = sim.run(scen, policy, record=False, trace_episode=0).metrics["trace"]
+        out[name] = [p["queue_delay_ms"] for p in phase_metrics(trace, edges)]
     return out
 
 
@@ -207,6 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     weights = CCAdapter(start).model.get_weights()
     print(json.dumps({"network": args.network, "teacher_agreement": teacher_agreement(weights),
                       "teacher_ablation": teacher_ablation(weights)}))
+    print(json.dumps({"network": args.network, "drift_queue_delay_ms": drift(start, CCAdapter)}))
     for spec in CHANGES:
         out = compare(spec, lambda: CCAdapter(start), seconds=args.seconds, change_s=args.change_at,
                       settle_s=args.settle)
