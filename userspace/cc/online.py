@@ -67,21 +67,15 @@ class OnlineLoop:
         return q
 
     def _round(self, now_s: float) -> None:
-        if self.oracle_teacher:
-            inputs = np.stack([x for x, _, _ in self.pending]).astype(np.int8)
-            labels = np.stack([y for _, _, y in self.pending]).astype(np.float32)
-            self.pending = []
-            self.adapter.adapt_labelled(inputs, labels)
-            self.weights = self.adapter.model.get_weights()
-            self.updates_s.append(round(now_s, 2))
-            return
         inputs = np.stack([x for x, _, _ in self.pending]).astype(np.int8)
-        outputs = np.array([[a] for _, a, _ in self.pending], np.int8)
-        contexts = pack_contexts(np.concatenate([c for _, _, c in self.pending]))
+        if self.oracle_teacher:   # the third item is the oracle's label
+            self.adapter.adapt_labelled(inputs, np.stack([y for _, _, y in self.pending]))
+        else:                     # ... the context of the MI after the decision, as lf_cc sends it
+            outputs = np.array([[a] for _, a, _ in self.pending], np.int8)
+            contexts = pack_contexts(np.concatenate([c for _, _, c in self.pending]))
+            self.adapter.adapt(Batch(inputs, outputs, Encoding(F.INPUT_SCALE, 0), SNAPSHOT_OUTPUT,
+                                     np.zeros(len(inputs), np.uint64), now_s, contexts=contexts))
         self.pending = []
-        batch = Batch(inputs, outputs, Encoding(F.INPUT_SCALE, 0), SNAPSHOT_OUTPUT,
-                      np.zeros(len(inputs), np.uint64), now_s, contexts=contexts)
-        self.adapter.adapt(batch)
         self.weights = self.adapter.model.get_weights()
         self.updates_s.append(round(now_s, 2))
 
