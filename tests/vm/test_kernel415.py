@@ -13,33 +13,18 @@ its recorded checksum); without them the kernel cannot be located and these test
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-from vm.kernels import resolve_kernel
-from vm.kernelsrc import KernelSourceError, find_kernel
 
 KERNEL = "linux-4.15"
 
-
-def _cached_or_skip():
-    if os.geteuid() != 0:
-        pytest.skip("building in the kernel's root and booting the guest need root")
-    try:
-        built = find_kernel(resolve_kernel(KERNEL))
-    except KernelSourceError as exc:
-        pytest.skip(f"{KERNEL}: source not available here ({str(exc).splitlines()[0]})")
-    if built is None:
-        pytest.skip(f"{KERNEL} is not built on this machine (about 5 min on 2 cores, given a source "
-                    f"it can verify); run `invoke build --kernel {KERNEL}` once to include it")
-    return built
+BUILD_HINT = (f"about 5 min on 2 cores, given a source it can verify; run `invoke build --kernel {KERNEL}` "
+              "once to include it")
 
 
 @pytest.mark.kernelbuild
 @pytest.mark.tensorflow
-def test_modules_build_warning_free_on_415(tmp_path):
-    built = _cached_or_skip()
+def test_modules_build_warning_free_on_415(tmp_path, cached_kernel):
+    built = cached_kernel(KERNEL, BUILD_HINT)
     from vm.matrix import EXAMPLE_SNAPSHOT_ID, build_matrix
 
     (report,) = build_matrix(KERNEL, tmp_path / "modules", strict=True)
@@ -53,8 +38,8 @@ def test_modules_build_warning_free_on_415(tmp_path):
 
 @pytest.mark.vm
 @pytest.mark.tensorflow
-def test_smoke_passes_on_415():
-    _cached_or_skip()
+def test_smoke_passes_on_415(cached_kernel):
+    cached_kernel(KERNEL, BUILD_HINT)
     from testbed.smoke import SmokeConfig, run_smoke
     from vm.qemu import down
 

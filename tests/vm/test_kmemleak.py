@@ -14,14 +14,9 @@ runs `invoke smoke --kernel debian-6.1-debug` once (it builds the kernel and its
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-
-from common.cache import cache_dir
-from vm.kernels import resolve_kernel
-from vm.kernelsrc import KernelSourceError, find_kernel
 
 KERNEL = "debian-6.1-debug"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "lf_leak"
@@ -30,28 +25,10 @@ SUSPECTS_SCRIPT = ("import json; from guest.tools import kmemleak_available, kme
                    "print(json.dumps({'available': kmemleak_available(), 'suspects': kmemleak_suspects()}))")
 
 
-def _cached_or_skip():
-    if os.geteuid() != 0:
-        pytest.skip("building in the kernel's root and booting the guest need root")
-    spec = resolve_kernel(KERNEL)
-    if not any(p.is_dir() for p in cache_dir("kernels").glob(f"{spec.slug}-*")):
-        # before locating the source, which means apt fetching a 140 MB package only to skip
-        pytest.skip(f"{KERNEL} is not built on this machine (about 11 min on 2 cores); "
-                    f"`invoke smoke --kernel {KERNEL}` builds it once")
-    try:
-        built = find_kernel(spec)
-    except KernelSourceError as exc:
-        pytest.skip(f"{KERNEL}: source not available here ({str(exc).splitlines()[0]})")
-    if built is None:
-        pytest.skip(f"{KERNEL} is not built on this machine (about 11 min on 2 cores); "
-                    f"`invoke smoke --kernel {KERNEL}` builds it once")
-    return built
-
-
 @pytest.mark.vm
 @pytest.mark.kernelbuild
-def test_kmemleak_names_a_module_that_leaks(tmp_path):
-    _cached_or_skip()
+def test_kmemleak_names_a_module_that_leaks(tmp_path, cached_kernel):
+    cached_kernel(KERNEL, f"`invoke smoke --kernel {KERNEL}` builds it once (about 11 min on 2 cores)")
     from testbed.session import GUEST_ENV, GUEST_PYTHON, GUEST_SHARE, GuestSession
     from vm.buildroot import build_modules
 
