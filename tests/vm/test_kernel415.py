@@ -29,7 +29,7 @@ def test_modules_build_warning_free_on_415(tmp_path, cached_kernel):
 
     (report,) = build_matrix(KERNEL, tmp_path / "modules", strict=True)
     assert report.kernel_release == built.release
-    assert [m.name for m in report.modules] == ["liteflow", "lf_test",
+    assert [m.name for m in report.modules] == ["liteflow", "lf_test", "lf_cc",
                                                 f"lf_snap_lf_test_{EXAMPLE_SNAPSHOT_ID:016x}"]
     for module in report.modules:
         assert module.vermagic.split()[0] == built.release
@@ -38,13 +38,17 @@ def test_modules_build_warning_free_on_415(tmp_path, cached_kernel):
 
 @pytest.mark.vm
 @pytest.mark.tensorflow
-def test_smoke_passes_on_415(cached_kernel):
+def test_smoke_passes_on_415(cached_kernel, tmp_path, monkeypatch):
     cached_kernel(KERNEL, BUILD_HINT)
-    from testbed.smoke import SmokeConfig, run_smoke
     from vm.qemu import down
+    from workloads.runner import Sessions, run_experiment
 
+    monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path / "results"))
+    sessions = Sessions()
     try:
-        outcome = run_smoke(SmokeConfig(kernel=KERNEL, module_swaps=2, hot_swaps=3, min_queries=1000))
+        run = run_experiment("smoke", sessions, profile="quick", overrides={"kernel": KERNEL})
     finally:
+        sessions.close()
         down()
-    assert outcome.passed, outcome.summary
+    assert run.metadata["status"] == "passed", run.results.get("summary")
+    assert run.metadata["kernel_release"].startswith("4.15")
