@@ -27,8 +27,9 @@ def cached_kernel() -> Callable[[str, str], KernelBuild]:
         if os.geteuid() != 0:
             pytest.skip("building in the kernel's root and booting the guest need root")
         spec = resolve_kernel(name)
-        not_built = f"{name} is not built on this machine; {how_to_build}"
-        if not any(p.is_dir() for p in cache_dir("kernels").glob(f"{spec.slug}-*")):
+        kernels = cache_dir("kernels")
+        not_built = f"{name} is not built on this machine (no {spec.slug}-* in {kernels}); {how_to_build}"
+        if not any(p.is_dir() for p in kernels.glob(f"{spec.slug}-*")):
             pytest.skip(not_built)
         try:
             built = find_kernel(spec)

@@ -39,13 +39,15 @@ def test_kmemleak_names_a_module_that_leaks(tmp_path, cached_kernel):
             guest.put(module.path, "/root/lf_leak.ko", step="copy the leaking module in")
             guest.run("echo clear > /sys/kernel/debug/kmemleak", timeout=session.scaled(60),
                       step="forget what kmemleak found since boot")
-            before = json.loads(guest.run(suspects_command, timeout=session.scaled(600),
-                                          step="scan before the leak").stdout.strip().splitlines()[-1])
+            def scan(step: str) -> dict:
+                result = guest.run(suspects_command, timeout=session.scaled(600), step=step)
+                return json.loads(result.stdout.strip().splitlines()[-1])
+
+            before = scan("scan before the leak")
             guest.run("insmod /root/lf_leak.ko", timeout=session.scaled(60), step="load the leaking module")
             try:
                 guest.run(f"sleep {2 * KMEMLEAK_MIN_AGE_S}", timeout=session.scaled(60), step="let the object age")
-                after = json.loads(guest.run(suspects_command, timeout=session.scaled(600),
-                                             step="scan after the leak").stdout.strip().splitlines()[-1])
+                after = scan("scan after the leak")
             finally:
                 guest.run("rmmod lf_leak", timeout=session.scaled(60), step="unload the leaking module",
                           check=False)

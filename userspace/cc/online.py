@@ -21,7 +21,7 @@ from userspace.slowpath.interface import Batch, Encoding
 from . import features as F
 from . import sim
 from .context import pack_contexts
-from .teacher import (DRAIN_RTTS, MIN_TARGET_FRACTION, QUEUE_TARGET, online_label, oracle_label, rate_before,
+from .teacher import (QUEUE_TARGET, online_label, oracle_label, rate_before, rtt_inflation, share_target,
                       step_label)
 from .train import network_policy, numpy_forward, rollout
 
@@ -187,9 +187,7 @@ def teacher_ablation(weights: list, episodes: int = 96, seed: int = 11) -> dict:
     fair = np.asarray(ro.truth["fair_Bps"])[after]
 
     def share_known(ctx: np.ndarray) -> np.ndarray:
-        rtt, low = ctx["mean_rtt_us"].astype(np.float64), ctx["min_mean_rtt_us"].astype(np.float64)
-        inflation = np.where((rtt > 0) & (low > 0), (rtt - low) / np.maximum(low, 1.0), 0.0)
-        target = np.maximum(fair * (1.0 + (QUEUE_TARGET - inflation) / DRAIN_RTTS), fair * MIN_TARGET_FRACTION)
+        target = share_target(fair, rtt_inflation(ctx), QUEUE_TARGET)
         return step_label(rate_before(ctx["pacing_rate_Bps"], answers), target)
 
     one_mi_later = {k: np.asarray(v)[after] for k, v in ro.truth.items()}

@@ -59,12 +59,17 @@ def queue_target(truth: dict) -> np.ndarray:
     return np.minimum(QUEUE_TARGET, QUEUE_TARGET_BUFFER * buffer_rtts)
 
 
+def share_target(share_Bps: np.ndarray, queue_rtts: np.ndarray, target_rtts) -> np.ndarray:
+    """The rule both teachers share: the share, corrected toward the queue target within
+    DRAIN_RTTS, never below MIN_TARGET_FRACTION of the share."""
+    share = np.asarray(share_Bps, np.float64)
+    return np.maximum(share * (1.0 + (target_rtts - queue_rtts) / DRAIN_RTTS), share * MIN_TARGET_FRACTION)
+
+
 def oracle_target(truth: dict) -> np.ndarray:
     """Target rate [Bps] from the link's truth (sim.TRUTH_FIELDS arrays)."""
-    fair = np.asarray(truth["fair_Bps"], np.float64)
     queue_rtts = truth["queue_bytes"] / (truth["capacity_Bps"] * truth["base_rtt_s"])
-    target = fair * (1.0 + (queue_target(truth) - queue_rtts) / DRAIN_RTTS)
-    return np.maximum(target, fair * MIN_TARGET_FRACTION)
+    return share_target(truth["fair_Bps"], queue_rtts, queue_target(truth))
 
 
 def oracle_label(truth: dict) -> np.ndarray:
@@ -82,18 +87,22 @@ def online_target(ctx: np.ndarray) -> np.ndarray:
     ctx = np.asarray(ctx, CONTEXT_DTYPE)
     pacing = ctx["pacing_rate_Bps"].astype(np.float64)
     delivery = ctx["delivery_rate_Bps"].astype(np.float64)
-    rtt = ctx["mean_rtt_us"].astype(np.float64)
-    low = ctx["min_mean_rtt_us"].astype(np.float64)
-    inflation = np.where((rtt > 0) & (low > 0), (rtt - low) / np.maximum(low, 1.0), 0.0)
+    inflation = rtt_inflation(ctx)
     sent = ctx["segs_sent"].astype(np.float64)
     lost = ctx["segs_lost"].astype(np.float64)
     dlv = ctx["segs_delivered"].astype(np.float64)
     short = (sent > 0) & (dlv + lost < (1.0 - DELIVERY_TOLERANCE) * sent)
     saturated = (inflation > SATURATED_INFLATION) | short
     share = np.where(delivery > 0, delivery, pacing)
-    target = share * (1.0 + (QUEUE_TARGET - inflation) / DRAIN_RTTS)
-    saturated_target = np.maximum(target, share * MIN_TARGET_FRACTION)
-    return np.where(saturated, saturated_target, pacing * (1.0 + PROBE))
+    return np.where(saturated, share_target(share, inflation, QUEUE_TARGET), pacing * (1.0 + PROBE))
+
+
+def rtt_inflation(ctx: np.ndarray) -> np.ndarray:
+    """The online teacher's queue estimate in base RTTs: the MI's mean RTT over the connection's
+    minimum, minus one (0 without both)."""
+    rtt = ctx["mean_rtt_us"].astype(np.float64)
+    low = ctx["min_mean_rtt_us"].astype(np.float64)
+    return np.where((rtt > 0) & (low > 0), (rtt - low) / np.maximum(low, 1.0), 0.0)
 
 
 def rate_before(pacing_Bps: np.ndarray, q: np.ndarray) -> np.ndarray:
