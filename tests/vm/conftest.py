@@ -28,15 +28,15 @@ def cached_kernel() -> Callable[[str, str], KernelBuild]:
             pytest.skip("building in the kernel's root and booting the guest need root")
         spec = resolve_kernel(name)
         kernels = cache_dir("kernels")
-        not_built = f"{name} is not built on this machine (no {spec.slug}-* in {kernels}); {how_to_build}"
         if not any(p.is_dir() for p in kernels.glob(f"{spec.slug}-*")):
-            pytest.skip(not_built)
+            pytest.skip(f"{name} is not built on this machine (no {spec.slug}-* in {kernels}); {how_to_build}")
         try:
             built = find_kernel(spec)
         except KernelSourceError as exc:
             pytest.skip(f"{name}: source not available here ({str(exc).splitlines()[0]})")
         if built is None:
-            pytest.skip(not_built)
+            pytest.skip(f"{name} is built in {kernels} only from another source or config than the current "
+                        f"one; {how_to_build}")
         return built
 
     return get
