@@ -85,6 +85,7 @@ class CcAdapt(Experiment):
             good = [r for r in rows if r["ok"]]      # a run with a failed check is counted, not averaged in
             cells.append({"scheme": scheme, "runs": len(rows), "failed_runs": len(rows) - len(good),
                           "updates": spread([len(r["update_times_s"]) for r in good]),
+                          "stale_min_resets": spread([r.get("stale_min_resets") for r in good]),
                           **{f"{n}_{m}": spread([r.get(f"{n}_{m}") for r in good])
                              for n in names for m in ("link_fraction", "rtt_ms", "recovery_s")},
                           **{f"{n}_recovered_runs": sum(bool(r.get(f"{n}_recovered")) for r in good)
@@ -189,6 +190,10 @@ class CcAdapt(Experiment):
                     f"vs {_fmt(recovery.get('frozen'), '.0f')} s (medians)")
             lines.append(f"- {'from the start' if name == 'start' else f'after *{name}*'}: LiteFlow / frozen goodput {_fmt(ratio['goodput_ratio'])}, "
                          f"RTT {_fmt(ratio['rtt_ratio'])} (ratios of medians){back}")
+        resets = [f"{c['scheme']} {plots.cell(c['stale_min_resets'], '.0f')}" for c in s.get("cells", [])
+                  if (c.get("stale_min_resets") or {}).get("n")]
+        if resets:
+            lines.append(f"- lf_cc let go of a minimum RTT the path had outgrown (stale_min), per run: {', '.join(resets)}")
         lines += ["", f"Medians over {view.metadata.get('repetitions')} repetitions, [min–max] in brackets; the "
                       f"first {SETTLE_S:.0f} s after each change are left out of its phase."]
         return lines

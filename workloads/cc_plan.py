@@ -35,6 +35,7 @@ SERVICE_TIMEOUT_S = 600     # under TCG: the slow-path service imports TensorFlo
 LINK_SCHEMA = {"name": Field(str), "rate_mbit": Field(float, minimum=0.1), "rtt_ms": Field(float, minimum=0.0),
                "queue_bdp": Field(float, minimum=0.01)}
 OFFLOAD_SCHEMA = {key: Field(bool) for key in ("tso", "gso", "gro")}
+LF_CC_SCHEMA = {"stale_min": Field(bool, required=False)}
 SLOWPATH_SCHEMA = {"threshold": Field(float, minimum=0.0), "window": Field(int, minimum=1),
                    "sample_every": Field(int, minimum=1), "sample_batch": Field(int, minimum=1),
                    "round_wait_s": Field(float, minimum=0.1), "adapter": Field(dict)}
@@ -47,6 +48,8 @@ COMMON_CC_SCHEMA = {
     "slowpath": Field(dict, table_schema=SLOWPATH_SCHEMA),
     # the committed network every lf_cc scheme starts from (userspace/cc/train.NETWORKS)
     "network": Field(str, required=False, choices=tuple(NETWORKS)),
+    # lf_cc's module parameters for every lf_cc scheme alike (guest/net/schemes/_liteflow.LF_CC_PARAMS)
+    "lf_cc": Field(dict, required=False, table_schema=LF_CC_SCHEMA),
 }
 DEFAULT_NETWORK = "cc"
 
@@ -96,6 +99,8 @@ def scheme_options(ctx: Context, scheme: str, interval_us: int = 0) -> dict[str,
     if scheme not in LF_SCHEMES:
         return {}
     options = dict(ctx.state["scheme_files"])
+    if ctx.config.get("lf_cc"):
+        options["lf_cc"] = dict(ctx.config["lf_cc"])
     if scheme in ADAPTING:
         options.update(ctx.config["slowpath"], startup_timeout_s=SERVICE_TIMEOUT_S)
     if scheme.startswith("user"):
@@ -188,5 +193,6 @@ def common_record(job_key: str, raw: dict[str, Any], link: dict[str, Any]) -> di
             "guest_cpu_busy": (raw.get("cpu") or {}).get("busy"),
             "mi_count": lf_cc.get("intervals"), "decisions": lf_cc.get("decisions"),
             "fallbacks": (lf_cc.get("fallback_no_snapshot", 0) + lf_cc.get("fallback_error", 0)) if lf_cc else None,
+            "stale_min_resets": lf_cc.get("stale_min_resets"),
             "updates": len(results.get("updates") or []) if "updates" in results else None,
             **{key: lf_cc.get(key) for key in USER_COUNTERS}}

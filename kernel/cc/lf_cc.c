@@ -20,7 +20,8 @@
  *     lf_cc_context), is reported to the sampler (lf_record_sample);
  *  2. its three features are encoded (lf_cc_model.h) and shifted into the
  *     history (the latency ratio against the minimum per-MI mean RTT of the
- *     last 10 s, so a path whose RTT grew is not taken for a queue);
+ *     last 10 s, so a path whose RTT grew is not taken for a queue; with
+ *     stale_min set, sooner: lf_cc_stale_min_update);
  *  3. the snapshot answers an action, which moves the pacing rate by at
  *     most ~10%, clamped to a floor and to sk_max_pacing_rate;
  *  4. a new MI starts.
@@ -97,6 +98,11 @@ static unsigned int min_rate_kbps = LF_CC_MIN_RATE_KBPS;
 module_param(min_rate_kbps, uint, 0644);
 MODULE_PARM_DESC(min_rate_kbps, "pacing-rate floor, kbit/s (default 100)");
 
+static bool stale_min;
+module_param(stale_min, bool, 0644);
+MODULE_PARM_DESC(stale_min,
+		 "let go of a minimum RTT the path has outgrown once the flow drained its own queue (default off: the committed networks were trained without)");
+
 static unsigned int user_interval_us;
 module_param(user_interval_us, uint, 0644);
 MODULE_PARM_DESC(user_interval_us, "liteflow_user: post the features every this many us (0: every MI)");
@@ -142,6 +148,7 @@ enum lf_cc_flags {
 	LF_CC_MI_OPEN		= 1 << 0,	/* an MI is being measured */
 	LF_CC_USER_DECIDED	= 1 << 1,	/* liteflow_user: an agent's answer set the rate */
 };
+#define LF_CC_FLAG_BITS		2
 
 /* Per-socket state, in the congestion-control private area (88 bytes on 4.15). */
 struct lf_cc {
@@ -159,10 +166,12 @@ struct lf_cc {
 	u16 rtt_count[2];
 	u32 segs_out_start;		/* tp->data_segs_out at the MI's start */
 	u32 delivered_start;		/* tp->delivered at the MI's start */
-	u32 segs_lost;			/* rs->losses summed over the MI */
+	u16 segs_lost;			/* rs->losses summed over the MI, saturating */
+	s16 stale_drained_segs;		/* struct lf_cc_stale, when stale_min is set */
 	u32 min_mean_rtt_us;		/* over the last LF_CC_MIN_RTT_WIN_MS; 0 = none yet */
 	u32 min_stamp_ms;		/* when that minimum was taken */
-	u8 flags;			/* enum lf_cc_flags */
+	u8 flags:LF_CC_FLAG_BITS;	/* enum lf_cc_flags */
+	u8 stale_mis:6;			/* struct lf_cc_stale, when stale_min is set */
 	s8 action;			/* the current MI's decision, output units */
 	s8 history[LF_CC_INPUTS];	/* encoded features, oldest MI first */
 	u32 user_posted_us;		/* liteflow_user: the last post (tcp_mstamp) */
@@ -191,6 +200,7 @@ struct lf_cc_stats {
 	u64 decisions;			/* MIs the snapshot decided */
 	u64 fallback_no_snapshot;	/* MIs decided by the fallback: no snapshot */
 	u64 fallback_error;		/* ... a query failed otherwise */
+	u64 stale_min_resets;		/* minimums the path had outgrown, let go */
 	u64 samples;			/* decisions reported with their outcome */
 	u64 user_posts;			/* liteflow_user: features sent to the agent */
 	u64 user_post_errors;		/* ... posts that failed (no agent, socket full) */
@@ -620,19 +630,37 @@ static void lf_cc_full_free(void)
 
 /* ---- the MI ----------------------------------------------------------- */
 
+/* lf_cc_stale_min_update() on the socket's packed state. */
+static void lf_cc_stale_min(struct lf_cc *ca, u32 mean_rtt_us,
+			    const struct lf_cc_mi *mi, u32 now_ms)
+{
+	struct lf_cc_stale st = {
+		.mis = ca->stale_mis,
+		.drained_segs = ca->stale_drained_segs,
+	};
+
+	if (lf_cc_stale_min_update(&st, &ca->min_mean_rtt_us, &ca->min_stamp_ms,
+				   mean_rtt_us, mi, now_ms))
+		this_cpu_inc(lf_cc_stats.stale_min_resets);
+	ca->stale_mis = st.mis;
+	ca->stale_drained_segs = st.drained_segs;
+}
+
 /* The MI is over: learn from it, decide the next one's rate. */
 static void lf_cc_end_mi(struct sock *sk, struct lf_cc *ca, u32 elapsed_us)
 {
 	const struct tcp_sock *tp = tcp_sk(sk);
 	struct lf_cc_mi mi;
-	u32 mean_rtt_us;
+	u32 mean_rtt_us, now_ms;
 	s8 action;
 	int err;
 
 	lf_cc_measure(tp, ca, elapsed_us, &mi);
 	mean_rtt_us = lf_cc_mean_rtt_us(&mi);
-	lf_cc_min_rtt_update(&ca->min_mean_rtt_us, &ca->min_stamp_ms, mean_rtt_us,
-			     (u32)div_u64(tp->tcp_mstamp, USEC_PER_MSEC));
+	now_ms = (u32)div_u64(tp->tcp_mstamp, USEC_PER_MSEC);
+	lf_cc_min_rtt_update(&ca->min_mean_rtt_us, &ca->min_stamp_ms, mean_rtt_us, now_ms);
+	if (READ_ONCE(stale_min))
+		lf_cc_stale_min(ca, mean_rtt_us, &mi, now_ms);
 	if (lf_cc_is_user(sk) ? ca->flags & LF_CC_USER_DECIDED : ca->snapshot_id)
 		lf_cc_report(sk, ca, &mi, mean_rtt_us);
 
@@ -681,7 +709,7 @@ static LF_CONG_CONTROL_FN(lf_cc_cong_control)
 	elapsed_us = (u32)tp->tcp_mstamp - ca->mi_start_us;
 	lf_cc_add_rtt(ca, elapsed_us, rs->rtt_us);
 	if (rs->losses > 0)
-		ca->segs_lost += rs->losses;
+		ca->segs_lost = min_t(u32, (u32)ca->segs_lost + rs->losses, U16_MAX);
 	if (elapsed_us >= ca->mi_target_us && ca->rtt_count[0] + ca->rtt_count[1])
 		lf_cc_end_mi(sk, ca, elapsed_us);
 	if (lf_cc_is_user(sk))
@@ -720,6 +748,7 @@ static int lf_cc_stats_get(char *buf, const struct kernel_param *kp)
 		sum.decisions += READ_ONCE(c->decisions);
 		sum.fallback_no_snapshot += READ_ONCE(c->fallback_no_snapshot);
 		sum.fallback_error += READ_ONCE(c->fallback_error);
+		sum.stale_min_resets += READ_ONCE(c->stale_min_resets);
 		sum.samples += READ_ONCE(c->samples);
 		sum.user_posts += READ_ONCE(c->user_posts);
 		sum.user_post_errors += READ_ONCE(c->user_post_errors);
@@ -734,12 +763,13 @@ static int lf_cc_stats_get(char *buf, const struct kernel_param *kp)
 		sum.full_publish_errors += READ_ONCE(c->full_publish_errors);
 	}
 	return scnprintf(buf, PAGE_SIZE,
-			 "app_id %u\nintervals %llu\ndecisions %llu\nfallback_no_snapshot %llu\nfallback_error %llu\nsamples %llu\n"
+			 "app_id %u\nintervals %llu\ndecisions %llu\nfallback_no_snapshot %llu\nfallback_error %llu\n"
+			 "stale_min_resets %llu\nsamples %llu\n"
 			 "user_posts %llu\nuser_post_errors %llu\nuser_answers %llu\nuser_applied %llu\nuser_late %llu\nuser_timeouts %llu\n"
 			 "full_samples %llu\nfull_trained %llu\nfull_busy %llu\nfull_published %llu\nfull_publish_errors %llu\n",
 			 lf_cc_app_id, sum.intervals, sum.decisions,
 			 sum.fallback_no_snapshot, sum.fallback_error,
-			 sum.samples, sum.user_posts, sum.user_post_errors,
+			 sum.stale_min_resets, sum.samples, sum.user_posts, sum.user_post_errors,
 			 sum.user_answers, sum.user_applied, sum.user_late,
 			 sum.user_timeouts, sum.full_samples, sum.full_trained,
 			 sum.full_busy, sum.full_published,

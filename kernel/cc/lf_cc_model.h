@@ -55,6 +55,8 @@
 #include <stdint.h>
 #include <string.h>
 typedef int8_t s8;
+typedef uint8_t u8;
+typedef int16_t s16;
 typedef uint16_t u16;
 typedef int32_t s32;
 typedef uint32_t u32;
@@ -170,6 +172,77 @@ static inline void lf_cc_min_rtt_update(u32 *min_us, u32 *stamp_ms,
 		*min_us = mean_rtt_us;
 		*stamp_ms = now_ms;
 	}
+}
+
+/*
+ * A minimum the path has outgrown (optional, lf_cc's stale_min parameter).
+ *
+ * After the path gets longer, the windowed minimum holds the old base for
+ * up to LF_CC_MIN_RTT_WIN_MS: a delay-based network reads the new path as
+ * a standing queue, brakes to the pacing floor and comes back only when the
+ * window lets go, 0 to 10 s after the change depending on when the minimum
+ * was last refreshed.  BBR drains to find out (ProbeRTT); this rule uses the
+ * drain the network already does.  While every MI reads a mean RTT of at
+ * least LF_CC_STALE_NUM / LF_CC_STALE_DEN of the minimum, the segments the
+ * flow took out of the network (delivered + lost - sent) are summed.  Its
+ * own share of a FIFO queue is (mean RTT - minimum) x its delivery rate;
+ * once it has drained more than that, for at least LF_CC_STALE_MIS MIs in a
+ * row, and the RTT is still inflated, the inflation is not its own queue,
+ * and this MI's mean becomes the minimum.  A longer path fills with the
+ * flow's own bytes at the step (to the flow it looks like a queue) and they
+ * come out as it brakes, so the rule fires once the rate is down to about
+ * a fifth (20 -> 60 ms); a queue that still grows, as after a bandwidth
+ * step down, does not let the drained sum catch up with it.  A queue that
+ * other senders hold is taken as path: the flow then competes for it.
+ *
+ * The committed networks were trained without the rule (the simulator's
+ * default), so it is off unless an experiment turns it on.
+ */
+#define LF_CC_STALE_MIS		10
+#define LF_CC_STALE_NUM		3
+#define LF_CC_STALE_DEN		2
+#define LF_CC_STALE_MIS_MAX	63	/* a 6-bit field in lf_cc's state */
+#define LF_CC_STALE_DRAINED_MAX	32767	/* an s16 */
+
+struct lf_cc_stale {
+	u8 mis;			/* inflated MIs in a row, saturating */
+	s16 drained_segs;	/* delivered + lost - sent over them, saturating */
+};
+
+/*
+ * Fold an MI into the rule, after lf_cc_min_rtt_update(); true when the
+ * minimum was replaced by @mean_rtt_us.
+ */
+static inline bool lf_cc_stale_min_update(struct lf_cc_stale *st, u32 *min_us,
+					  u32 *stamp_ms, u32 mean_rtt_us,
+					  const struct lf_cc_mi *mi, u32 now_ms)
+{
+	s64 drained;
+
+	if (!*min_us || !mean_rtt_us ||
+	    (u64)mean_rtt_us * LF_CC_STALE_DEN < (u64)*min_us * LF_CC_STALE_NUM) {
+		st->mis = 0;
+		st->drained_segs = 0;
+		return false;
+	}
+	drained = (s64)st->drained_segs + mi->segs_delivered + mi->segs_lost -
+		  mi->segs_sent;
+	if (drained > LF_CC_STALE_DRAINED_MAX)
+		drained = LF_CC_STALE_DRAINED_MAX;
+	else if (drained < -LF_CC_STALE_DRAINED_MAX)
+		drained = -LF_CC_STALE_DRAINED_MAX;
+	st->drained_segs = (s16)drained;
+	if (st->mis < LF_CC_STALE_MIS_MAX)
+		st->mis++;
+	if (st->mis < LF_CC_STALE_MIS || st->drained_segs <= 0 ||
+	    (u64)st->drained_segs * mi->duration_us <
+	    (u64)(mean_rtt_us - *min_us) * mi->segs_delivered)
+		return false;
+	*min_us = mean_rtt_us;
+	*stamp_ms = now_ms;
+	st->mis = 0;
+	st->drained_segs = 0;
+	return true;
 }
 
 /* Latency inflation, encoded; 0 unless both halves have samples. */

@@ -77,3 +77,24 @@ void lf_cc_user_min_rtt_update(u32 *min_us, u32 *stamp_ms, u32 mean_rtt_us,
 {
 	lf_cc_min_rtt_update(min_us, stamp_ms, mean_rtt_us, now_ms);
 }
+
+/* Returns whether the minimum was replaced; *mis and *drained_segs carry the state. */
+int lf_cc_user_stale_min_update(u8 *mis, s16 *drained_segs, u32 *min_us,
+				u32 *stamp_ms, u32 mean_rtt_us, u32 duration_us,
+				u32 segs_sent, u32 segs_delivered, u32 segs_lost,
+				u32 now_ms)
+{
+	struct lf_cc_stale st = { .mis = *mis, .drained_segs = *drained_segs };
+	struct lf_cc_mi mi = {
+		.duration_us = duration_us,
+		.segs_sent = segs_sent,
+		.segs_delivered = segs_delivered,
+		.segs_lost = segs_lost,
+	};
+	bool fired = lf_cc_stale_min_update(&st, min_us, stamp_ms, mean_rtt_us,
+					    &mi, now_ms);
+
+	*mis = st.mis;
+	*drained_segs = st.drained_segs;
+	return fired;
+}

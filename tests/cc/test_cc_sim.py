@@ -150,3 +150,24 @@ def test_narrow_links_stay_in_their_ranges_and_never_change():
     assert np.array_equal(narrow.bandwidth_after_Bps, narrow.bandwidth_Bps)
     for name in ("loss", "flows", "start_tick", "jitter_s"):   # the rest drawn as for the wide range
         assert np.array_equal(getattr(wide, name), getattr(narrow, name)), name
+
+
+def test_lf_ccs_stale_min_rule_is_silent_on_a_steady_link_and_ends_the_rtt_steps_starvation():
+    """sim.run(stale_min=True) is lf_cc with stale_min set: on a steady link it never fires (the
+    run is the same as without it), after the path got three times longer the narrow network is
+    back at the link within the half episode where the windowed minimum alone starves it."""
+    from userspace.cc.adapter import CCAdapter
+    from userspace.cc.train import network_dir, network_policy
+
+    policy = network_policy(CCAdapter(str(network_dir("cc-narrow") / "cc.keras")).model.get_weights())
+    steady = sim.make_scenarios([dict(name="steady", mbps=40, rtt_ms=20, flows=2)], rtts=1500)
+    plain = sim.run(steady, policy, record=False).metrics
+    ruled = sim.run(steady, policy, record=False, stale_min=True).metrics
+    assert plain["utilisation"][0] == ruled["utilisation"][0]
+    assert plain["queue_delay_ms"][0] == ruled["queue_delay_ms"][0]
+
+    step = sim.make_scenarios([dict(name="step", mbps=40, rtt_ms=20, flows=2, step_at=0.5,
+                                    rtt_ms_after=60)], rtts=1500)
+    without = sim.run(step, policy, record=False, measure_from=0.5).metrics["utilisation"][0]
+    with_rule = sim.run(step, policy, record=False, measure_from=0.5, stale_min=True).metrics["utilisation"][0]
+    assert with_rule > 0.9 > 0.8 > without

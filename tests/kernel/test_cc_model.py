@@ -34,6 +34,9 @@ def lib(tmp_path_factory) -> ctypes.CDLL:
         "lf_cc_user_fallback_rate": (u64, [u64, u32, u32, u32]),
         "lf_cc_user_context_size": (ctypes.c_uint, []),
         "lf_cc_user_min_rtt_update": (None, [ctypes.POINTER(u32), ctypes.POINTER(u32), u32, u32]),
+        "lf_cc_user_stale_min_update": (ctypes.c_int, [ctypes.POINTER(ctypes.c_uint8), ctypes.POINTER(ctypes.c_int16),
+                                                        ctypes.POINTER(u32), ctypes.POINTER(u32), u32, u32,
+                                                        u32, u32, u32, u32]),
     }
     for name, (restype, argtypes) in signatures.items():
         getattr(lib, name).restype = restype
@@ -153,6 +156,83 @@ def test_latency_ratio_base_is_a_windowed_minimum(lib, minimum, stamp, mean, now
 
     got = F.min_rtt_update(minimum, stamp, mean, now)
     assert (int(got[0]), int(got[1])) == expected
+
+
+class StaleRule:
+    """One socket's lf_cc_stale_min_update, in C and in features.py side by side."""
+
+    def __init__(self, lib, minimum: int = 20_000):
+        self.lib, self.now = lib, 0
+        self.c = [ctypes.c_uint8(0), ctypes.c_int16(0), ctypes.c_uint32(minimum), ctypes.c_uint32(0)]
+        self.py = [0, 0, minimum, 0]
+
+    def mi(self, mean: int, sent: int, delivered: int, lost: int = 0, duration_us: int = 10_000) -> int:
+        """Feed one MI; returns the minimum afterwards (asserting C and Python agree)."""
+        import numpy as np
+
+        from userspace.cc import features as F
+
+        self.now += duration_us // 1000
+        fired = self.lib.lf_cc_user_stale_min_update(*(ctypes.byref(v) for v in self.c), mean, duration_us,
+                                                     sent, delivered, lost, self.now)
+        mi = np.zeros((), F.MI_DTYPE)
+        mi["duration_us"], mi["segs_sent"], mi["segs_delivered"], mi["segs_lost"] = duration_us, sent, delivered, lost
+        *state, py_fired = F.stale_min_update(*self.py, mean, mi, self.now)
+        self.py = [int(v) for v in state]
+        assert self.py == [v.value for v in self.c] and bool(py_fired) == bool(fired)
+        return self.py[2]
+
+
+def test_a_longer_path_replaces_the_minimum_once_the_flow_drained_its_share(lib):
+    rule = StaleRule(lib)
+    # 20 -> 60 ms; each 10-ms MI the flow gets back 100 segments and sends 90: its own share of a
+    # queue would be 40 ms x 100 segments / 10 ms = 400 segments, drained after 40 MIs
+    seen = [rule.mi(60_000, sent=90, delivered=100) for _ in range(40)]
+    assert seen[:39] == [20_000] * 39 and seen[39] == 60_000 and rule.py[:2] == [0, 0]
+    assert rule.mi(61_000, sent=100, delivered=100) == 60_000     # the new base: not inflated
+
+
+def test_even_a_drain_at_once_needs_ten_inflated_mis(lib):
+    rule = StaleRule(lib)
+    seen = [rule.mi(60_000, sent=0, delivered=100, duration_us=100_000) for _ in range(10)]
+    assert seen == [20_000] * 9 + [60_000]
+
+
+def test_a_queue_still_growing_keeps_the_minimum(lib):
+    rule = StaleRule(lib)
+    assert {rule.mi(60_000 + 1_000 * i, sent=120, delivered=100) for i in range(40)} == {20_000}
+
+
+def test_one_uninflated_mi_restarts_the_count(lib):
+    rule = StaleRule(lib)
+    for _ in range(9):
+        rule.mi(60_000, sent=0, delivered=100, duration_us=100_000)
+    assert rule.mi(29_999, sent=0, delivered=100) == 20_000 and rule.py[:2] == [0, 0]
+    assert rule.mi(60_000, sent=0, delivered=100) == 20_000 and rule.py[:2] == [1, 100]
+
+
+def test_the_drained_sum_saturates(lib):
+    rule = StaleRule(lib)
+    for _ in range(5):
+        rule.mi(60_000, sent=0, delivered=20_000, duration_us=1_000)
+    assert rule.py[1] == 32_767
+    rule = StaleRule(lib)
+    for _ in range(5):
+        rule.mi(60_000, sent=20_000, delivered=0, duration_us=1_000)
+    assert rule.py[1] == -32_767
+
+
+def test_the_stale_rule_matches_the_simulator_on_random_intervals(lib):
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        rule = StaleRule(lib, int(rng.integers(1, 100_000)))
+        for _ in range(40):
+            rule.mi(int(rng.integers(0, 200_000)), *(int(v) for v in rng.integers(0, 300, 3)),
+                    duration_us=int(rng.integers(1, 300_000)))
+
+
 
 
 def test_context_is_forty_bytes(lib):

@@ -58,6 +58,23 @@ def test_the_starting_network_is_data_and_checked():
     assert cc_plan.model_path("cc-narrow") != cc_plan.model_path()
 
 
+def test_lf_cc_parameters_reach_every_lf_cc_scheme_and_a_typo_is_refused():
+    from types import SimpleNamespace
+
+    adapt = registry.load("cc-adapt")
+    config = load_config(experiment_path("cc-adapt"), adapt.schema, "quick")
+    assert config["lf_cc"] == {"stale_min": True}
+    ctx = SimpleNamespace(config=config, state={"scheme_files": {"blob": "cc.blob"}})
+    for scheme in ("liteflow", "frozen", "user", "full"):
+        assert cc_plan.scheme_options(ctx, scheme)["lf_cc"] == {"stale_min": True}
+    assert cc_plan.scheme_options(ctx, "cubic") == {}
+    concurrency = registry.load("cc-concurrency")
+    plain = load_config(experiment_path("cc-concurrency"), concurrency.schema, "quick")
+    assert "lf_cc" not in cc_plan.scheme_options(SimpleNamespace(config=plain, state=ctx.state), "frozen")
+    with pytest.raises(ExperimentError, match="stale_mni"):
+        load_config(experiment_path("cc-adapt"), adapt.schema, "quick", {"lf_cc": {"stale_mni": True}})
+
+
 def test_phases_follow_the_changes():
     config = {"link": {"rate_mbit": 40.0, "rtt_ms": 20.0}, "duration_s": 100,
               "changes": [{"name": "rtt-up", "at_s": 70.0, "rtt_ms": 60.0},

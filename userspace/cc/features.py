@@ -42,6 +42,11 @@ CWND_BDPS = 2                # LF_CC_CWND_BDPS
 MIN_RTT_WIN_MS = 10_000      # LF_CC_MIN_RTT_WIN_MS
 CWND_MIN_SEGS = 4            # LF_CC_CWND_MIN_SEGS
 
+STALE_MIS = 10               # LF_CC_STALE_MIS
+STALE_NUM, STALE_DEN = 3, 2  # LF_CC_STALE_NUM / LF_CC_STALE_DEN
+STALE_MIS_MAX = 63           # LF_CC_STALE_MIS_MAX
+STALE_DRAINED_MAX = 32767    # LF_CC_STALE_DRAINED_MAX
+
 FALLBACK_UP_NUM, FALLBACK_UP_DEN = 21, 20
 FALLBACK_DOWN_NUM, FALLBACK_DOWN_DEN = 7, 10
 FALLBACK_RTT_NUM, FALLBACK_RTT_DEN = 5, 4
@@ -117,6 +122,26 @@ def min_rtt_update(min_us, stamp_ms, mean_rtt_us, now_ms) -> tuple[np.ndarray, n
     age = (now - stamp) & 0xFFFFFFFF
     take = (mean > 0) & ((min_us == 0) | (mean <= min_us) | (age > MIN_RTT_WIN_MS))
     return np.where(take, mean, min_us), np.where(take, now & 0xFFFFFFFF, stamp)
+
+
+def stale_min_update(mis, drained_segs, min_us, stamp_ms, mean_rtt_us, mi, now_ms) -> tuple:
+    """lf_cc_stale_min_update, after min_rtt_update: (mis, drained, minimum, stamp, fired).
+
+    While the MI mean RTT is at least 3/2 of the minimum, count the MIs and sum what the flow
+    took out of the network (delivered + lost - sent, saturating); after STALE_MIS of them, once
+    that sum covers the flow's own share of a queue ((mean - minimum) x its delivery rate), the
+    inflation is not its own queue and the mean becomes the minimum.
+    """
+    mis, drained = _s64(mis), _s64(drained_segs)
+    low, stamp, mean, now = _s64(min_us), _s64(stamp_ms), _s64(mean_rtt_us), _s64(now_ms)
+    sent, dlv = _s64(mi["segs_sent"]), _s64(mi["segs_delivered"])
+    lost, dur = _s64(mi["segs_lost"]), _s64(mi["duration_us"])
+    inflated = (low > 0) & (mean > 0) & (mean * STALE_DEN >= low * STALE_NUM)
+    drained = np.where(inflated, np.clip(drained + dlv + lost - sent, -STALE_DRAINED_MAX, STALE_DRAINED_MAX), 0)
+    mis = np.where(inflated, np.minimum(mis + 1, STALE_MIS_MAX), 0)
+    fired = inflated & (mis >= STALE_MIS) & (drained > 0) & (drained * dur >= (mean - low) * dlv)
+    return (np.where(fired, 0, mis), np.where(fired, 0, drained), np.where(fired, mean, low),
+            np.where(fired, now & 0xFFFFFFFF, stamp), fired)
 
 
 def q_latency_ratio(mean_rtt_us, min_mean_rtt_us) -> np.ndarray:

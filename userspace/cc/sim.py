@@ -137,6 +137,8 @@ def sample_scenarios(rng: np.random.Generator, count: int, rtts: int = 120,
         queue = _queue_cap(np.ceil(bw * rtt / MSS * rng.uniform(*links["queue_bdp"], count)), bw, rtt)
         change_tick[:] = NEVER
         bw_after, rtt_after = bw.copy(), rtt.copy()
+        if "loss" in links:
+            loss[:] = links["loss"]
     return Scenarios(bw, rtt, queue, loss, flows, start, change_tick, bw_after, rtt_after, ticks,
                      [f"random{i}" for i in range(count)], jitter, int(rng.integers(2**31)))
 
@@ -181,7 +183,8 @@ class Rollout:
 
 
 def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: float = 0.2,
-        trace_episode: int | None = None, initial_rate_Bps: float | None = None) -> Rollout:
+        trace_episode: int | None = None, initial_rate_Bps: float | None = None,
+        stale_min: bool = False) -> Rollout:
     """Run every episode of `scen` under `policy`; deterministic given its inputs.
 
     Metrics are measured from `measure_from` of the episode on (after the start-up ramp):
@@ -189,6 +192,7 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
     samples to the base RTT, loss rate and Jain's fairness over flows active the whole window.
     With `trace_episode`, metrics["trace"] holds that episode's per-tick rates and queue.
     `initial_rate_Bps` overrides the kernel's initial rate (tests pin a flow's rate with it).
+    `stale_min` runs lf_cc with its stale_min parameter set (lf_cc_stale_min_update).
     """
     E = len(scen)
     Fn = scen.start_tick.shape[1]
@@ -210,6 +214,8 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
     srtt_us = np.zeros((E, Fn))
     min_mean_rtt = np.zeros((E, Fn), np.int64)
     min_stamp_ms = np.zeros((E, Fn), np.int64)
+    stale_mis = np.zeros((E, Fn), np.int64)
+    stale_drained = np.zeros((E, Fn), np.int64)
     hist = np.zeros((E, Fn, F.INPUTS), np.int8)
     mi_start = np.zeros((E, Fn), np.int64)
     mi_ticks = np.ones((E, Fn), np.int64)
@@ -329,6 +335,10 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
         mean = F.mean_rtt_us(mi).astype(np.int64)
         now_ms = np.rint((t + 1) * dt_us[ei] / 1000).astype(np.int64)
         new_min, new_stamp = F.min_rtt_update(min_mean_rtt[ei, fi], min_stamp_ms[ei, fi], mean, now_ms)
+        if stale_min:
+            mis, drained, new_min, new_stamp, _ = F.stale_min_update(
+                stale_mis[ei, fi], stale_drained[ei, fi], new_min, new_stamp, mean, mi, now_ms)
+            stale_mis[ei, fi], stale_drained[ei, fi] = mis, drained
         min_mean_rtt[ei, fi] = new_min
         min_stamp_ms[ei, fi] = new_stamp
         li, lr, sr = F.mi_features(mi, new_min)

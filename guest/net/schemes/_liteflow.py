@@ -22,21 +22,31 @@ from guest.tools import DriverAbort, loaded_modules, sh, unload_modules
 CONGESTION_CONTROL = "liteflow"
 APP = "cc"
 MODULES = ("liteflow", "lf_cc")
-STATS = Path("/sys/module/lf_cc/parameters/stats")
+PARAMS = Path("/sys/module/lf_cc/parameters")
+STATS = PARAMS / "stats"
+# lf_cc's module parameters an experiment may set (its data file's [lf_cc] table), with the value
+# every other experiment runs with: each is written at every load, so none outlives its scheme
+LF_CC_PARAMS = {"stale_min": False}
 SERVICE_STOP_S = 30
 # The slow path is background work: on the guest's two vCPUs it would otherwise take turns with
 # the very datapath it tunes (TensorFlow's training steps against the flows' packet processing).
 SERVICE_NICE = 19
 
 
-def load_modules(work: Path) -> None:
-    """insmod the core and lf_cc from the plan's folder (each only if not loaded already)."""
+def load_modules(work: Path, params: dict | None = None) -> None:
+    """insmod the core and lf_cc from the plan's folder (each only if not loaded already), and set
+    lf_cc's experiment parameters (`params` over LF_CC_PARAMS)."""
     present = loaded_modules()
     for name in MODULES:
         if name not in present:
             sh("insmod", str(work / f"{name}.ko"))
     if CONGESTION_CONTROL not in Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split():
         raise DriverAbort("lf_cc is loaded but 'liteflow' is not an available congestion control")
+    unknown = set(params or {}) - set(LF_CC_PARAMS)
+    if unknown:
+        raise DriverAbort(f"unknown lf_cc parameters: {sorted(unknown)}")
+    for name, value in {**LF_CC_PARAMS, **(params or {})}.items():
+        (PARAMS / name).write_text(f"{int(value) if isinstance(value, bool) else value}\n")
 
 
 def install_snapshot(work: Path, options: dict, app: str = APP) -> dict:

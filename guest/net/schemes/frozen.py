@@ -21,7 +21,7 @@ class Frozen(Scheme):
         return lf.CONGESTION_CONTROL
 
     def setup(self, network, plan: dict) -> None:
-        lf.load_modules(plan["work"])
+        lf.load_modules(plan["work"], plan["options"].get("lf_cc"))
         self.setup_info = lf.install_snapshot(plan["work"], plan["options"])
 
     def results(self) -> dict:

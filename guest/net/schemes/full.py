@@ -32,7 +32,7 @@ class Full(Scheme):
 
     def setup(self, network, plan: dict) -> None:
         work, options = plan["work"], plan["options"]
-        lf.load_modules(work)
+        lf.load_modules(work, options.get("lf_cc"))
         self.setup_info = lf.install_snapshot(work, options, app=APP)
         weights = (work / options["full_weights"]).read_bytes()
         try:

@@ -29,7 +29,7 @@ class LiteFlow(Scheme):
 
     def setup(self, network, plan: dict) -> None:
         work, options = plan["work"], plan["options"]
-        lf.load_modules(work)
+        lf.load_modules(work, options.get("lf_cc"))
         self.setup_info = lf.install_snapshot(work, options)
         self.service = lf.Service(work, options)
         self.setup_info["service_startup_s"] = self.service.start()

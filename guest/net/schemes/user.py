@@ -19,13 +19,12 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 from guest.agent import build_agent, start_agent, stop_agent
 from guest.net.schemes import Scheme
 from guest.net.schemes import _liteflow as lf
 
-PARAMS = Path("/sys/module/lf_cc/parameters")
+PARAMS = lf.PARAMS
 PAUSE_S = 1.0     # pause_agent: ten times lf_cc's default answer timeout (100 ms)
 
 
@@ -45,7 +44,7 @@ class User(Scheme):
 
     def setup(self, network, plan: dict) -> None:
         work, options = plan["work"], plan["options"]
-        lf.load_modules(work)
+        lf.load_modules(work, options.get("lf_cc"))
         interval_us = int(options.get("interval_us", 0))
         (PARAMS / "user_interval_us").write_text(f"{interval_us}\n")
         (PARAMS / "user_timeout_ms").write_text(f"{int(options.get('timeout_ms', 100))}\n")
