@@ -75,3 +75,13 @@ def test_fine_tuning_at_the_services_rate_drifts_even_with_the_oracle_as_teacher
     frozen, oracle = out["frozen"], out["oracle teacher, lr 0.0001"]
     assert max(frozen) < 2.0
     assert oracle[-1] > 3 * frozen[-1] and oracle[-1] > oracle[0]
+
+
+def test_with_stale_min_the_rtt_step_no_longer_starves_the_frozen_network():
+    """docs/cc.md's finding: cc-adapt's RTT step starved kernel-frozen for as long as lf_cc's
+    10-s minimum held the old base; with stale_min it is back at the link within the 10 s."""
+    start = str(network_dir("cc-narrow") / "cc.keras")
+    out = online.rtt_step_study(lambda: CCAdapter(start), change_times_s=(30.0,), after_s=12.0)
+    (settle_plain, _), = out["minimum as in lf_cc"]["frozen"]
+    (settle_rule, _), = out["stale-minimum rule"]["frozen"]
+    assert settle_plain[0] < 0.5 < 0.9 < settle_rule[0]

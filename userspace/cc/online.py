@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"network": args.network, "teacher_agreement": teacher_agreement(weights),
                       "teacher_ablation": teacher_ablation(weights)}))
     print(json.dumps({"network": args.network, "drift_queue_delay_ms": drift(start, CCAdapter)}))
+    print(json.dumps({"network": args.network, "rtt_step_study": rtt_step_study(lambda: CCAdapter(start))}))
     for spec in CHANGES:
         out = compare(spec, lambda: CCAdapter(start), seconds=args.seconds, change_s=args.change_at,
                       settle_s=args.settle)
