@@ -137,8 +137,6 @@ def sample_scenarios(rng: np.random.Generator, count: int, rtts: int = 120,
         queue = _queue_cap(np.ceil(bw * rtt / MSS * rng.uniform(*links["queue_bdp"], count)), bw, rtt)
         change_tick[:] = NEVER
         bw_after, rtt_after = bw.copy(), rtt.copy()
-        if "loss" in links:
-            loss[:] = links["loss"]
     return Scenarios(bw, rtt, queue, loss, flows, start, change_tick, bw_after, rtt_after, ticks,
                      [f"random{i}" for i in range(count)], jitter, int(rng.integers(2**31)))
 
