@@ -5,8 +5,9 @@ snapshot, snapshots of the wrong sizes (EINVAL) and quantization (EPROTO) refuse
 deciding with the committed snapshot, sampled decisions arriving with their context, and lf_cc
 refusing to leave while a socket uses it. `test_liteflow_keeps_its_snapshot_when_the_service_dies`
 runs the experiment cc-adapt (quick, LiteFlow alone) with the slow-path service SIGKILLed in the
-middle of the traffic: the flows go on, the network keeps deciding, and the kernel keeps the
-last snapshot it had.
+middle of the traffic: the flows go on, the network keeps deciding, the kernel keeps the last
+snapshot it had, and lf_cc's stale_min (which cc-adapt sets) lets go of the old minimum RTT at
+the RTT step.
 """
 
 import os
@@ -84,5 +85,7 @@ def test_liteflow_keeps_its_snapshot_when_the_service_dies(tmp_path, monkeypatch
     # and the network went on deciding: no fallback, no failed query, flows at a real rate
     assert results["lf_cc"]["fallback_error"] == 0 and results["lf_cc"]["fallback_no_snapshot"] == 0
     assert results["core"]["errors"] == 0
+    # cc-adapt sets lf_cc's stale_min: at the RTT step the kernel let go of the old base
+    assert results["lf_cc"]["stale_min_resets"] > 0, results["lf_cc"]
     after_kill = [p["mbit"] for p in raw["aggregate"]["series"] if p["t_s"] > fault["applied_at_s"] + 1]
     assert after_kill and statistics.median(after_kill) > 1.0, after_kill
