@@ -149,6 +149,7 @@ enum lf_cc_flags {
 	LF_CC_USER_DECIDED	= 1 << 1,	/* liteflow_user: an agent's answer set the rate */
 };
 #define LF_CC_FLAG_BITS		2
+#define LF_CC_STALE_MIS_BITS	6	/* holds LF_CC_STALE_MIS_MAX */
 
 /* Per-socket state, in the congestion-control private area (88 bytes on 4.15). */
 struct lf_cc {
@@ -171,7 +172,7 @@ struct lf_cc {
 	u32 min_mean_rtt_us;		/* over the last LF_CC_MIN_RTT_WIN_MS; 0 = none yet */
 	u32 min_stamp_ms;		/* when that minimum was taken */
 	u8 flags:LF_CC_FLAG_BITS;	/* enum lf_cc_flags */
-	u8 stale_mis:6;			/* struct lf_cc_stale (<= LF_CC_STALE_MIS_MAX) */
+	u8 stale_mis:LF_CC_STALE_MIS_BITS;	/* struct lf_cc_stale */
 	s8 action;			/* the current MI's decision, output units */
 	s8 history[LF_CC_INPUTS];	/* encoded features, oldest MI first */
 	u32 user_posted_us;		/* liteflow_user: the last post (tcp_mstamp) */
@@ -302,7 +303,7 @@ static void lf_cc_init(struct sock *sk)
 
 	LF_CA_PRIV_ASSERT(struct lf_cc);
 	BUILD_BUG_ON(LF_CC_USER_DECIDED >= 1 << LF_CC_FLAG_BITS);
-	BUILD_BUG_ON(LF_CC_STALE_MIS_MAX >= 1 << 6);
+	BUILD_BUG_ON(LF_CC_STALE_MIS_MAX >= 1 << LF_CC_STALE_MIS_BITS);
 	memset(ca, 0, sizeof(*ca));
 	lf_cc_set_rate(sk, ca, lf_cc_initial_rate_Bps(tcp_sk(sk)));
 	/* Pace in TCP itself when no fq qdisc does (as tcp_bbr.c). */

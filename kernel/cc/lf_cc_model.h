@@ -201,7 +201,7 @@ static inline void lf_cc_min_rtt_update(u32 *min_us, u32 *stamp_ms,
 #define LF_CC_STALE_MIS		10
 #define LF_CC_STALE_NUM		3
 #define LF_CC_STALE_DEN		2
-#define LF_CC_STALE_MIS_MAX	63	/* a 6-bit field in lf_cc's state */
+#define LF_CC_STALE_MIS_MAX	63	/* lf_cc keeps the count in 6 bits */
 #define LF_CC_STALE_DRAINED_MAX	32767	/* an s16 */
 
 struct lf_cc_stale {

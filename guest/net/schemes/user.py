@@ -24,7 +24,6 @@ from guest.agent import build_agent, start_agent, stop_agent
 from guest.net.schemes import Scheme
 from guest.net.schemes import _liteflow as lf
 
-PARAMS = lf.PARAMS
 PAUSE_S = 1.0     # pause_agent: ten times lf_cc's default answer timeout (100 ms)
 
 
@@ -46,8 +45,8 @@ class User(Scheme):
         work, options = plan["work"], plan["options"]
         lf.load_modules(work, options.get("lf_cc"))
         interval_us = int(options.get("interval_us", 0))
-        (PARAMS / "user_interval_us").write_text(f"{interval_us}\n")
-        (PARAMS / "user_timeout_ms").write_text(f"{int(options.get('timeout_ms', 100))}\n")
+        (lf.PARAMS / "user_interval_us").write_text(f"{interval_us}\n")
+        (lf.PARAMS / "user_timeout_ms").write_text(f"{int(options.get('timeout_ms', 100))}\n")
         app = lf.app_id()
         served = work / "agent.blob"          # the file the slow path rewrites; the plan's stays
         served.write_bytes((work / options["blob"]).read_bytes())
