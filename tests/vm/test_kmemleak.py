@@ -4,7 +4,11 @@ The stress on the debug kernel (`invoke stress --kernel debian-6.1-debug`) passe
 leaked" when `guest.tools.kmemleak_suspects` returns nothing after 10,000 swaps. That helper has
 only ever returned nothing, which a broken scan (a wrong path, a report read before the scan
 ended, a parser that never matches) would do too. Here a fixture module (fixtures/lf_leak) drops
-the only pointer to an object it allocated, and the same helper must name it.
+the only pointers to the objects it allocated, and the same helper must name them.
+
+kmemleak has false negatives by design (a stale copy of a pointer on a stack it scans keeps the
+object "referenced"), so the fixture leaks LF_LEAK_OBJECTS objects at one call depth and the test
+asks for most of them, not all: a scan that is broken reports none.
 
 Like the 4.15 tests, this runs only where the debug kernel is already built (about 11 minutes on
 2 cores, and its source is a Debian package fetched by apt): CI skips it and says so; a maintainer
@@ -21,6 +25,8 @@ import pytest
 KERNEL = "debian-6.1-debug"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "lf_leak"
 KMEMLEAK_MIN_AGE_S = 5      # kmemleak reports no object younger than this (MSECS_MIN_AGE)
+LF_LEAK_OBJECTS = 8         # the fixture's LF_LEAK_OBJECTS
+LF_LEAK_BYTES = 512         # the fixture's LF_LEAK_BYTES: these objects, not a neighbour's
 SUSPECTS_SCRIPT = ("import json; from guest.tools import kmemleak_available, kmemleak_suspects; "
                    "print(json.dumps({'available': kmemleak_available(), 'suspects': kmemleak_suspects()}))")
 
@@ -55,5 +61,5 @@ def test_kmemleak_names_a_module_that_leaks(tmp_path, cached_kernel):
     assert before["available"] and after["available"], "the debug kernel has no /sys/kernel/debug/kmemleak"
     assert not [s for s in before["suspects"] if "lf_leak" in s]
     leaks = [s for s in after["suspects"] if "lf_leak" in s]
-    assert len(leaks) == 1, after["suspects"][:3]
-    assert "size 512" in leaks[0]          # the fixture's LF_LEAK_BYTES: this object, not a neighbour's
+    assert LF_LEAK_OBJECTS // 2 <= len(leaks) <= LF_LEAK_OBJECTS, after["suspects"][:3]
+    assert all(f"size {LF_LEAK_BYTES}" in leak for leak in leaks), leaks[0]
