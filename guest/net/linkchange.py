@@ -1,4 +1,5 @@
-"""Link changes at planned times during the traffic (rate, delay, queue, loss of a named link).
+"""Link changes at planned times during the traffic (rate, delay, queue, loss, reverse jitter of a
+named link).
 
 A change is validated up front (before any network is built) and applied with `tc ... change` on
 every shaped end of the link (guest.net.shaping), so queued packets survive it. Each application
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from guest.net.shaping import check_keys, validate_shape_values
+from guest.net.shaping import SHAPE_KEYS, check_jitter, check_keys, validate_shape_values, with_changes
 from guest.net.spec import Blueprint
 from guest.net.topology import Network, log
 from guest.tools import DriverAbort
@@ -24,14 +25,16 @@ class LinkChange:
 
 
 def parse_link_changes(data: object, blueprint: Blueprint) -> list[LinkChange]:
-    """Validated changes, sorted by time; a ValueError names the bad key or the unknown link."""
+    """Validated changes, sorted by time; a ValueError names the bad key or the unknown link, or
+    the change that would leave a link jittering by more than its delay (checked on the links as
+    the schedule leaves them, so nothing fails once the traffic runs)."""
     if not isinstance(data, list):
         raise ValueError("link_changes: expected a list of tables")
     changes = []
     names = [link.name for link in blueprint.links]
     for i, item in enumerate(data):
         where = f"link_changes[{i}]"
-        check_keys(where, item, ("at_s", "link", "rate_mbit", "delay_ms", "queue_packets", "loss_pct"))
+        check_keys(where, item, ("at_s", "link", *SHAPE_KEYS))
         at = item.get("at_s")
         if isinstance(at, bool) or not isinstance(at, (int, float)) or at < 0:
             raise ValueError(f"{where}.at_s: expected a time >= 0 in seconds, got {at!r}")
@@ -39,9 +42,14 @@ def parse_link_changes(data: object, blueprint: Blueprint) -> list[LinkChange]:
             raise ValueError(f"{where}.link: {item.get('link')!r} is not a link (links: {', '.join(names)})")
         values = validate_shape_values(where, item)
         if not values:
-            raise ValueError(f"{where}: changes nothing (give rate_mbit, delay_ms, queue_packets or loss_pct)")
+            raise ValueError(f"{where}: changes nothing (give {', '.join(SHAPE_KEYS)})")
         changes.append(LinkChange(float(at), item["link"], values))
-    return sorted(changes, key=lambda change: change.at_s)
+    changes.sort(key=lambda change: change.at_s)
+    shapes = {link.name: link.shape for link in blueprint.links}
+    for change in changes:
+        where = f"link_changes (at {change.at_s:g} s, link {change.link})"
+        shapes[change.link] = check_jitter(where, with_changes(shapes[change.link], change.changes))
+    return changes
 
 
 def scheduled(network: Network, changes: list[LinkChange],

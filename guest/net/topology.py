@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from guest.net.shaping import Shape, change_commands, setup_commands
+from guest.net.shaping import Shape, change_commands, check_jitter, setup_commands
 from guest.net.spec import Blueprint, LinkPlan, parse_topology
 from guest.tools import DriverAbort
 
@@ -88,10 +88,10 @@ class Network:
         returns the commands run."""
         link = self.blueprint.link(name)
         old = self.shapes[name]
-        new = Shape(**{**old.__dict__, **changes})
+        new = check_jitter(f"link {name}", Shape(**{**old.__dict__, **changes}))
         ran = []
         for node, scale in _shaped_ends(link):
-            for argv in change_commands(self.interface(name, node), old, new, scale):
+            for argv in change_commands(self.interface(name, node), old, new, scale, reverse=node == link.b):
                 self.run(node, *argv)
                 ran.append(" ".join(argv))
         self.shapes[name] = new
@@ -192,7 +192,7 @@ def _configure(built: Network) -> None:
             if node in bp.routers:
                 built.run(node, "sysctl", "-qw", f"net.ipv4.conf.{dev}.rp_filter=0")
         for node, scale in _shaped_ends(link):
-            for argv in setup_commands(built.interface(link.name, node), link.shape, scale):
+            for argv in setup_commands(built.interface(link.name, node), link.shape, scale, reverse=node == link.b):
                 built.run(node, *argv)
     for node, routes in bp.routes.items():
         for route in routes:

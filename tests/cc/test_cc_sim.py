@@ -137,6 +137,25 @@ def test_rtt_noise_shows_in_the_samples_not_in_the_queue():
     assert np.any(ro.obs[-50:, -3] != 0)            # the noise reaches the latency inflation feature
 
 
+def test_rtt_noise_can_start_at_the_change():
+    """cc-adapt's ACK-jitter step: the MIs' mean RTTs scatter only after it, and a scenario that
+    does not say jitter_ms_after is the very run it was before the option existed."""
+    spec = dict(name="link", mbps=20, rtt_ms=20, jitter_ms=0.0, step_at=0.5)
+    fixed = sim.fixed_rate_policy(0)
+    calm = sim.run(sim.make_scenarios([spec], rtts=200), fixed, initial_rate_Bps=0.5 * 20e6 / 8)
+    jumpy = sim.run(sim.make_scenarios([dict(spec, jitter_ms_after=6.0)], rtts=200), fixed,
+                    initial_rate_Bps=0.5 * 20e6 / 8)
+    mean_rtt = lambda ro: ro.context["mean_rtt_us"][5:].astype(float)  # noqa: E731 - past the first RTT
+    half = len(jumpy.context) // 2
+    assert np.std(mean_rtt(calm)) < 1.0 and np.std(mean_rtt(jumpy)[:half - 10]) < 1.0
+    assert np.std(mean_rtt(jumpy)[half:]) > 500.0
+    again = sim.run(sim.make_scenarios([dict(spec, jitter_ms=2.0)], rtts=60), fixed, initial_rate_Bps=1e6)
+    assert sim.make_scenarios([dict(spec, jitter_ms=2.0)], rtts=60).jitter_after_s[0] == 0.002
+    np.testing.assert_array_equal(again.obs, sim.run(sim.make_scenarios([dict(spec, jitter_ms=2.0,
+                                                                              jitter_ms_after=2.0)], rtts=60),
+                                                     fixed, initial_rate_Bps=1e6).obs)
+
+
 def test_narrow_links_stay_in_their_ranges_and_never_change():
     links = {"mbps": (30.0, 50.0), "rtt_ms": (15.0, 25.0), "queue_bdp": (0.8, 1.2)}
     wide = sim.sample_scenarios(np.random.default_rng(5), 64, rtts=30)

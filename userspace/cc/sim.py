@@ -86,6 +86,7 @@ class Scenarios:
     names: list[str] = field(default_factory=list)
     jitter_s: np.ndarray | None = None   # [E] RTT measurement noise scale (None: none)
     noise_seed: int = 0
+    jitter_after_s: np.ndarray | None = None   # [E] the noise scale after the change (None: as before)
 
     def __len__(self) -> int:
         return len(self.bandwidth_Bps)
@@ -144,7 +145,7 @@ def sample_scenarios(rng: np.random.Generator, count: int, rtts: int = 120,
 def make_scenarios(specs: list[dict], rtts: int = 120) -> Scenarios:
     """Named, fixed episodes: each spec has name, mbps, rtt_ms, and optionally queue_bdp (default
     1), loss, flows, stagger (fraction of the episode over which flows 2.. start), and a step:
-    step_at (fraction of the episode), mbps_after, rtt_ms_after."""
+    step_at (fraction of the episode), mbps_after, rtt_ms_after, jitter_ms_after (RTT noise)."""
     n = len(specs)
     ticks = rtts * TICKS_PER_RTT
     get = lambda key, default: np.array([s.get(key, default) for s in specs], np.float64)  # noqa: E731
@@ -162,8 +163,10 @@ def make_scenarios(specs: list[dict], rtts: int = 120) -> Scenarios:
     change = np.where(np.isnan(at), NEVER, np.nan_to_num(at) * ticks).astype(np.int64)
     bw_after = np.where(np.isnan(get("mbps_after", np.nan)), bw, get("mbps_after", 0) * 1e6 / 8)
     rtt_after = np.where(np.isnan(get("rtt_ms_after", np.nan)), rtt, get("rtt_ms_after", 0) / 1e3)
+    jitter = get("jitter_ms", EVAL_JITTER_MS) / 1e3
+    jitter_after = np.where(np.isnan(get("jitter_ms_after", np.nan)), jitter, get("jitter_ms_after", 0) / 1e3)
     return Scenarios(bw, rtt, queue, get("loss", 0.0), flows, start, change, bw_after, rtt_after,
-                     ticks, [s["name"] for s in specs], get("jitter_ms", EVAL_JITTER_MS) / 1e3, 1)
+                     ticks, [s["name"] for s in specs], jitter, 1, jitter_after)
 
 
 @dataclass
@@ -234,12 +237,15 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
 
     rec: dict[str, list] = {k: [] for k in ("obs", "act", "mi", "ctx", "ep", "fl", *TRUTH_FIELDS)}
     noise = np.random.default_rng(scen.noise_seed)
-    jitter_us = (scen.jitter_s if scen.jitter_s is not None else np.zeros(E)) * 1e6
+    jitter_before_us = (scen.jitter_s if scen.jitter_s is not None else np.zeros(E)) * 1e6
+    jitter_after_us = jitter_before_us if scen.jitter_after_s is None else scen.jitter_after_s * 1e6
+    noisy = bool(jitter_before_us.any() or jitter_after_us.any())
 
     for t in range(T):
         changed = t >= scen.change_tick
         C = np.where(changed, scen.bandwidth_after_Bps, scen.bandwidth_Bps)   # [E] bytes/s
         base = np.where(changed, scen.base_rtt_after_s, scen.base_rtt_s)       # [E] s
+        jitter_us = np.where(changed, jitter_after_us, jitter_before_us)       # [E] us
 
         starting = (scen.start_tick == t)
         if starting.any():
@@ -291,7 +297,7 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
         cum["win_dlv"] += acked
         cum["lost"] += lost
         cnt = acked / MSS
-        if jitter_us.any():
+        if noisy:
             late_us = np.abs(noise.standard_normal((E, Fn))) * jitter_us[:, None]
             late_us += (noise.random((E, Fn)) < SPIKE_PROB) * noise.uniform(0, SPIKE_MS * 1e3, (E, Fn)) \
                 * (jitter_us[:, None] > 0)
