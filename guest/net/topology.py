@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from guest.net.shaping import Shape, change_commands, check_jitter, setup_commands
+from guest.net.shaping import Shape, change_commands, setup_commands
 from guest.net.spec import Blueprint, LinkPlan, parse_topology
 from guest.tools import DriverAbort
 
@@ -84,11 +84,11 @@ class Network:
     # -- links -------------------------------------------------------------------------------
 
     def change_link(self, name: str, changes: dict) -> list[str]:
-        """Change a link's rate/delay/queue/loss in place (tc ... change on each shaped end);
+        """Change a link's rate/delay/queue/loss/reverse slots in place (tc ... change on each shaped end);
         returns the commands run."""
         link = self.blueprint.link(name)
         old = self.shapes[name]
-        new = check_jitter(f"link {name}", Shape(**{**old.__dict__, **changes}))
+        new = Shape(**{**old.__dict__, **changes})
         ran = []
         for node, scale in _shaped_ends(link):
             for argv in change_commands(self.interface(name, node), old, new, scale, reverse=node == link.b):

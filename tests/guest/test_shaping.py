@@ -2,7 +2,7 @@
 
 import pytest
 
-from guest.net.shaping import BURST_MS, NETEM_LIMIT, Shape, change_commands, check_jitter, parse_shape, setup_commands
+from guest.net.shaping import BURST_MS, NETEM_LIMIT, Shape, change_commands, parse_shape, setup_commands
 
 SHAPE = Shape(rate_mbit=50, delay_ms=10, queue_packets=84, loss_pct=0.5)
 
@@ -51,22 +51,21 @@ def test_bdp_in_full_frames():
     assert round(Shape(50).bdp_packets(20), 1) == 83.3
 
 
-def test_reverse_jitter_shapes_only_the_reverse_direction():
-    jittery = Shape(rate_mbit=40, delay_ms=10, queue_packets=67, reverse_jitter_ms=6)
-    forward, reverse = setup_commands("r1-eth2", jittery)[0], setup_commands("r2-eth1", jittery, reverse=True)[0]
-    assert forward[forward.index("delay"):forward.index("loss")] == ["delay", "10ms"]
-    assert reverse[reverse.index("delay"):reverse.index("loss")] == ["delay", "10ms", "6ms"]
-    calm = Shape(rate_mbit=40, delay_ms=10, queue_packets=67)
-    assert change_commands("r1-eth2", calm, jittery) == []
-    (on,) = change_commands("r2-eth1", calm, jittery, reverse=True)
-    (off,) = change_commands("r2-eth1", jittery, calm, reverse=True)
-    assert "6ms" in on and off[off.index("delay"):off.index("loss")] == ["delay", "10ms"]
+def test_reverse_slots_shape_only_the_reverse_direction_and_a_change_can_turn_them_off():
+    slotted = Shape(rate_mbit=40, delay_ms=30, queue_packets=67, reverse_slot_ms=30)
+    forward, reverse = setup_commands("r1-eth2", slotted)[0], setup_commands("r2-eth1", slotted, reverse=True)[0]
+    assert "slot" not in forward
+    assert reverse[-3:] == ["slot", "0ms", "30ms"]
+    assert "slot" not in setup_commands("r2-eth1", SHAPE, reverse=True)[0]   # what a kernel without slots sees
+    plain = Shape(rate_mbit=40, delay_ms=30, queue_packets=67)
+    assert change_commands("r1-eth2", plain, slotted) == []
+    (on,) = change_commands("r2-eth1", plain, slotted, reverse=True)
+    (off,) = change_commands("r2-eth1", slotted, plain, reverse=True)
+    assert on[-3:] == ["slot", "0ms", "30ms"] and off[-3:] == ["slot", "0ms", "0ms"]
+    (longer,) = change_commands("r2-eth1", slotted, Shape(40, 45, 67, reverse_slot_ms=30), reverse=True)
+    assert "45ms" in longer and longer[-3:] == ["slot", "0ms", "30ms"]   # a delay change keeps the slots
 
 
-def test_jitter_beyond_the_delay_is_refused():
-    with pytest.raises(ValueError, match=r"topology.bottleneck.reverse_jitter_ms: 11 ms is more than"):
-        parse_shape("topology.bottleneck", {"rate_mbit": 40, "delay_ms": 10, "queue_packets": 67,
-                                            "reverse_jitter_ms": 11})
-    with pytest.raises(ValueError, match="reverse_jitter_ms"):
-        parse_shape("topology.bottleneck", {"rate_mbit": 40, "queue_packets": 67, "reverse_jitter_ms": -1})
-    assert check_jitter("x", Shape(40, 10, 67, reverse_jitter_ms=10)).reverse_jitter_ms == 10
+def test_a_bad_slot_gap_is_refused():
+    with pytest.raises(ValueError, match="topology.bottleneck.reverse_slot_ms"):
+        parse_shape("topology.bottleneck", {"rate_mbit": 40, "queue_packets": 67, "reverse_slot_ms": -1})

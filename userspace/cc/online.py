@@ -247,9 +247,12 @@ def _agreement(online: np.ndarray, oracle: np.ndarray) -> dict:
 
 
 #: The link changes cc-adapt makes, one at a time (the simulator steps a link once per episode).
+#: The simulator's RTT noise is |N(0, jitter)| per sample; at 18 ms its spread (11 ms) is about that
+#: of cc-adapt's uniform ±18 ms on the ACK path (10 ms).
 CHANGES = (
     dict(name="bandwidth 40 -> 10 Mbit/s", mbps=40, rtt_ms=20, flows=2, mbps_after=10),
     dict(name="RTT 20 -> 60 ms", mbps=40, rtt_ms=20, flows=2, rtt_ms_after=60),
+    dict(name="RTT noise 1 -> 18 ms at 60 ms", mbps=40, rtt_ms=60, flows=2, jitter_ms_after=18),
 )
 
 
