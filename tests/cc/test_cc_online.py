@@ -32,6 +32,28 @@ def test_the_loop_labels_each_flows_previous_decision_on_the_services_schedule()
     assert loop.prev.keys() == {(0, 0)}
 
 
+def test_a_loop_that_starts_late_stays_frozen_until_then():
+    adapter = CCAdapter(str(network_dir("cc-narrow") / "cc.keras"))
+    loop = online.OnlineLoop(adapter, round_s=2.0, min_round_samples=16, start_s=5.0)
+    scen = sim.make_scenarios([dict(name="1 flow", mbps=20, rtt_ms=20)], rtts=400)   # 8 s
+    sim.run(scen, loop, record=False)
+    assert len(loop.updates_s) == 1 and loop.updates_s[0] >= 7.0
+    assert adapter.samples < 8.0 / 0.01 / 4        # only what came after 5 s, every 4th decision
+
+
+def test_the_bursty_ack_paths_win_is_learnt_before_it():
+    """cc-adapt's last change in the simulator: RTT noise the narrow network never saw makes it
+    brake, the copy the slow path adapted all along keeps the link, and a copy adapting only from
+    the change on does not (docs/cc.md, "A bursty ACK path")."""
+    start = str(network_dir("cc-narrow") / "cc.keras")
+    spec = online.CHANGES[-1]
+    along = online.compare(spec, lambda: CCAdapter(start), seconds=60.0, change_s=30.0)
+    late = online.compare(spec, lambda: CCAdapter(start), seconds=60.0, change_s=30.0, start_s=30.0)
+    assert along["frozen"][-1]["utilisation"] < 0.5 < 0.9 < along["adapting"][-1]["utilisation"]
+    assert along["adapting"][0]["queue_delay_ms"] > 1.5 * along["frozen"][0]["queue_delay_ms"]   # the drift
+    assert late["adapting"][-1]["utilisation"] < 0.5
+
+
 def test_adapting_recovers_the_narrow_network_after_an_rtt_step():
     """cc-narrow never saw a base RTT three times its minimum and starves after the step; the
     online teacher's samples bring the adapting copy back to the link (the premise of cc-adapt)."""
