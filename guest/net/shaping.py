@@ -161,9 +161,8 @@ def change_commands(dev: str, old: Shape, new: Shape, delay_scale: int = 1,
     """tc commands that move a tree built by setup_commands from `old` to `new` in place; only
     the qdiscs whose parameters differ are touched."""
     commands = []
-    slots_changed = reverse and old.reverse_slot_ms != new.reverse_slot_ms
-    if (old.delay_ms, old.loss_pct) != (new.delay_ms, new.loss_pct) or slots_changed:
-        slots = slots_changed or (reverse and new.reverse_slot_ms > 0)
+    slots = reverse and max(old.reverse_slot_ms, new.reverse_slot_ms) > 0
+    if _netem_args(old, delay_scale, slots) != _netem_args(new, delay_scale, slots):
         commands.append(["tc", "qdisc", "change", "dev", dev, "root", "handle", NETEM_HANDLE,
                          *_netem_args(new, delay_scale, slots)])
     if old.rate_mbit != new.rate_mbit:

@@ -18,6 +18,7 @@ runs `invoke smoke --kernel debian-6.1-debug` once (it builds the kernel and its
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,16 @@ import pytest
 KERNEL = "debian-6.1-debug"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "lf_leak"
 KMEMLEAK_MIN_AGE_S = 5      # kmemleak reports no object younger than this (MSECS_MIN_AGE)
-LF_LEAK_OBJECTS = 8         # the fixture's LF_LEAK_OBJECTS
-LF_LEAK_BYTES = 512         # the fixture's LF_LEAK_BYTES: these objects, not a neighbour's
+
+def _fixture_define(name: str) -> int:
+    """A #define of the fixture's source, read rather than repeated here."""
+    match = re.search(rf"^#define\s+{name}\s+(\d+)", (FIXTURE / "lf_leak.c").read_text(), re.MULTILINE)
+    assert match, f"{name} not found in the fixture"
+    return int(match.group(1))
+
+
+LF_LEAK_OBJECTS = _fixture_define("LF_LEAK_OBJECTS")
+LF_LEAK_BYTES = _fixture_define("LF_LEAK_BYTES")    # these objects, not a neighbour's
 SUSPECTS_SCRIPT = ("import json; from guest.tools import kmemleak_available, kmemleak_suspects; "
                    "print(json.dumps({'available': kmemleak_available(), 'suspects': kmemleak_suspects()}))")
 

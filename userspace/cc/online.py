@@ -48,7 +48,8 @@ class OnlineLoop:
         self.next_round_s = self.start_s + self.round_s
 
     def __call__(self, obs: np.ndarray, truth: dict) -> np.ndarray:
-        if float(np.max(truth["time_s"])) < self.start_s:
+        now = float(np.max(truth["time_s"]))
+        if now < self.start_s:
             self.pending = []
         q = F.output_to_int8(numpy_forward(self.weights, F.to_real(obs))[:, 0])
         oracle = oracle_label(truth) if self.oracle_teacher else None
@@ -62,7 +63,6 @@ class OnlineLoop:
                 self.pending.append((x, a, truth["context"][i:i + 1]))
             self.prev[key] = (obs[i].copy(), int(q[i]))
             self.decisions += 1
-        now = float(np.max(truth["time_s"]))
         if now >= self.next_round_s:
             self.next_round_s = now + self.round_s
             if len(self.pending) >= self.min_round_samples:
