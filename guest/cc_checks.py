@@ -9,7 +9,7 @@ TCP_CONGESTION "liteflow", so lf_cc's hooks run in the guest's real ACK path:
 - a snapshot of the wrong sizes is refused (EINVAL), one quantized differently from what lf_cc
   declared is refused (EPROTO), and neither changes the active snapshot;
 - with the right snapshot, the network decides the intervals, and sampled decisions reach the
-  samples group with their 40-byte context, whose fields describe the interval that followed;
+  samples group with their 44-byte context, whose fields describe the interval that followed;
 - lf_cc cannot be removed while a socket uses it (the kernel's own rule for congestion-control
   modules), and can once the socket is closed;
 - nothing of it leaves a warning in dmesg.
@@ -37,7 +37,7 @@ from guest.tools import (
 )
 
 CONTEXT_FIELDS = ("mi_duration_us", "pacing_rate_Bps", "send_rate_Bps", "delivery_rate_Bps", "mean_rtt_us",
-                  "min_mean_rtt_us", "segs_sent", "segs_delivered", "segs_lost", "mss_bytes")
+                  "min_mean_rtt_us", "segs_sent", "segs_delivered", "segs_lost", "mss_bytes", "mi_min_rtt_us")
 CONTEXT_BYTES = 4 * len(CONTEXT_FIELDS)
 CHUNK = b"\0" * 65536
 
@@ -154,17 +154,18 @@ def main(plan: dict, base: Path) -> Report:
                          and after["fallback_error"] == 0, f"{decided} decisions; {after}")
             batch = nl.next_sample_batch(timeout=plan["sample_wait_s"])
             contexts = getattr(batch, "contexts", None) if batch is not None else None
-            report.check("sampled decisions arrive with a 40-byte context each",
+            report.check(f"sampled decisions arrive with a {CONTEXT_BYTES}-byte context each",
                          batch is not None and contexts is not None and len(contexts) == len(batch.inputs)
                          and len(contexts[0]) == CONTEXT_BYTES and batch.snapshot_id == plan["right"]["snapshot_id"],
                          "no batch" if batch is None else f"{len(batch.inputs)} pairs, contexts {contexts!r:.200}")
             if contexts is not None and len(contexts):
-                decoded = [dict(zip(CONTEXT_FIELDS, struct.unpack("<10I", bytes(c)))) for c in contexts]
+                decoded = [dict(zip(CONTEXT_FIELDS, struct.unpack(f"<{len(CONTEXT_FIELDS)}I", bytes(c)))) for c in contexts]
                 report.sample_contexts = decoded[:5]
                 sane = all(c["mi_duration_us"] > 0 and c["pacing_rate_Bps"] > 0 and c["mean_rtt_us"] > 0
                            and c["mean_rtt_us"] >= c["min_mean_rtt_us"] > 0 and c["mss_bytes"] > 0
+                           and 0 < c["mi_min_rtt_us"] <= c["mean_rtt_us"]
                            for c in decoded)
-                report.check("every context describes a measured interval (duration, rate, RTT >= its minimum, MSS)",
+                report.check("every context describes a measured interval (duration, rate, RTT >= its minimum, least sample <= mean, MSS)",
                              sane, str(decoded[:3]))
             nl.set_sampling(app.app_id, 0, 1)
 

@@ -162,7 +162,8 @@ struct lf_cc {
 	};
 	u32 rate_Bps;			/* pacing rate set for the current MI */
 	u32 mi_start_us;		/* tcp_mstamp at the MI's first ACK (low 32 bits) */
-	u32 mi_target_us;		/* the MI ends once it lasted this long */
+	u16 mi_target_units;		/* the MI ends once it lasted this long */
+	u16 mi_min_rtt_units;		/* the MI's least RTT sample; 0 = none yet */
 	u32 rtt_sum_us[2];		/* RTT samples of the MI's two time halves */
 	u16 rtt_count[2];
 	u32 segs_out_start;		/* tp->data_segs_out at the MI's start */
@@ -287,8 +288,10 @@ static void lf_cc_start_mi(struct sock *sk, struct lf_cc *ca)
 	const struct tcp_sock *tp = tcp_sk(sk);
 
 	ca->mi_start_us = (u32)tp->tcp_mstamp;
-	ca->mi_target_us = lf_cc_mi_target_us(tp->srtt_us >> 3, ca->rate_Bps,
-					      tp->mss_cache);
+	ca->mi_target_units = lf_cc_target_units(lf_cc_mi_target_us(tp->srtt_us >> 3,
+								    ca->rate_Bps,
+								    tp->mss_cache));
+	ca->mi_min_rtt_units = 0;
 	ca->rtt_sum_us[0] = ca->rtt_sum_us[1] = 0;
 	ca->rtt_count[0] = ca->rtt_count[1] = 0;
 	ca->segs_out_start = tp->data_segs_out;
@@ -311,11 +314,22 @@ static void lf_cc_init(struct sock *sk)
 }
 
 /* Add one ACK's RTT sample to the half of the MI it falls in. */
+static u32 lf_cc_mi_target_of(const struct lf_cc *ca)
+{
+	return (u32)ca->mi_target_units * LF_CC_RTT_UNIT_US;
+}
+
 static void lf_cc_add_rtt(struct lf_cc *ca, u32 elapsed_us, long rtt_us)
 {
-	int half = (u64)elapsed_us * 2 >= ca->mi_target_us;
+	int half = (u64)elapsed_us * 2 >= lf_cc_mi_target_of(ca);
+	u16 units;
 
-	if (rtt_us <= 0 || ca->rtt_count[half] == LF_CC_RTT_COUNT_MAX ||
+	if (rtt_us <= 0)
+		return;
+	units = lf_cc_rtt_units(min_t(long, rtt_us, U32_MAX));
+	if (!ca->mi_min_rtt_units || units < ca->mi_min_rtt_units)
+		ca->mi_min_rtt_units = units;
+	if (ca->rtt_count[half] == LF_CC_RTT_COUNT_MAX ||
 	    ca->rtt_sum_us[half] > U32_MAX - (u32)rtt_us)
 		return;
 	ca->rtt_sum_us[half] += (u32)rtt_us;
@@ -363,6 +377,7 @@ static void lf_cc_context_of(const struct tcp_sock *tp, const struct lf_cc *ca,
 	ctx->segs_delivered = mi->segs_delivered;
 	ctx->segs_lost = mi->segs_lost;
 	ctx->mss_bytes = tp->mss_cache;
+	ctx->mi_min_rtt_us = (u32)ca->mi_min_rtt_units * LF_CC_RTT_UNIT_US;
 }
 
 static void lf_cc_full_learn(const s8 *input, const struct lf_cc_context *ctx,
@@ -713,7 +728,7 @@ static LF_CONG_CONTROL_FN(lf_cc_cong_control)
 	lf_cc_add_rtt(ca, elapsed_us, rs->rtt_us);
 	if (rs->losses > 0)
 		ca->segs_lost = min_t(u32, (u32)ca->segs_lost + rs->losses, U16_MAX);
-	if (elapsed_us >= ca->mi_target_us && ca->rtt_count[0] + ca->rtt_count[1])
+	if (elapsed_us >= lf_cc_mi_target_of(ca) && ca->rtt_count[0] + ca->rtt_count[1])
 		lf_cc_end_mi(sk, ca, elapsed_us);
 	if (lf_cc_is_user(sk))
 		lf_cc_user_poll(sk, ca);

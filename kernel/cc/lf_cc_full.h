@@ -669,11 +669,14 @@ static inline u32 lf_full_train_replay(struct lf_full_net *net,
 /*
  * The online teacher (userspace/cc/teacher.py, online_label) in integers.
  *
- * From the MI after the decision: saturated when its mean RTT is more than
- * 5% over the connection's minimum, 20 (rtt - min) > min, or it delivered
- * (net of losses) less than 90% of what it sent, 10 (dlv + lost) < 9 sent
- * -- both exact here.  Saturated: target = share (1.1 - inflation), at least
- * share / 10, share the delivery rate (the pacing rate if none); otherwise a
+ * From the MI after the decision: its queue estimate, the inflation, is its
+ * least RTT sample over the connection's minimum per-MI mean RTT, minus
+ * one, at least 0 (the least sample: noise that delays most samples, such
+ * as ACKs released in bursts, does not read as queue).  Saturated when that
+ * is over 5%, 20 (rtt - min) > min, or it delivered (net of losses) less
+ * than 90% of what it sent, 10 (dlv + lost) < 9 sent -- both exact here.
+ * Saturated: target = share (1.1 - inflation), at least share / 10, share
+ * the delivery rate (the pacing rate if none); otherwise a
  * probe, target = 1.1 pacing.  The label is the output that moves the rate
  * the decision started from (undoing its action q) onto the target in one
  * MI, saturated at +-1.  Rates are Q16 Bps, the inflation and the label Q24.
@@ -702,15 +705,12 @@ static inline u64 lf_full_teacher_target(const struct lf_cc_context *ctx)
 	s64 inflation = 0, factor;
 	bool saturated, short_dlv;
 
-	if (ctx->mean_rtt_us && ctx->min_mean_rtt_us) {
-		s64 gap = (s64)ctx->mean_rtt_us - ctx->min_mean_rtt_us;
+	if (ctx->mi_min_rtt_us > ctx->min_mean_rtt_us && ctx->min_mean_rtt_us) {
+		u64 gap = ctx->mi_min_rtt_us - ctx->min_mean_rtt_us;
 
-		inflation = gap >= 0 ?
-			(s64)lf_full_udiv_round((u64)gap << LF_FULL_TEACHER_Q,
-						ctx->min_mean_rtt_us) :
-			-(s64)lf_full_udiv_round((u64)-gap << LF_FULL_TEACHER_Q,
-						 ctx->min_mean_rtt_us);
-		saturated = gap * 20 > (s64)ctx->min_mean_rtt_us;
+		inflation = (s64)lf_full_udiv_round(gap << LF_FULL_TEACHER_Q,
+						    ctx->min_mean_rtt_us);
+		saturated = gap * 20 > ctx->min_mean_rtt_us;
 	} else {
 		saturated = false;
 	}
@@ -727,7 +727,7 @@ static inline u64 lf_full_teacher_target(const struct lf_cc_context *ctx)
 	factor = LF_FULL_TEACHER_GAIN - inflation;		/* Q24 */
 	if (factor <= 0)
 		return floor;
-	/* share < 2^32 Bps, factor < 2^26 (inflation >= -1): < 2^58 */
+	/* share < 2^32 Bps, factor < 2^25 (inflation >= 0): < 2^57 */
 	share = (u64)lf_full_rshift_round((s64)share * factor,
 					  LF_FULL_TEACHER_Q - LF_FULL_TEACHER_RATE_SHIFT);
 	return share > floor ? share : floor;

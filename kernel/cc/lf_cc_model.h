@@ -324,6 +324,37 @@ static inline u32 lf_cc_mi_target_us(u32 srtt_us, u64 rate_Bps, u32 mss)
 	return (u32)target_us;
 }
 
+/*
+ * Times a socket keeps in a u16 (its private area has no room for more
+ * u32s on 4.15): LF_CC_RTT_UNIT_US each, so up to about 1.05 s, which
+ * holds any MI target (at most LF_CC_MI_MAX_US).
+ */
+#define LF_CC_RTT_UNIT_US	16
+#define LF_CC_UNITS_MAX		0xffff
+
+/* An MI target in units, rounded up: the MI never ends early. */
+static inline u16 lf_cc_target_units(u32 target_us)
+{
+	u32 units = (target_us + LF_CC_RTT_UNIT_US - 1) / LF_CC_RTT_UNIT_US;
+
+	return units > LF_CC_UNITS_MAX ? LF_CC_UNITS_MAX : (u16)units;
+}
+
+/*
+ * An RTT sample in units, rounded down, saturating; at least 1 for any
+ * sample, so 0 keeps meaning "none yet".
+ */
+static inline u16 lf_cc_rtt_units(u32 rtt_us)
+{
+	u32 units = rtt_us / LF_CC_RTT_UNIT_US;
+
+	if (!rtt_us)
+		return 0;
+	if (!units)
+		return 1;
+	return units > LF_CC_UNITS_MAX ? LF_CC_UNITS_MAX : (u16)units;
+}
+
 /* cwnd cap in segments: LF_CC_CWND_BDPS x rate x smoothed RTT, plus the floor. */
 static inline u32 lf_cc_cwnd_cap(u64 rate_Bps, u32 srtt_us, u32 mss)
 {
@@ -368,6 +399,7 @@ struct lf_cc_context {
 	u32 segs_delivered;
 	u32 segs_lost;
 	u32 mss_bytes;
+	u32 mi_min_rtt_us;	/* the MI's least RTT sample (lf_cc_rtt_units) */
 };
 
 #endif /* _LF_CC_MODEL_H */

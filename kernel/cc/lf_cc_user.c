@@ -54,6 +54,16 @@ u32 lf_cc_user_mi_target_us(u32 srtt_us, u64 rate_Bps, u32 mss)
 	return lf_cc_mi_target_us(srtt_us, rate_Bps, mss);
 }
 
+u32 lf_cc_user_target_units(u32 target_us)
+{
+	return lf_cc_target_units(target_us);
+}
+
+u32 lf_cc_user_rtt_units(u32 rtt_us)
+{
+	return lf_cc_rtt_units(rtt_us);
+}
+
 u32 lf_cc_user_cwnd_cap(u64 rate_Bps, u32 min_rtt_us, u32 mss)
 {
 	return lf_cc_cwnd_cap(rate_Bps, min_rtt_us, mss);

@@ -43,26 +43,31 @@ def test_a_loop_that_starts_late_stays_frozen_until_then():
 
 def test_the_bursty_ack_paths_win_is_learnt_before_it():
     """cc-adapt's last change in the simulator: RTT noise the narrow network never saw makes it
-    brake, the copy the slow path adapted all along keeps the link, and a copy adapting only from
-    the change on does not (docs/cc.md, "A bursty ACK path")."""
+    brake, the copy the slow path adapted all along keeps the link (helped by its drift toward a
+    larger queue), and a copy adapting only from the change on wins back part of it, because the
+    teacher reads the queue from each MI's least RTT sample, which the noise hardly moves
+    (docs/cc.md, "A bursty ACK path")."""
     start = str(network_dir("cc-narrow") / "cc.keras")
     spec = online.CHANGES[-1]
     along = online.compare(spec, lambda: CCAdapter(start), seconds=60.0, change_s=30.0)
     late = online.compare(spec, lambda: CCAdapter(start), seconds=60.0, change_s=30.0, start_s=30.0)
     assert along["frozen"][-1]["utilisation"] < 0.5 < 0.9 < along["adapting"][-1]["utilisation"]
     assert along["adapting"][0]["queue_delay_ms"] > 1.5 * along["frozen"][0]["queue_delay_ms"]   # the drift
-    assert late["adapting"][-1]["utilisation"] < 0.5
+    assert 1.5 * along["frozen"][-1]["utilisation"] < late["adapting"][-1]["utilisation"] \
+        < along["adapting"][-1]["utilisation"]
 
 
 def test_adapting_recovers_the_narrow_network_after_an_rtt_step():
     """cc-narrow never saw a base RTT three times its minimum and starves after the step; the
-    online teacher's samples bring the adapting copy back to the link (the premise of cc-adapt)."""
+    online teacher's samples bring the adapting copy part of the way back to the link within the
+    30 s after it (0.43 of it, against 0.01 frozen; 0.9 and more when the teacher read the mean
+    RTT, which the least sample traded for robustness to noise: docs/cc.md)."""
     start = str(network_dir("cc-narrow") / "cc.keras")
     out = online.compare(RTT_STEP, lambda: CCAdapter(start), seconds=60.0, change_s=30.0)
     frozen, adapting = out["frozen"][-1], out["adapting"][-1]
     assert out["frozen"][0]["utilisation"] > 0.95            # it fits the link it was trained on
-    assert frozen["utilisation"] < 0.5 < 0.9 < adapting["utilisation"]
-    assert len(out["updates_s"]) >= 8
+    assert frozen["utilisation"] < 0.1 < 0.3 < adapting["utilisation"]
+    assert len(out["updates_s"]) >= 5
 
 
 def test_teacher_agreement_splits_the_decisions_by_what_the_teacher_cannot_know():
@@ -85,7 +90,7 @@ def test_telling_the_teacher_the_fair_share_closes_most_of_the_gap():
     weights = CCAdapter(str(network_dir("cc-narrow") / "cc.keras")).model.get_weights()
     out = online.teacher_ablation(weights, episodes=24)
     assert set(out) == {"online", "base_known", "share_known", "both_known", "oracle_one_mi_later"}
-    assert out["share_known"] > 0.8 > 0.3 > max(out["online"], out["base_known"])
+    assert out["share_known"] > 0.8 > 0.4 > max(out["online"], out["base_known"])
     assert out["share_known"] <= out["oracle_one_mi_later"]
 
 

@@ -123,9 +123,25 @@ def test_online_teacher_direction():
     # 0: queue building (RTT inflated 50 %, delivery below sending); 1: underutilised
     ctx["delivery_rate_Bps"] = [1_500_000, 2_000_000]
     ctx["segs_delivered"] = [75, 100]
-    ctx["mean_rtt_us"] = [30_000, 20_000]
+    ctx["mean_rtt_us"] = ctx["mi_min_rtt_us"] = [30_000, 20_000]
     y = teacher.online_label(ctx)
     assert y[0] < 0 and y[1] > 0
+
+
+def test_online_teacher_reads_the_queue_from_the_least_sample():
+    """RTT noise inflates an MI's mean but not its least sample: a flow on an empty queue whose
+    ACKs come late and bunched is below capacity (probe up), one whose every sample, the least
+    included, is late sits on a queue (slow down)."""
+    ctx = np.zeros(2, CONTEXT_DTYPE)
+    ctx["pacing_rate_Bps"] = ctx["send_rate_Bps"] = ctx["delivery_rate_Bps"] = 2_000_000
+    ctx["segs_sent"] = ctx["segs_delivered"] = 100
+    ctx["mss_bytes"], ctx["min_mean_rtt_us"], ctx["mean_rtt_us"] = 1448, 60_000, 75_000
+    ctx["mi_min_rtt_us"] = [60_160, 75_000]
+    assert teacher.rtt_inflation(ctx)[0] < teacher.SATURATED_INFLATION < teacher.rtt_inflation(ctx)[1]
+    y = teacher.online_label(ctx)
+    assert abs(y[0] - 1.0) < 1e-9 and y[1] < 0     # a full probe step up; down
+    ctx["mi_min_rtt_us"] = 50_000   # below the reference (a noisy minimum): no queue, not a negative one
+    assert (teacher.rtt_inflation(ctx) == 0).all()
 
 
 def test_rtt_noise_shows_in_the_samples_not_in_the_queue():

@@ -64,7 +64,8 @@ def fake_batch(rng: np.random.Generator, k: int, with_contexts: bool = True) -> 
     ctx = np.zeros(k, CONTEXT_DTYPE)
     ctx["pacing_rate_Bps"] = ctx["send_rate_Bps"] = 2_000_000
     ctx["delivery_rate_Bps"] = 1_600_000
-    ctx["mean_rtt_us"], ctx["min_mean_rtt_us"] = 36_000, 20_000
+    ctx["mean_rtt_us"] = ctx["mi_min_rtt_us"] = 36_000
+    ctx["min_mean_rtt_us"] = 20_000
     ctx["segs_sent"], ctx["segs_delivered"], ctx["mss_bytes"] = 100, 80, 1448
     return CCBatch(inputs=inputs, outputs=outputs, input_encoding=Encoding(1 / 16),
                    output_encoding=Encoding(1 / 128), snapshot_ids=np.zeros(k, np.uint64),

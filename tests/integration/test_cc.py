@@ -61,7 +61,7 @@ def test_lf_cc_in_the_kernel(tmp_path, monkeypatch):
                  "a snapshot with wrong sizes is refused with EINVAL",
                  "a snapshot with wrong quant is refused with EPROTO",
                  "with a snapshot the network decides the intervals",
-                 "sampled decisions arrive with a 40-byte context each",
+                 "sampled decisions arrive with a 44-byte context each",
                  "lf_cc cannot be removed while a socket uses it",
                  "lf_cc is removed once no socket uses it"):
         assert name in checks, sorted(checks)

@@ -237,6 +237,7 @@ def test_quantize_ratio_matches_tflite_quantize_multiplier(lib):
 def random_contexts(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Contexts lf_cc could ship: rates 1 kB/s .. 1.25 GB/s, RTTs 0.1 .. 300 ms, some without
     RTT or delivery, delivered/lost/sent counts of any mix; and random int8 answers."""
+    from userspace.cc import features as F
     from userspace.cc.context import CONTEXT_DTYPE
 
     ctx = np.zeros(n, CONTEXT_DTYPE)
@@ -248,6 +249,8 @@ def random_contexts(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.nd
     ctx["min_mean_rtt_us"] = np.where(rng.random(n) < 0.05, 0, low)
     ratio = np.where(rng.random(n) < 0.3, 1.0 + rng.uniform(0, 0.08, n), rng.uniform(0.9, 3.0, n))
     ctx["mean_rtt_us"] = np.where(rng.random(n) < 0.05, 0, low * ratio)
+    least = np.where(rng.random(n) < 0.5, ctx["mean_rtt_us"], ctx["mean_rtt_us"] * rng.uniform(0.5, 1.0, n))
+    ctx["mi_min_rtt_us"] = F.mi_min_rtt_context_us(least.astype(np.int64))
     sent = rng.integers(0, 2000, n)
     ctx["segs_sent"] = sent
     ctx["segs_delivered"] = (sent * rng.uniform(0.5, 1.1, n)).astype(np.int64)
@@ -346,7 +349,7 @@ def consistent_set(lib, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     ctx = np.zeros(n, CONTEXT_DTYPE)
     ctx["pacing_rate_Bps"] = 1_250_000
     ctx["min_mean_rtt_us"] = 20_000
-    ctx["mean_rtt_us"] = 20_000 * (1.0 + x[:, -2] / 128.0).clip(0.5, None)
+    ctx["mean_rtt_us"] = ctx["mi_min_rtt_us"] = 20_000 * (1.0 + x[:, -2] / 128.0).clip(0.5, None)
     ctx["segs_sent"] = 1000
     ctx["segs_delivered"] = (1000 / (1.0 + x[:, -1] / 128.0).clip(0.1, None)).clip(0, 5000)
     ctx["delivery_rate_Bps"] = 1_250_000 * ctx["segs_delivered"] / 1000

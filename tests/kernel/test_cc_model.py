@@ -30,6 +30,8 @@ def lib(tmp_path_factory) -> ctypes.CDLL:
         "lf_cc_user_push_history": (None, [ctypes.POINTER(s8), s8, s8, s8]),
         "lf_cc_user_apply_action": (u64, [u64, s8]),
         "lf_cc_user_mi_target_us": (u32, [u32, u64, u32]),
+        "lf_cc_user_target_units": (u32, [u32]),
+        "lf_cc_user_rtt_units": (u32, [u32]),
         "lf_cc_user_cwnd_cap": (u32, [u64, u32, u32]),
         "lf_cc_user_fallback_rate": (u64, [u64, u32, u32, u32]),
         "lf_cc_user_context_size": (ctypes.c_uint, []),
@@ -235,8 +237,21 @@ def test_the_stale_rule_matches_the_simulator_on_random_intervals(lib):
 
 
 
-def test_context_is_forty_bytes(lib):
-    assert lib.lf_cc_user_context_size() == 40
+def test_context_is_forty_four_bytes(lib):
+    assert lib.lf_cc_user_context_size() == 44
+
+
+def test_the_sockets_u16_times_round_as_their_use_needs(lib):
+    """MI targets round up (an MI never ends before its target), RTT samples down, and a sample
+    never becomes 0, the socket's "no sample yet"; both saturate instead of wrapping."""
+    assert lib.lf_cc_user_target_units(1000) == 63          # 1 ms -> 1008 us
+    assert lib.lf_cc_user_target_units(1008) == 63
+    assert lib.lf_cc_user_target_units(1_000_000) == 62_500  # the longest MI fits
+    assert lib.lf_cc_user_target_units(2_000_000) == 0xFFFF
+    assert lib.lf_cc_user_rtt_units(0) == 0
+    assert lib.lf_cc_user_rtt_units(5) == 1
+    assert lib.lf_cc_user_rtt_units(60_031) == 3751          # 60.016 ms
+    assert lib.lf_cc_user_rtt_units(4_000_000) == 0xFFFF
 
 
 def test_the_simulator_computes_what_the_kernel_computes(lib):
@@ -265,3 +280,4 @@ def test_the_simulator_computes_what_the_kernel_computes(lib):
         srtt = int(rng.integers(0, 2_000_000))
         assert int(F.mi_target_us(srtt, rate, 1448)) == lib.lf_cc_user_mi_target_us(srtt, rate, 1448)
         assert int(F.cwnd_cap(rate, srtt, 1448)) == lib.lf_cc_user_cwnd_cap(rate, srtt, 1448)
+        assert int(F.mi_min_rtt_context_us(srtt)) == lib.lf_cc_user_rtt_units(srtt) * F.RTT_UNIT_US

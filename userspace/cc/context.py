@@ -1,6 +1,6 @@
 """struct lf_cc_context (kernel/cc/lf_cc_model.h) as a numpy structured dtype.
 
-lf_cc ships one 40-byte context with every sampled (input, output) pair: what the MI *after* the
+lf_cc ships one 44-byte context with every sampled (input, output) pair: what the MI *after* the
 decision measured.  The slow path's online teacher (teacher.online_label) reads it to judge the
 decision without knowing the link; the simulator emits the same records so that teacher can be
 checked against the oracle offline.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Ten little-endian u32, in the header's order, no padding (40 bytes).
+#: Eleven little-endian u32, in the header's order, no padding (44 bytes).
 CONTEXT_DTYPE = np.dtype([
     ("mi_duration_us", "<u4"),
     ("pacing_rate_Bps", "<u4"),
@@ -22,13 +22,14 @@ CONTEXT_DTYPE = np.dtype([
     ("segs_delivered", "<u4"),
     ("segs_lost", "<u4"),
     ("mss_bytes", "<u4"),
+    ("mi_min_rtt_us", "<u4"),
 ])
 CONTEXT_SIZE = CONTEXT_DTYPE.itemsize
-assert CONTEXT_SIZE == 40
+assert CONTEXT_SIZE == 44
 
 
 def parse_contexts(raw: np.ndarray) -> np.ndarray:
-    """uint8 [k, 40] (as the kernel sends them) -> structured array [k] of CONTEXT_DTYPE.
+    """uint8 [k, 44] (as the kernel sends them) -> structured array [k] of CONTEXT_DTYPE.
 
     Raises ValueError on a wrong width, so a kernel/user-space layout mismatch is loud.
     """
@@ -42,6 +43,6 @@ def parse_contexts(raw: np.ndarray) -> np.ndarray:
 
 
 def pack_contexts(ctx: np.ndarray) -> np.ndarray:
-    """The inverse: structured array [k] -> uint8 [k, 40] (for tests and the simulator)."""
+    """The inverse: structured array [k] -> uint8 [k, 44] (for tests and the simulator)."""
     ctx = np.ascontiguousarray(np.asarray(ctx, CONTEXT_DTYPE).reshape(-1))
     return ctx.view(np.uint8).reshape(-1, CONTEXT_SIZE)

@@ -37,6 +37,7 @@ ACTION_DEN = 1280            # LF_CC_ACTION_DEN
 MI_SEGS = 5                  # LF_CC_MI_SEGS
 MI_MIN_US = 1000             # LF_CC_MI_MIN_US
 MI_MAX_US = 1_000_000        # LF_CC_MI_MAX_US
+RTT_UNIT_US = 16             # LF_CC_RTT_UNIT_US: the per-socket u16 fields' time unit
 
 CWND_BDPS = 2                # LF_CC_CWND_BDPS
 MIN_RTT_WIN_MS = 10_000      # LF_CC_MIN_RTT_WIN_MS
@@ -198,6 +199,15 @@ def mi_target_us(srtt_us, rate_Bps, mss) -> np.ndarray:
     target = np.maximum(srtt // _U64(2), segs_us)
     target = np.clip(target, _U64(MI_MIN_US), _U64(MI_MAX_US))
     return _scalar(target.astype(np.uint32))
+
+
+def mi_min_rtt_context_us(min_rtt_us) -> np.ndarray:
+    """An MI's least RTT sample as lf_cc keeps it (lf_cc_rtt_units: a u16 in
+    RTT_UNIT_US, rounded down, at least 1, saturating) and reports it in its context, us; 0 = no
+    sample."""
+    us = _u64(min_rtt_us)
+    units = np.where(us > 0, np.clip(us // _U64(RTT_UNIT_US), _U64(1), _U64(0xFFFF)), _U64(0))
+    return _scalar((units * _U64(RTT_UNIT_US)).astype(np.uint32))
 
 
 def cwnd_cap(rate_Bps, srtt_us, mss) -> np.ndarray:

@@ -212,6 +212,7 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
     mark_bytes = {k: np.zeros((E, Fn)) for k in ("sent", "dlv")}
     acc_cnt = np.zeros((E, Fn, 2))
     acc_sum = np.zeros((E, Fn, 2))
+    mi_min_rtt_us = np.zeros((E, Fn))                                    # 0 = no sample yet
     srtt_us = np.zeros((E, Fn))
     min_mean_rtt = np.zeros((E, Fn), np.int64)
     min_stamp_ms = np.zeros((E, Fn), np.int64)
@@ -309,6 +310,7 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
         half = ((t - mi_start) * 2 >= mi_ticks).astype(np.int64)
         acc_cnt[e_idx, f_idx, half] += cnt
         acc_sum[e_idx, f_idx, half] += rtt_seg_us
+        mi_min_rtt_us = np.where(has & ((mi_min_rtt_us == 0) | (mean_us < mi_min_rtt_us)), mean_us, mi_min_rtt_us)
 
         if t >= m_from:
             m_cap += C * dt
@@ -361,6 +363,7 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
         ctx["segs_delivered"] = mi["segs_delivered"]
         ctx["segs_lost"] = mi["segs_lost"]
         ctx["mss_bytes"] = MSS
+        ctx["mi_min_rtt_us"] = F.mi_min_rtt_context_us(np.rint(mi_min_rtt_us[ei, fi]).astype(np.int64))
 
         n_active = active.sum(1)
         truth = {
@@ -382,6 +385,7 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
         mi_start[ei, fi] = t + 1
         acc_cnt[ei, fi] = 0
         acc_sum[ei, fi] = 0
+        mi_min_rtt_us[ei, fi] = 0
         for k in ("sent", "dlv", "lost"):
             mark[k][ei, fi] = seg[k]
         for k in ("sent", "dlv"):

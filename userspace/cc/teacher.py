@@ -98,11 +98,15 @@ def online_target(ctx: np.ndarray) -> np.ndarray:
 
 
 def rtt_inflation(ctx: np.ndarray) -> np.ndarray:
-    """The online teacher's queue estimate in base RTTs: the MI's mean RTT over the connection's
-    minimum, minus one (0 without both)."""
-    rtt = ctx["mean_rtt_us"].astype(np.float64)
+    """The online teacher's queue estimate in base RTTs: the MI's least RTT sample over the
+    connection's minimum per-MI mean RTT, minus one, at least 0 (0 without both).
+
+    The least sample, not the mean: a queue delays every packet, noise on the path (ACKs held
+    back and released in bursts) delays most but not all, so the least delayed sample of an MI
+    still shows the queue and little of the noise, where the mean reads the noise as queue."""
+    rtt = ctx["mi_min_rtt_us"].astype(np.float64)
     low = ctx["min_mean_rtt_us"].astype(np.float64)
-    return np.where((rtt > 0) & (low > 0), (rtt - low) / np.maximum(low, 1.0), 0.0)
+    return np.where((rtt > 0) & (low > 0), np.maximum(rtt - low, 0.0) / np.maximum(low, 1.0), 0.0)
 
 
 def rate_before(pacing_Bps: np.ndarray, q: np.ndarray) -> np.ndarray:
