@@ -13,7 +13,9 @@
  * reports and hot-swaps the snapshot.
  *
  * Per socket, ACK by ACK (cong_control), the MI accumulates RTT samples in
- * the two halves of its time, and the segments sent, delivered and lost.
+ * the two halves of its time, its least RTT sample (for the slow path's
+ * teacher, which reads the queue from it), and the segments sent,
+ * delivered and lost.
  * When it has lasted max(srtt / 2, the time to send five segments at the
  * current rate) and has an RTT sample, it ends:
  *  1. the decision taken at its start, with what the MI measured (struct
@@ -313,12 +315,15 @@ static void lf_cc_init(struct sock *sk)
 	cmpxchg(&sk->sk_pacing_status, SK_PACING_NONE, SK_PACING_NEEDED);
 }
 
-/* Add one ACK's RTT sample to the half of the MI it falls in. */
 static u32 lf_cc_mi_target_of(const struct lf_cc *ca)
 {
 	return (u32)ca->mi_target_units * LF_CC_RTT_UNIT_US;
 }
 
+/*
+ * Add one ACK's RTT sample to the half of the MI it falls in, and to the
+ * MI's least sample (every sample counts there, even once a half is full).
+ */
 static void lf_cc_add_rtt(struct lf_cc *ca, u32 elapsed_us, long rtt_us)
 {
 	int half = (u64)elapsed_us * 2 >= lf_cc_mi_target_of(ca);

@@ -673,7 +673,7 @@ static inline u32 lf_full_train_replay(struct lf_full_net *net,
  * least RTT sample over the connection's minimum per-MI mean RTT, minus
  * one, at least 0 (the least sample: noise that delays most samples, such
  * as ACKs released in bursts, does not read as queue).  Saturated when that
- * is over 5%, 20 (rtt - min) > min, or it delivered (net of losses) less
+ * is over 5%, 20 (least - min) > min, or it delivered (net of losses) less
  * than 90% of what it sent, 10 (dlv + lost) < 9 sent -- both exact here.
  * Saturated: target = share (1.1 - inflation), at least share / 10, share
  * the delivery rate (the pacing rate if none); otherwise a

@@ -335,7 +335,7 @@ static inline u32 lf_cc_mi_target_us(u32 srtt_us, u64 rate_Bps, u32 mss)
 /* An MI target in units, rounded up: the MI never ends early. */
 static inline u16 lf_cc_target_units(u32 target_us)
 {
-	u32 units = (target_us + LF_CC_RTT_UNIT_US - 1) / LF_CC_RTT_UNIT_US;
+	u32 units = target_us / LF_CC_RTT_UNIT_US + !!(target_us % LF_CC_RTT_UNIT_US);
 
 	return units > LF_CC_UNITS_MAX ? LF_CC_UNITS_MAX : (u16)units;
 }

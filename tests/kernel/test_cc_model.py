@@ -248,6 +248,7 @@ def test_the_sockets_u16_times_round_as_their_use_needs(lib):
     assert lib.lf_cc_user_target_units(1008) == 63
     assert lib.lf_cc_user_target_units(1_000_000) == 62_500  # the longest MI fits
     assert lib.lf_cc_user_target_units(2_000_000) == 0xFFFF
+    assert lib.lf_cc_user_target_units(0xFFFF_FFFF) == 0xFFFF   # no wrap on the way
     assert lib.lf_cc_user_rtt_units(0) == 0
     assert lib.lf_cc_user_rtt_units(5) == 1
     assert lib.lf_cc_user_rtt_units(60_031) == 3751          # 60.016 ms
