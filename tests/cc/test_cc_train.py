@@ -87,3 +87,21 @@ def test_adapter_learns_a_consistent_teacher_signal(tmp_path):
     assert frozen.exists()
     spec = adapter.snapshot_model(frozen)
     assert spec.input_quant.scale == pytest.approx(F.INPUT_SCALE)
+
+
+def test_warming_up_leaves_the_adapter_as_it_was():
+    """The service warms the adapter up before traffic; a warmed adapter must learn exactly what a
+    cold one learns, so the warm-up cannot change what LiteFlow measures, only when TensorFlow
+    pays its tracing."""
+    cold = CCAdapter(initial_model=str(DEFAULT_MODEL), learning_rate=3e-3, steps=4, seed=0)
+    warm = CCAdapter(initial_model=str(DEFAULT_MODEL), learning_rate=3e-3, steps=4, seed=0)
+    warm.warm_up()
+    assert warm.samples == 0 and len(warm.q) == 0 and warm.freezes == 0
+    for before, after in zip(cold.model.get_weights(), warm.model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    for _ in range(3):
+        batch = fake_batch(np.random.default_rng(5), 128)
+        cold.adapt(batch)
+        warm.adapt(batch)
+    for a, b in zip(cold.model.get_weights(), warm.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)

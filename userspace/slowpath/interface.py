@@ -118,5 +118,10 @@ class Adapter(abc.ABC):
         """
         return frozen
 
+    def warm_up(self) -> None:
+        """Called once before the service reports ready. Pay one-time costs here (a framework
+        tracing its functions on first use) so that they fall before the datapath carries
+        traffic, not in its first minute. Must leave the NN and its training state as they were."""
+
     def close(self) -> None:
         """Called once when the service stops."""

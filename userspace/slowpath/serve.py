@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = json.loads(args.adapter_config.read_text()) if args.adapter_config else {}
     try:
         adapter = load_adapter(args.adapter, kwargs)
+        adapter.warm_up()
     except Exception as exc:  # noqa: BLE001
         import traceback
 
