@@ -38,9 +38,17 @@ class CCAdapter(Adapter):
     input_encoding = Encoding(scale=F.INPUT_SCALE, zero_point=0)
 
     def __init__(self, initial_model: str | None = None, learning_rate: float = 1e-4,
-                 steps: int = 4, batch_size: int = 256, replay: int = 8192, seed: int = 0):
+                 steps: int = 4, batch_size: int = 256, replay: int = 8192, seed: int = 0,
+                 threads: int = 1):
         import tensorflow as tf  # once, here
 
+        # TensorFlow sizes its thread pools to every CPU; the service shares the host's CPUs with
+        # the datapath it tunes (in the guest, two vCPUs), so it keeps to `threads` of them.
+        try:  # possible only before TensorFlow has run anything in this process
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError:
+            pass
         self.tf = tf
         tf.keras.utils.set_random_seed(seed)
         self.rng = np.random.default_rng(seed)
