@@ -159,13 +159,15 @@ def main(plan: dict, base: Path) -> Report:
                          and len(contexts[0]) == CONTEXT_BYTES and batch.snapshot_id == plan["right"]["snapshot_id"],
                          "no batch" if batch is None else f"{len(batch.inputs)} pairs, contexts {contexts!r:.200}")
             if contexts is not None and len(contexts):
-                decoded = [dict(zip(CONTEXT_FIELDS, struct.unpack(f"<{len(CONTEXT_FIELDS)}I", bytes(c)))) for c in contexts]
+                layout = f"<{len(CONTEXT_FIELDS)}I"
+                decoded = [dict(zip(CONTEXT_FIELDS, struct.unpack(layout, bytes(c)))) for c in contexts]
                 report.sample_contexts = decoded[:5]
                 sane = all(c["mi_duration_us"] > 0 and c["pacing_rate_Bps"] > 0 and c["mean_rtt_us"] > 0
                            and c["mean_rtt_us"] >= c["min_mean_rtt_us"] > 0 and c["mss_bytes"] > 0
                            and 0 < c["mi_min_rtt_us"] <= c["mean_rtt_us"]
                            for c in decoded)
-                report.check("every context describes a measured interval (duration, rate, RTT >= its minimum, least sample <= mean, MSS)",
+                report.check("every context describes a measured interval "
+                             "(duration, rate, RTT >= its minimum, least sample <= mean, MSS)",
                              sane, str(decoded[:3]))
             nl.set_sampling(app.app_id, 0, 1)
 

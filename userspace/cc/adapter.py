@@ -2,8 +2,8 @@
 
 Why this shape: offline, the network imitates an oracle that knows the link (train.py).  In the
 guest nobody knows the link, but lf_cc ships with every sampled decision a `struct lf_cc_context`
--- what the MI after the decision measured (delivery rate, mean RTT against the connection's
-minimum, losses, the pacing rate the decision set).  The online teacher (teacher.online_label)
+-- what the MI after the decision measured (delivery rate, mean and least RTT against the
+connection's minimum, losses, the pacing rate the decision set).  The online teacher (teacher.online_label)
 turns that into the output the network should have given, with the same rule the oracle uses,
 so adaptation continues the offline objective instead of starting a new one.  A few small
 gradient steps per batch over a replay of recent samples keep it stable: the replay smooths over

@@ -16,9 +16,9 @@ visible signature (a latency ratio of about 1.1).
 * the **oracle** (offline, in the simulator) knows the link: share = capacity / active flows,
   queue = backlog / capacity / base RTT;
 * the **online teacher** (in the slow path, from lf_cc's `struct lf_cc_context`) knows only what
-  the MI after the decision measured: when the MI shows the link saturated (its mean RTT is
-  inflated over the connection's minimum mean RTT, or it delivered clearly less than it sent)
-  the share is estimated by its delivery rate and the queue by the RTT inflation; otherwise the
+  the MI after the decision measured: when the MI shows the link saturated (even its least RTT
+  sample is inflated over the connection's minimum mean RTT, or it delivered clearly less than
+  it sent) the share is estimated by its delivery rate and the queue by that inflation; otherwise the
   flow is below capacity and the target is a full probe step above the current rate.
 
 The label for a target is the output y in [-1, 1] whose action (lf_cc's rule: x(1 + y/10) for
@@ -40,7 +40,7 @@ QUEUE_TARGET = 0.10       # standing queue aimed at, in base RTTs (a latency rat
 QUEUE_TARGET_BUFFER = 0.5  # ... but at most this fraction of the buffer (shallow queues)
 DRAIN_RTTS = 1.0          # close the gap to the queue target within about one base RTT
 MIN_TARGET_FRACTION = 0.1  # never aim below 10 % of the (estimated) share while draining
-SATURATED_INFLATION = 0.05  # online: an MI mean RTT 5 % over the minimum means a queue
+SATURATED_INFLATION = 0.05  # online: an MI's least RTT 5 % over the minimum means a queue
 DELIVERY_TOLERANCE = 0.10  # online: delivering < 90 % of what was sent (net of losses) too
 PROBE = 0.10              # online: below capacity -> a full step (+10 %) up
 
