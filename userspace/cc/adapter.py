@@ -42,13 +42,10 @@ class CCAdapter(Adapter):
                  threads: int = 1):
         import tensorflow as tf  # once, here
 
-        # TensorFlow sizes its thread pools to every CPU; the service shares the host's CPUs with
-        # the datapath it tunes (in the guest, two vCPUs), so it keeps to `threads` of them.
-        try:  # possible only before TensorFlow has run anything in this process
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-        except RuntimeError:
-            pass
+        from .train import limit_threads
+
+        # the service shares the host's CPUs with the datapath it tunes (in the guest, two vCPUs)
+        limit_threads(tf, threads)
         self.tf = tf
         tf.keras.utils.set_random_seed(seed)
         self.rng = np.random.default_rng(seed)

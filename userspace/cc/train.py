@@ -96,15 +96,21 @@ EVAL_SCENARIOS = [
 TRACE_SCENARIO = "bw step 100->25M 20ms"
 
 
+def limit_threads(tf: Any, threads: int) -> None:
+    """Keep TensorFlow's thread pools (every CPU by default) to `threads`; possible only before
+    TensorFlow has run anything in this process, and a no-op after."""
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass
+
+
 def _tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    try:  # only possible before TensorFlow has run anything in this process
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-    except RuntimeError:
-        pass
+    limit_threads(tf, 1)
     tf.config.experimental.enable_op_determinism()
     return tf
 
