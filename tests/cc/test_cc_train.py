@@ -89,6 +89,26 @@ def test_adapter_learns_a_consistent_teacher_signal(tmp_path):
     assert spec.input_quant.scale == pytest.approx(F.INPUT_SCALE)
 
 
+def test_after_the_warm_up_no_batch_size_traces_the_train_step_again():
+    """Keras traces its train step per input shape until a second shape relaxes it; a batch
+    size the warm-up did not leave covered costs the first real round a retrace (7.5 s of a
+    vCPU in the guest, during the flows). The loss runs in Python only while tracing."""
+    adapter = CCAdapter(initial_model=str(DEFAULT_MODEL), seed=0)
+    traced = []
+
+    def counting_mse(y, prediction):
+        traced.append(y.shape)
+        return adapter.tf.reduce_mean(adapter.tf.square(y - prediction))
+
+    adapter.model.compile(optimizer=adapter.model.optimizer, loss=counting_mse)
+    adapter.warm_up()
+    assert traced, "the warm-up never trained"
+    after_warm_up = len(traced)
+    for rows in (256, 17):
+        adapter.model.train_on_batch(np.zeros((rows, 30), np.float32), np.zeros((rows, 1), np.float32))
+    assert traced[after_warm_up:] == []
+
+
 def test_warming_up_leaves_the_adapter_as_it_was():
     """The service warms the adapter up before traffic; a warmed adapter must learn exactly what a
     cold one learns, so the warm-up cannot change what LiteFlow measures, only when TensorFlow

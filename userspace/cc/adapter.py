@@ -60,9 +60,13 @@ class CCAdapter(Adapter):
         self.freezes = 0
 
     def warm_up(self) -> None:
-        """Run training, inference, saving and quantization once on a dummy sample, then put the
+        """Run training, inference, saving and quantization once on dummy samples, then put the
         network and the optimizer's state back: in the TCG guest the first call of each took
-        20-35 s of a vCPU (TensorFlow tracing), which the flows lost when it came during traffic."""
+        20-35 s of a vCPU (TensorFlow tracing), which the flows lost when it came during traffic.
+
+        Training runs on two batch sizes: Keras traces its train step for the first shape it
+        sees and again, shape-relaxed, for the second, so one size left a retrace (7.5 s of a
+        vCPU in the guest) to the first real round."""
         import tempfile
 
         weights = self.model.get_weights()
@@ -70,8 +74,9 @@ class CCAdapter(Adapter):
         if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
         state = [v.numpy() for v in optimizer.variables]
-        x = np.zeros((1, F.INPUTS), np.float32)
-        self.model.train_on_batch(x, np.zeros((1, F.OUTPUTS), np.float32))
+        for rows in (1, 2):
+            x = np.zeros((rows, F.INPUTS), np.float32)
+            self.model.train_on_batch(x, np.zeros((rows, F.OUTPUTS), np.float32))
         self.predict(x)
         for variable, value in zip(optimizer.variables, state):
             variable.assign(value)
