@@ -15,9 +15,8 @@ import statistics
 
 import pytest
 
-from testbed.session import GuestSession
 from testbed.store import new_run
-from workloads.runner import run_experiment, sessions
+from workloads.runner import run_experiment
 
 pytestmark = [
     pytest.mark.vm,
@@ -45,14 +44,14 @@ def _prepare(plan_dir, build) -> dict:
                for name in ("right", "wrong_quant", "wrong_sizes")}}
 
 
-def test_lf_cc_in_the_kernel(tmp_path, monkeypatch):
+def test_lf_cc_in_the_kernel(tmp_path, monkeypatch, guest_pool):
     monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
     run = new_run("cc-checks", profile="quick")
-    with GuestSession("debian-6.1") as session:
-        plan_dir = session.plan_dir(run, "cc-checks")
-        plan = _prepare(plan_dir, session.build_modules)
-        result = session.run_driver(run, "cc_checks", plan, plan_dir, timeout_s=GUEST_TIMEOUT_S,
-                                    step="run the lf_cc checks in the guest")
+    session = guest_pool.get("debian-6.1")
+    plan_dir = session.plan_dir(run, "cc-checks")
+    plan = _prepare(plan_dir, session.build_modules)
+    result = session.run_driver(run, "cc_checks", plan, plan_dir, timeout_s=GUEST_TIMEOUT_S,
+                                step="run the lf_cc checks in the guest")
     report = result.report
     checks = {check["name"]: check for check in report["checks"]}
     failed = {name: check["detail"] for name, check in checks.items() if not check["ok"]}
@@ -67,11 +66,10 @@ def test_lf_cc_in_the_kernel(tmp_path, monkeypatch):
         assert name in checks, sorted(checks)
 
 
-def test_liteflow_keeps_its_snapshot_when_the_service_dies(tmp_path, monkeypatch):
+def test_liteflow_keeps_its_snapshot_when_the_service_dies(tmp_path, monkeypatch, guest_pool):
     monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
-    with sessions() as pool:
-        run = run_experiment("cc-adapt", pool, profile="quick", overrides={
-            "schemes": ["liteflow"], "repetitions": 1, "faults": [{"at_s": KILL_AT_S, "kind": "kill_service"}]})
+    run = run_experiment("cc-adapt", guest_pool, profile="quick", overrides={
+        "schemes": ["liteflow"], "repetitions": 1, "faults": [{"at_s": KILL_AT_S, "kind": "kill_service"}]})
     raw = run.repetition("liteflow", 0)
     assert raw["ok"], [c for c in raw["checks"] if not c["ok"]]
     (fault,) = raw["faults"]

@@ -15,7 +15,7 @@ import statistics
 
 import pytest
 
-from workloads.runner import run_experiment, sessions
+from workloads.runner import run_experiment
 
 pytestmark = [
     pytest.mark.vm,
@@ -26,12 +26,11 @@ pytestmark = [
 PAUSE_AT_S, KILL_AT_S = 6.0, 20.0
 
 
-def test_user_space_deployment_never_waits_and_counts_what_comes_late(tmp_path, monkeypatch):
+def test_user_space_deployment_never_waits_and_counts_what_comes_late(tmp_path, monkeypatch, guest_pool):
     monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
-    with sessions() as pool:
-        run = run_experiment("cc-adapt", pool, profile="quick", overrides={
-            "schemes": ["user_frozen"], "repetitions": 1,
-            "faults": [{"at_s": PAUSE_AT_S, "kind": "pause_agent"}, {"at_s": KILL_AT_S, "kind": "kill_agent"}]})
+    run = run_experiment("cc-adapt", guest_pool, profile="quick", overrides={
+        "schemes": ["user_frozen"], "repetitions": 1,
+        "faults": [{"at_s": PAUSE_AT_S, "kind": "pause_agent"}, {"at_s": KILL_AT_S, "kind": "kill_agent"}]})
     raw = run.repetition("user_frozen", 0)
     assert raw["ok"], [c for c in raw["checks"] if not c["ok"]]
     pause, kill = raw["faults"]

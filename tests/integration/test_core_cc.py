@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from testbed.modules import SnapshotModule
-from testbed.session import GuestSession
 from testbed.store import new_run
 
 pytestmark = [
@@ -71,14 +70,14 @@ def _prepare(plan_dir: Path, build) -> dict:
     }
 
 
-def test_core_cc_api_in_the_guest(tmp_path, monkeypatch):
+def test_core_cc_api_in_the_guest(tmp_path, monkeypatch, guest_pool):
     monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
     run = new_run("core-cc", profile="quick")
-    with GuestSession(KERNEL) as session:
-        plan_dir = session.plan_dir(run, "core-cc")
-        plan = _prepare(plan_dir, session.build_modules)
-        result = session.run_driver(run, "core_cc", plan, plan_dir, timeout_s=GUEST_TIMEOUT_S,
-                                    step="run the core's congestion-control API checks in the guest")
+    session = guest_pool.get(KERNEL)
+    plan_dir = session.plan_dir(run, "core-cc")
+    plan = _prepare(plan_dir, session.build_modules)
+    result = session.run_driver(run, "core_cc", plan, plan_dir, timeout_s=GUEST_TIMEOUT_S,
+                                step="run the core's congestion-control API checks in the guest")
     report = result.report
     checks = {check["name"]: check for check in report["checks"]}
     failed = {name: check["detail"] for name, check in checks.items() if not check["ok"]}

@@ -7,8 +7,13 @@ directory, install step or file that git ignores fails here. It shares nothing w
 tree: only the user's cache (images, build roots, wheels), which is what a second checkout on
 the same machine would share too. It checks the console carries the harness's own lines, not
 TensorFlow's converter chatter, and that every experiment finished into the report.
+
+The quick runs it leaves are real guest runs, so the checks that need nothing more than a quick
+profile read them instead of booting and running the same job again: kernel-full's training in
+the kernel is checked on cc-concurrency's quick run.
 """
 
+import json
 import os
 import subprocess
 import time
@@ -29,27 +34,53 @@ pytestmark = [
 CHATTER = ("Saved artifact at", "fully_quantize", "TensorSpec", "Estimated count of arithmetic ops")
 
 
-def test_bench_quick_from_a_fresh_clone(tmp_path):
-    clone = tmp_path / "liteflow-testbed"
+@pytest.fixture(scope="module")
+def fresh_bench(tmp_path_factory) -> dict:
+    """The clone, its console and its finished runs: the bench runs once for the tests below."""
+    clone = tmp_path_factory.mktemp("fresh") / "liteflow-testbed"
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("LITEFLOW_RESULTS", "VIRTUAL_ENV", "PYTHON", "PYTEST"))}
     env["PATH"] = ":".join(p for p in env.get("PATH", "").split(":") if not p.startswith(str(REPO_ROOT)))
-    down()  # a VM left by another test shares the working tree: the clone must boot its own
+    down()  # the integration tests' shared VM runs the working tree: the clone must boot its own
     started = time.monotonic()
     done = subprocess.run(["sh", "-c", "./scripts/setup && .venv/bin/invoke bench --quick"], cwd=clone, env=env,
                           capture_output=True, text=True, timeout=3 * 3600)
     wall_s = time.monotonic() - started
     console = done.stdout + done.stderr
     print(f"\nfresh clone: setup + bench --quick took {wall_s:.0f} s\n{console[-3000:]}")
-    assert done.returncode == 0, console[-5000:]
-    assert (clone / "results" / "REPORT.md").is_file()
+    runs = {load_run(path)[0]["experiment"]: path for path in all_runs(clone / "results")}
+    return {"clone": clone, "returncode": done.returncode, "console": console, "runs": runs}
+
+
+def test_bench_quick_from_a_fresh_clone(fresh_bench):
+    console = fresh_bench["console"]
+    assert fresh_bench["returncode"] == 0, console[-5000:]
+    assert (fresh_bench["clone"] / "results" / "REPORT.md").is_file()
     for chatter in CHATTER:
         assert chatter not in console, f"{chatter!r} reached the console"
-    finished = {load_run(path)[0]["experiment"]: load_run(path)[0] for path in all_runs(clone / "results")}
+    finished = {name: load_run(path)[0] for name, path in fresh_bench["runs"].items()}
     assert set(finished) == set(registry.names())
     for name, metadata in finished.items():
         assert metadata["status"] in ("complete", "passed"), (name, metadata["status"])
         assert metadata["profile"] == "quick" and not metadata["git_dirty"]
         if metadata["accelerator"] is not None:
             assert metadata["build_root"]["gcc_version"] and metadata["image_manifest_sha256"]
+
+
+def test_kernel_full_trains_in_the_kernel_and_serves_what_it_trained(fresh_bench):
+    """kernel-full in cc-concurrency's quick run: the flows' decisions are labelled by the teacher
+    into the kernel's replay, minibatches are trained in softirq at most full_budget samples per
+    ACK, and the network is requantized into app cc_full's snapshot, which the flows then query."""
+    assert "cc-concurrency" in fresh_bench["runs"], fresh_bench["console"][-3000:]
+    raw_path = fresh_bench["runs"]["cc-concurrency"] / "raw" / "4-flows_full" / "0.json"
+    assert raw_path.is_file(), sorted(p.name for p in raw_path.parent.parent.iterdir())
+    raw = json.loads(raw_path.read_text())
+    assert raw["ok"], [c for c in raw["checks"] if not c["ok"]]
+    stats = raw["scheme_results"]["lf_cc"]
+    assert stats["full_samples"] > 0 and stats["full_trained"] > 0, stats
+    assert stats["full_published"] > 0 and stats["full_publish_errors"] == 0, stats
+    assert stats["decisions"] > 0 and stats["fallback_error"] == 0, stats
+    core = raw["scheme_results"]["core"]
+    assert core["swaps"] > stats["full_published"] - 1 and core["errors"] == 0, core   # its snapshots went live
+    assert core["active_id"] != raw["scheme"]["initial_snapshot_id"]

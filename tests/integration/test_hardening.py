@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from testbed.modules import SnapshotModule
-from testbed.session import GuestSession
 from testbed.store import new_run
 
 pytestmark = [
@@ -76,14 +75,14 @@ def _prepare(plan_dir: Path, build) -> dict:
     }
 
 
-def test_hardening_regressions(tmp_path, monkeypatch):
+def test_hardening_regressions(tmp_path, monkeypatch, guest_pool):
     monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
     run = new_run("hardening", profile="quick")
-    with GuestSession(KERNEL) as session:
-        plan_dir = session.plan_dir(run, "hardening")
-        plan = _prepare(plan_dir, session.build_modules)
-        result = session.run_driver(run, "hardening", plan, plan_dir, timeout_s=GUEST_TIMEOUT_S,
-                                    step="run the hardening checks in the guest")
+    session = guest_pool.get(KERNEL)
+    plan_dir = session.plan_dir(run, "hardening")
+    plan = _prepare(plan_dir, session.build_modules)
+    result = session.run_driver(run, "hardening", plan, plan_dir, timeout_s=GUEST_TIMEOUT_S,
+                                step="run the hardening checks in the guest")
     report = result.report
     checks = {check["name"]: check for check in report["checks"]}
     failed = {name: check["detail"] for name, check in checks.items() if not check["ok"]}
@@ -100,16 +99,16 @@ def test_hardening_regressions(tmp_path, monkeypatch):
         assert name in checks, sorted(checks)
 
 
-def test_samples_group_private_on_a_kernel_with_the_older_guard(tmp_path, monkeypatch):
+def test_samples_group_private_on_a_kernel_with_the_older_guard(tmp_path, monkeypatch, guest_pool):
     monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
     run = new_run("hardening", profile="quick")
-    with GuestSession(OLD_GUARD_KERNEL) as session:
-        plan_dir = session.plan_dir(run, "hardening-samples")
-        session.build_modules(plan_dir)
-        plan = {"core_module": "liteflow.ko", "test_module": "lf_test.ko", "input_size": INPUT_SIZE,
-                "output_size": OUTPUT_SIZE, "only": ["private_samples"]}
-        result = session.run_driver(run, "hardening", plan, plan_dir, timeout_s=GUEST_TIMEOUT_S,
-                                    step="run the samples check in the guest")
+    session = guest_pool.get(OLD_GUARD_KERNEL)
+    plan_dir = session.plan_dir(run, "hardening-samples")
+    session.build_modules(plan_dir)
+    plan = {"core_module": "liteflow.ko", "test_module": "lf_test.ko", "input_size": INPUT_SIZE,
+            "output_size": OUTPUT_SIZE, "only": ["private_samples"]}
+    result = session.run_driver(run, "hardening", plan, plan_dir, timeout_s=GUEST_TIMEOUT_S,
+                                step="run the samples check in the guest")
     checks = {check["name"]: check for check in result.report["checks"]}
     failed = {name: check["detail"] for name, check in checks.items() if not check["ok"]}
     assert not failed, failed

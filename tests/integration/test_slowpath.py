@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from workloads.runner import sessions, run_experiment
+from workloads.runner import run_experiment
 
 pytestmark = [
     pytest.mark.vm,
@@ -22,10 +22,9 @@ pytestmark = [
 ]
 
 
-def test_kernel_snapshot_follows_a_target_change(tmp_path, monkeypatch):
+def test_kernel_snapshot_follows_a_target_change(tmp_path, monkeypatch, guest_pool):
     monkeypatch.setenv("LITEFLOW_RESULTS", str(tmp_path))
-    with sessions() as pool:
-        run = run_experiment("slowpath", pool, profile="quick", overrides={"kill_mid_update": True})
+    run = run_experiment("slowpath", guest_pool, profile="quick", overrides={"kill_mid_update": True})
     report = run.repetition("follow-target-hot", 0)
     assert "error" not in report, report.get("error")
     assert report["time_to_recover_s"] is not None and report["time_to_recover_s"] <= 300, report["timeline"][-5:]

@@ -4,7 +4,7 @@ The passing smoke itself runs in the fresh-clone test (`invoke bench --quick`), 
 (100 swaps) in `invoke bench`. These prove the smoke can fail (a wrong expected output and a
 leaked module are each caught) and that a guest killed mid-run gives an error naming the step,
 leaves no qemu behind, and does not stop the next smoke from passing, with the metadata every
-run carries. They share one VM where they can, to keep CI inside its budget.
+run carries. They run on the integration tests' shared VM (conftest.py), to keep CI inside its budget.
 """
 
 import os
@@ -15,8 +15,8 @@ import time
 import pytest
 
 from testbed.session import SessionError
-from vm.qemu import down, pid_alive, status
-from workloads.runner import Sessions, run_experiment
+from vm.qemu import pid_alive, status
+from workloads.runner import run_experiment
 
 pytestmark = [
     pytest.mark.vm,
@@ -26,12 +26,9 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def pool(tmp_path_factory):
+def pool(guest_pool, tmp_path_factory):
     os.environ["LITEFLOW_RESULTS"] = str(tmp_path_factory.mktemp("results"))
-    sessions = Sessions(keep_vm=True)
-    yield sessions
-    sessions.close()
-    down()
+    yield guest_pool
     del os.environ["LITEFLOW_RESULTS"]
 
 
