@@ -77,6 +77,29 @@ def test_random_models_bit_exact(seed):
     _assert_exact(build_snapshot(random_dense_model(seed)), seed)
 
 
+@pytest.mark.parametrize("arch", sorted(ARCHS) + ["aurora"])
+def test_converting_a_frozen_function_gives_the_keras_entry_points_snapshot(arch, tmp_path):
+    """quantize() hands the converter a frozen concrete function instead of the Keras model (the
+    Keras entry point round-trips a SavedModel, most of an update's time in the guest); the
+    snapshot, every weight, bias, multiplier and zero point, must not change."""
+    from userspace.snapshot.quantize import representative_dataset
+    from userspace.snapshot.spec import read_spec
+
+    if arch == "aurora":
+        model = tf.keras.models.load_model(str(example_model(tmp_path / "aurora.keras")), compile=False)
+    else:
+        sizes, acts, gain = ARCHS[arch]
+        model = dense_model(sizes, acts, seed=7, gain=gain)
+    names = list(check_model(model).names)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset(model.input_shape[-1])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    through_keras = read_spec(bytes(converter.convert()), names=names)
+    assert write_blob(build_snapshot(model).spec) == write_blob(through_keras)
+
+
 def test_double_rounding_is_not_what_tflite_runs(other, aurora):
     """The rounding choice is observable: gemmlowp double rounding misses some outputs."""
     misses = 0
@@ -172,7 +195,7 @@ def test_refusal_happens_before_conversion(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("converter must not run for an unsupported model")
 
-    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model", boom)
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_concrete_functions", boom)
     with pytest.raises(SnapshotError, match="soft"):
         build_snapshot(_seq(tf.keras.layers.Dense(4, activation="softmax", name="soft")))
 
