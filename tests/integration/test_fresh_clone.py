@@ -10,7 +10,8 @@ TensorFlow's converter chatter, and that every experiment finished into the repo
 
 The quick runs it leaves are real guest runs, so the checks that need nothing more than a quick
 profile read them instead of booting and running the same job again: kernel-full's training in
-the kernel is checked on cc-concurrency's quick run.
+the kernel is checked on cc-concurrency's quick run, the slow path's recovery from a SIGKILL mid-
+update on slowpath's (its quick profile injects the fault).
 """
 
 import json
@@ -72,10 +73,7 @@ def test_kernel_full_trains_in_the_kernel_and_serves_what_it_trained(fresh_bench
     """kernel-full in cc-concurrency's quick run: the flows' decisions are labelled by the teacher
     into the kernel's replay, minibatches are trained in softirq at most full_budget samples per
     ACK, and the network is requantized into app cc_full's snapshot, which the flows then query."""
-    assert "cc-concurrency" in fresh_bench["runs"], fresh_bench["console"][-3000:]
-    raw_path = fresh_bench["runs"]["cc-concurrency"] / "raw" / "4-flows_full" / "0.json"
-    assert raw_path.is_file(), sorted(p.name for p in raw_path.parent.parent.iterdir())
-    raw = json.loads(raw_path.read_text())
+    raw = _raw(fresh_bench, "cc-concurrency", "4-flows_full")
     assert raw["ok"], [c for c in raw["checks"] if not c["ok"]]
     stats = raw["scheme_results"]["lf_cc"]
     assert stats["full_samples"] > 0 and stats["full_trained"] > 0, stats
@@ -84,3 +82,33 @@ def test_kernel_full_trains_in_the_kernel_and_serves_what_it_trained(fresh_bench
     core = raw["scheme_results"]["core"]
     assert core["swaps"] > stats["full_published"] - 1 and core["errors"] == 0, core   # its snapshots went live
     assert core["active_id"] != raw["scheme"]["initial_snapshot_id"]
+
+
+def _raw(fresh_bench: dict, experiment: str, job: str) -> dict:
+    assert experiment in fresh_bench["runs"], fresh_bench["console"][-3000:]
+    path = fresh_bench["runs"][experiment] / "raw" / job / "0.json"
+    assert path.is_file(), sorted(p.name for p in path.parent.parent.iterdir())
+    return json.loads(path.read_text())
+
+
+def test_kernel_snapshot_follows_a_target_change_and_survives_a_killed_service(fresh_bench):
+    """slowpath's quick run: lf_test's stress threads and the slow-path service with the
+    TensorFlow example adapter in the guest; the target switches from A to B and the kernel's
+    active snapshot's error on B (EVALUATE on held-out inputs) must fall below the bound within
+    5 minutes, through at least one update, with zero failed queries. Then the target goes back
+    to A and the service is SIGKILLed in the middle of an update: the kernel must go on serving
+    the last good snapshot, and the restarted service must make it follow A."""
+    report = _raw(fresh_bench, "slowpath", "follow-target-hot")
+    assert "error" not in report, report.get("error")
+    assert report["time_to_recover_s"] is not None and report["time_to_recover_s"] <= 300, report["timeline"][-5:]
+    assert report["updates"] >= 1
+    assert report["failed_queries"] == 0, (report["stress"], report["core"])
+    assert report["initial_error"]["B"] > 0.1   # the change really was one
+    assert not report["dmesg_trouble"]
+    kill = report["kill"]
+    assert kill["mid_update"], f"the update finished {kill['seconds_into_update']} s in, before the kill"
+    assert kill["serving_last_good"] and kill["active_after_kill"] == kill["update_began_active_id"], kill
+    assert kill["queries_after_kill"] > 0 and kill["stress_errors"] == 0, kill
+    assert kill["time_to_recover_after_restart_s"] is not None, report["kill_timeline"][-5:]
+    assert report["ok"] and load_run(fresh_bench["runs"]["slowpath"])[0]["status"] == "passed"
+    assert (fresh_bench["runs"]["slowpath"] / "logs" / "follow-target-hot-0.service.jsonl").stat().st_size > 0
