@@ -39,7 +39,7 @@ class Slowpath(Experiment):
         "startup_timeout_s": Field(float),
         "stop_timeout_s": Field(float),
         "kill_mid_update": Field(bool),      # then SIGKILL the service during an update and restart it
-        "kill_delay_s": Field(float),        # after "update-begin": inside quantize (~20 s under TCG)
+        "kill_delay_s": Field(float),        # after "update-begin": inside quantize (7-9 s under TCG)
         "adapter": Field(dict, table_schema=ADAPTER_SCHEMA),
     }
 
