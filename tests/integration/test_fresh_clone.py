@@ -50,8 +50,11 @@ def fresh_bench(tmp_path_factory) -> dict:
     wall_s = time.monotonic() - started
     console = done.stdout + done.stderr
     print(f"\nfresh clone: setup + bench --quick took {wall_s:.0f} s\n{console[-3000:]}")
-    runs = {load_run(path)[0]["experiment"]: path for path in all_runs(clone / "results")}
-    return {"clone": clone, "returncode": done.returncode, "console": console, "runs": runs}
+    runs, metadata = {}, {}
+    for path in all_runs(clone / "results"):
+        run_metadata = load_run(path)[0]
+        runs[run_metadata["experiment"]], metadata[run_metadata["experiment"]] = path, run_metadata
+    return {"clone": clone, "returncode": done.returncode, "console": console, "runs": runs, "metadata": metadata}
 
 
 def test_bench_quick_from_a_fresh_clone(fresh_bench):
@@ -60,7 +63,7 @@ def test_bench_quick_from_a_fresh_clone(fresh_bench):
     assert (fresh_bench["clone"] / "results" / "REPORT.md").is_file()
     for chatter in CHATTER:
         assert chatter not in console, f"{chatter!r} reached the console"
-    finished = {name: load_run(path)[0] for name, path in fresh_bench["runs"].items()}
+    finished = fresh_bench["metadata"]
     assert set(finished) == set(registry.names())
     for name, metadata in finished.items():
         assert metadata["status"] in ("complete", "passed"), (name, metadata["status"])
@@ -110,5 +113,5 @@ def test_kernel_snapshot_follows_a_target_change_and_survives_a_killed_service(f
     assert kill["serving_last_good"] and kill["active_after_kill"] == kill["update_began_active_id"], kill
     assert kill["queries_after_kill"] > 0 and kill["stress_errors"] == 0, kill
     assert kill["time_to_recover_after_restart_s"] is not None, report["kill_timeline"][-5:]
-    assert report["ok"] and load_run(fresh_bench["runs"]["slowpath"])[0]["status"] == "passed"
+    assert report["ok"] and fresh_bench["metadata"]["slowpath"]["status"] == "passed"
     assert (fresh_bench["runs"]["slowpath"] / "logs" / "follow-target-hot-0.service.jsonl").stat().st_size > 0

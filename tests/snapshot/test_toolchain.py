@@ -82,7 +82,7 @@ def test_converting_a_frozen_function_gives_the_keras_entry_points_snapshot(arch
     """quantize() hands the converter a frozen concrete function instead of the Keras model (the
     Keras entry point round-trips a SavedModel, most of an update's time in the guest); the
     snapshot, every weight, bias, multiplier and zero point, must not change."""
-    from userspace.snapshot.quantize import representative_dataset
+    from userspace.snapshot.quantize import full_integer, representative_dataset
     from userspace.snapshot.spec import read_spec
 
     if arch == "aurora":
@@ -91,11 +91,7 @@ def test_converting_a_frozen_function_gives_the_keras_entry_points_snapshot(arch
         sizes, acts, gain = ARCHS[arch]
         model = dense_model(sizes, acts, seed=7, gain=gain)
     names = list(check_model(model).names)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative_dataset(model.input_shape[-1])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
+    converter = full_integer(tf.lite.TFLiteConverter.from_keras_model(model), representative_dataset(model.input_shape[-1]))
     through_keras = read_spec(bytes(converter.convert()), names=names)
     assert write_blob(build_snapshot(model).spec) == write_blob(through_keras)
 

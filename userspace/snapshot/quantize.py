@@ -82,13 +82,21 @@ def quantize(
     keras_model = load_keras(model)
     summary = check_model(keras_model)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen_forward(tf, keras_model, summary.input_size)])
+    full_integer(converter, representative_dataset(
+        summary.input_size, data=data, input_range=input_range, samples=samples, seed=seed))
+    return bytes(converter.convert())
+
+
+def full_integer(converter: Any, dataset: Callable[[], Iterable[list[np.ndarray]]]) -> Any:
+    """Set a TFLite converter to full-integer int8 (int8 input and output), calibrated on `dataset`."""
+    import tensorflow as tf
+
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative_dataset(
-        summary.input_size, data=data, input_range=input_range, samples=samples, seed=seed)
+    converter.representative_dataset = dataset
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return bytes(converter.convert())
+    return converter
 
 
 def _frozen_forward(tf: Any, keras_model: Any, input_size: int) -> Any:
