@@ -38,7 +38,8 @@ OFFLOAD_SCHEMA = {key: Field(bool) for key in ("tso", "gso", "gro")}
 LF_CC_SCHEMA = {"stale_min": Field(bool, required=False)}
 SLOWPATH_SCHEMA = {"threshold": Field(float, minimum=0.0), "window": Field(int, minimum=1),
                    "sample_every": Field(int, minimum=1), "sample_batch": Field(int, minimum=1),
-                   "round_wait_s": Field(float, minimum=0.1), "adapter": Field(dict)}
+                   "round_wait_s": Field(float, minimum=0.1),
+                   "round_interval_s": Field(float, minimum=0.0, required=False), "adapter": Field(dict)}
 COMMON_CC_SCHEMA = {
     "schemes": Field(list, choices=SCHEMES),
     "duration_s": Field(int, minimum=1),

@@ -145,6 +145,33 @@ def test_service_drops_samples_while_adapt_is_slow(tmp_path, initial, candidate)
     assert stop["samples"]["dropped_samples"] == c["dropped_samples"] > 0
 
 
+def test_a_round_interval_paces_rounds_and_loses_no_sample_while_they_wait(tmp_path, initial, candidate):
+    kernel = fake_kernel(initial)
+    svc = make_service(tmp_path, kernel, SpecAdapter(candidate), batches=0, queue_batches=3,
+                       threshold=1e9, round_interval_s=0.4)
+    # 30 batches trickling in over ~0.9 s: ten times the queue's bound, which back-to-back rounds
+    # would take a few at a time
+    svc.source.batches = [sample_batch(seed=i) for i in range(30)]
+    svc.source.delay_s = 0.03
+    svc.start()
+    starts, samples = [], 0
+    while samples < 30 * 32:
+        entry = svc.round()
+        starts.append(svc._round_started)
+        samples += entry.get("samples", 0)
+        assert len(starts) < 10, "the samples never all arrived"
+    svc.close()
+    assert all(b - a >= 0.4 for a, b in zip(starts, starts[1:]))
+    assert 2 <= len(starts) <= 5                   # ~0.9 s of samples at one round per 0.4 s
+    c = svc.queue.counters()
+    assert c["received_batches"] == 30 and c["dropped_batches"] == 0
+
+
+def test_a_negative_round_interval_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="round_interval_s"):
+        ServiceConfig(app="lf_test", round_interval_s=-1.0)
+
+
 # ---------------------------------------------------------------------------- the update path
 
 

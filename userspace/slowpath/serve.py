@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--queue-batches", type=int, default=64)
     p.add_argument("--round-wait", type=float, default=5.0, help="max seconds a round waits for samples")
     p.add_argument("--min-round-samples", type=int, default=1)
+    p.add_argument("--round-interval", type=float, default=0.0,
+                   help="seconds between the starts of two rounds at least; samples collect meanwhile "
+                        "(default 0: a round as soon as samples come)")
     p.add_argument("--active-blob", type=Path, help="blob of the snapshot active at start (its output scale)")
     p.add_argument("--work-dir", type=Path, default=ServiceConfig.work_dir)
     p.add_argument("--symvers", type=Path, help="the core's Module.symvers (needed by --update module)")
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         app=args.app, update=args.update, threshold=args.threshold, window=args.window, band=args.band, band_floor=args.band_floor,
         sample_every=args.sample_every, sample_batch=args.sample_batch, flush_ms=args.flush_ms,
         queue_batches=args.queue_batches,
-        round_wait_s=args.round_wait, min_round_samples=args.min_round_samples, work_dir=args.work_dir,
+        round_wait_s=args.round_wait, min_round_samples=args.min_round_samples,
+        round_interval_s=args.round_interval, work_dir=args.work_dir,
         include_dir=args.include_dir, symvers=args.symvers, kernel_build_dir=args.kernel_build_dir,
         active_blob=args.active_blob, duration_s=args.duration, agent_blob=args.agent_blob,
         agent_pid=args.agent_pid)

@@ -77,6 +77,7 @@ class ServiceConfig:
     fidelity_samples: int = 512         # latest inputs kept for the fidelity loss and calibration
     min_round_samples: int = 1          # a round waits for at least this many new samples
     round_wait_s: float = 5.0           # ... or this long
+    round_interval_s: float = 0.0       # rounds start at least this far apart (0: as samples come)
     validate_samples: int = 512
     work_dir: Path = Path(tempfile.gettempdir()) / "liteflow-slowpath"
     include_dir: Path = DEFAULT_INCLUDE_DIR
@@ -94,6 +95,8 @@ class ServiceConfig:
             raise ValueError("update 'agent' needs agent_blob and agent_pid")
         if self.window < 1:
             raise ValueError("window must be >= 1")
+        if not self.round_interval_s >= 0:
+            raise ValueError(f"round_interval_s must be >= 0, not {self.round_interval_s!r}")
         self.work_dir = Path(self.work_dir)
 
 
@@ -593,6 +596,7 @@ class Service:
         self.reader: SampleReader | None = None
         self.recent = np.zeros((0, self.input_size), np.int8)   # bounded: fidelity_samples rows
         self.stability = Stability(config.window, config.band, config.band_floor)
+        self._round_started: float | None = None   # time.monotonic() of the last round's start
         self.counters = Counters()
         self.updater = updater or self._updater(kernel, config, runner)
         self.frozen_dir = config.work_dir / "frozen"
@@ -719,7 +723,8 @@ class Service:
         c.rounds += 1
         timer = StepTimer()
         with timer.step("collect"):
-            items = self.queue.drain(self.config.round_wait_s, self.config.min_round_samples)
+            items = self._collect()
+        self._round_started = time.monotonic()
         entry: dict[str, Any] = {"round": c.rounds, "threshold": self.config.threshold}
         if not items:
             return self.log.write("round", **entry, action="idle", samples=0, steps_s=timer.seconds,
@@ -760,6 +765,25 @@ class Service:
             action = "update" if result["result"] == "switched" else "update-rejected"
         return self.log.write("round", **entry, action=action, steps_s=timer.seconds,
                               sample_counters=self.queue.counters())
+
+    def _collect(self) -> list[tuple[float, Any]]:
+        """The samples of the next round. With a round interval, everything that arrives until the
+        interval is over (taken off the bounded queue as it comes, so waiting drops nothing);
+        then, or without one, the queue's content once it holds min_round_samples or round_wait_s
+        passed.
+
+        Why an interval: a round is a few training steps however few samples it has, and when the
+        samples trickle in, rounds back to back keep a CPU busy, the one the datapath it tunes
+        runs on, to learn from a handful of samples at a time."""
+        items: list[tuple[float, Any]] = []
+        if self.config.round_interval_s > 0 and self._round_started is not None:
+            until = self._round_started + self.config.round_interval_s
+            while (left := until - time.monotonic()) > 0 and not self._stopping.is_set():
+                items += self.queue.drain(left, 1)
+        got = sum(len(batch.inputs) for _, batch in items)
+        if got < self.config.min_round_samples:
+            items += self.queue.drain(self.config.round_wait_s, self.config.min_round_samples - got)
+        return items
 
     @staticmethod
     def _contexts(items: list[tuple[float, Any]]) -> np.ndarray | None:

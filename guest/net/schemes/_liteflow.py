@@ -124,6 +124,7 @@ class Service:
                 "--band-floor", str(opts.get("band_floor", 1e-3)),
                 "--log", str(self.log_path), "--active-blob", str(self.work / opts["blob"]),
                 "--work-dir", str(service_dir), "--round-wait", str(opts.get("round_wait_s", 2)),
+                "--round-interval", str(opts.get("round_interval_s", 0)),
                 "--sample-every", str(opts["sample_every"]), "--sample-batch", str(opts["sample_batch"])]
         self.started_unix = time.time()
         started = time.monotonic()
