@@ -75,19 +75,20 @@ def test_lf_cc_parameters_reach_every_lf_cc_scheme_and_a_typo_is_refused():
         load_config(experiment_path("cc-adapt"), adapt.schema, "quick", {"lf_cc": {"stale_mni": True}})
 
 
-def test_cc_concurrency_paces_its_slow_path_rounds_for_both_adapting_deployments():
+def test_a_round_interval_reaches_both_adapting_deployments_and_a_bad_one_is_refused():
     from types import SimpleNamespace
 
     from userspace.slowpath.serve import parse_args
 
     concurrency = registry.load("cc-concurrency")
     config = load_config(experiment_path("cc-concurrency"), concurrency.schema, "full")
-    ctx = SimpleNamespace(config=config, state={"scheme_files": {"blob": "cc.blob"}})
+    assert "round_interval_s" not in config["slowpath"]     # rounds follow the samples (docs/cc.md)
+    paced = load_config(experiment_path("cc-concurrency"), concurrency.schema, "full",
+                        {"slowpath": {**config["slowpath"], "round_interval_s": 5.0}})
+    ctx = SimpleNamespace(config=paced, state={"scheme_files": {"blob": "cc.blob"}})
     for scheme in ("liteflow", "user"):
         assert cc_plan.scheme_options(ctx, scheme)["round_interval_s"] == 5.0
     assert "round_interval_s" not in cc_plan.scheme_options(ctx, "frozen")
-    adapt = registry.load("cc-adapt")
-    assert "round_interval_s" not in load_config(experiment_path("cc-adapt"), adapt.schema, "full")["slowpath"]
     assert parse_args(["--app", "cc", "--adapter", "m:C", "--round-interval", "5"]).round_interval == 5.0
     with pytest.raises(ExperimentError, match="round_interval_s"):
         load_config(experiment_path("cc-concurrency"), concurrency.schema, "quick",
