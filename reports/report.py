@@ -32,11 +32,14 @@ def run_kernel(metadata: dict) -> str | None:
 
 
 def latest_runs(root: Path) -> dict[tuple[str, str | None], Path]:
-    """(experiment, kernel) -> the latest run (by finish time) that finished as complete or passed.
-    A run that names no kernel counts as its data file's."""
+    """(experiment, kernel) -> the latest run (by finish time) that finished as complete or passed,
+    a full-profile one if there is any: a quick profile (what CI runs) is a check of the path, not
+    a measurement, and one run after a full one must not take its place in the report. A run that
+    names no kernel counts as its data file's."""
     finished = [load_run(path)[0] | {"path": path} for path in all_runs(root)]
     latest: dict[tuple[str, str | None], Path] = {}
-    for metadata in sorted((m for m in finished if m.get("status") in FINISHED_OK), key=lambda m: m["finished"]):
+    for metadata in sorted((m for m in finished if m.get("status") in FINISHED_OK),
+                           key=lambda m: (m.get("profile") == "full", m["finished"])):
         latest[(metadata["experiment"], run_kernel(metadata))] = metadata["path"]
     return latest
 

@@ -17,7 +17,7 @@ def results_dir(tmp_path, monkeypatch):
 def recorded(name, jobs_and_raws, *, status=None, **metadata):
     """A finished run of a real experiment's module, from raw repetitions given here."""
     experiment = registry.load(name)
-    run = store.new_run(name, profile="full", repetitions=len(jobs_and_raws))
+    run = store.new_run(name, profile=metadata.pop("profile", "full"), repetitions=len(jobs_and_raws))
     run.update_metadata(**metadata)
     records = []
     for rep, pairs in enumerate(jobs_and_raws):
@@ -54,6 +54,14 @@ def test_latest_complete_run_wins(results_dir):
     recorded("engine", [engine_repetition(1.0)])
     newer = recorded("engine", [engine_repetition(1.0)])
     assert latest_runs(results_dir)[("engine", None)] == newer.path
+
+
+def test_a_quick_run_after_a_full_one_does_not_take_its_place(results_dir):
+    full = recorded("engine", [engine_repetition(1.0)])
+    recorded("engine", [engine_repetition(1.0)], profile="quick")
+    assert latest_runs(results_dir)[("engine", None)] == full.path
+    quick_only = recorded("engine", [engine_repetition(1.0)], profile="quick", config={"kernel": "linux-4.15"})
+    assert latest_runs(results_dir)[("engine", "linux-4.15")] == quick_only.path   # better than nothing
 
 
 def test_a_run_on_another_kernel_gets_its_own_section_after_the_data_files(results_dir):
