@@ -91,7 +91,8 @@ def test_converting_a_frozen_function_gives_the_keras_entry_points_snapshot(arch
         sizes, acts, gain = ARCHS[arch]
         model = dense_model(sizes, acts, seed=7, gain=gain)
     names = list(check_model(model).names)
-    converter = full_integer(tf.lite.TFLiteConverter.from_keras_model(model), representative_dataset(model.input_shape[-1]))
+    converter = full_integer(tf.lite.TFLiteConverter.from_keras_model(model),
+                             representative_dataset(model.input_shape[-1]))
     through_keras = read_spec(bytes(converter.convert()), names=names)
     assert write_blob(build_snapshot(model).spec) == write_blob(through_keras)
 
