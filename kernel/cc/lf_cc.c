@@ -241,7 +241,7 @@ struct lf_cc_full {
 	struct lf_full_snapshot snap;
 	struct mutex upload_lock;
 	size_t staged;			/* bytes of the weights upload so far */
-	s32 staging[LF_FULL_PARAMS];
+	s32 staging[LF_FULL_UPLOAD_WORDS];
 };
 
 static struct lf_cc_full *lf_cc_full;
@@ -551,7 +551,7 @@ static void lf_cc_full_publish(struct work_struct *work)
 
 	spin_lock_bh(&f->lock);
 	memcpy(&f->scratch, &f->net, sizeof(f->net));
-	lf_full_reset_ranges(&f->net);	/* the next snapshot calibrates on what follows */
+	lf_full_reset_ranges(&f->net);	/* the next snapshot: the seed and what follows */
 	spin_unlock_bh(&f->lock);
 	err = lf_full_requantize(&f->scratch, &f->snap);
 	if (!err)
@@ -566,9 +566,9 @@ static void lf_cc_full_publish(struct work_struct *work)
 }
 
 /*
- * The master weights, LF_FULL_PARAMS little-endian s32 (Q24, lf_cc_full.h's
- * flat layout), written in one or more pieces from offset 0; the last byte
- * loads them.  Rewriting starts over (offset 0).
+ * The master weights and their range seed, LF_FULL_UPLOAD_WORDS
+ * little-endian s32 (lf_full_load), written in one or more pieces from
+ * offset 0; the last byte loads them.  Rewriting starts over (offset 0).
  */
 static ssize_t lf_cc_full_weights_write(struct file *file,
 					const char __user *buf, size_t len,
@@ -593,11 +593,9 @@ static ssize_t lf_cc_full_weights_write(struct file *file,
 	*ppos += len;
 	if (f->staged == total) {
 		spin_lock_bh(&f->lock);
-		err = lf_full_load(&f->net, f->staging, LF_FULL_PARAMS);
-		if (!err) {
-			lf_full_reset_ranges(&f->net);
+		err = lf_full_load(&f->net, f->staging, LF_FULL_UPLOAD_WORDS);
+		if (!err)
 			f->loaded = true;
-		}
 		spin_unlock_bh(&f->lock);
 		f->staged = 0;
 	}

@@ -71,9 +71,10 @@
  * input 1/16 zero point 0 and every tanh output 1/128 zero point 0 (what lf_cc
  * declares), and each hidden tanh as the engine's 256-entry table.  The
  * pre-tanh int8 scale of a layer is asymmetric, (max - min) / 255, from the
- * minimum and maximum pre-activation (Q16) seen by every forward since the
- * ranges were last reset -- TFLite's calibration rule, on the replay's
- * inputs as the slow path calibrates -- with the range widened to include 0
+ * minimum and maximum pre-activation (Q16) over the committed network's
+ * offline calibration states (the upload's seed) and every forward since --
+ * TFLite's calibration rule, on what the slow path calibrates on: those
+ * states and the kernel's own inputs -- with the range widened to include 0
  * and clipped to +-4: beyond 4, 128 tanh rounds to the int8 extremes (127,
  * -128) anyway, so the clip costs nothing and buys resolution (the committed
  * network's first layer spans [-55, 26] on lf_cc's calibration states).
@@ -100,6 +101,8 @@
 #define LF_FULL_WEIGHTS		(LF_CC_INPUTS * LF_FULL_H1 + LF_FULL_H1 * LF_FULL_H2 + \
 				 LF_FULL_H2 * LF_CC_OUTPUTS)			/* 1488 */
 #define LF_FULL_PARAMS		(LF_FULL_WEIGHTS + LF_FULL_UNITS)		/* 1537 */
+/* The upload: the parameters, then a (min, max) Q16 range seed per layer. */
+#define LF_FULL_UPLOAD_WORDS	(LF_FULL_PARAMS + 2 * LF_FULL_LAYERS)		/* 1543 */
 
 /* Fixed-point formats: real = value / 2^shift. */
 #define LF_FULL_W_SHIFT		24	/* master weights and biases, s32 */
@@ -198,7 +201,7 @@ static const struct lf_full_layer_dims lf_full_dims[LF_FULL_LAYERS] = {
 	  LF_FULL_H2 * LF_CC_OUTPUTS },
 };
 
-/* Pre-activation range of one layer, Q16, since the last lf_full_reset_ranges(). */
+/* Pre-activation range of one layer, Q16: its seed widened by every forward since the last reset. */
 struct lf_full_range {
 	s32 min;
 	s32 max;
@@ -212,6 +215,7 @@ struct lf_full_range {
 struct lf_full_net {
 	s32 param[LF_FULL_PARAMS];
 	struct lf_full_range range[LF_FULL_LAYERS];
+	struct lf_full_range seed[LF_FULL_LAYERS];	/* what a reset returns to */
 };
 
 /* One forward's activations, kept for the backward. */
@@ -397,32 +401,44 @@ static inline s32 lf_full_tanh(s32 x)
 	return x < 0 ? -r : r;
 }
 
-/* Load Q24 parameters in the flat layout; -EINVAL on a wrong count or range. */
+/*
+ * Load Q24 parameters in the flat layout (@n = LF_FULL_PARAMS), optionally
+ * followed by the tracked ranges' seed (@n = LF_FULL_UPLOAD_WORDS):
+ * [min0, max0, min1, max1, min2, max2], Q16, the committed network's
+ * pre-activation ranges on its offline calibration states, which LiteFlow's
+ * slow path also calibrates every snapshot on.  Without a seed the first
+ * requantization knows only the inputs seen since the load -- at the start
+ * of a run, an empty queue -- and clips every queue state.  -EINVAL on a
+ * wrong count, a parameter out of range or a min above its max; @net is
+ * unchanged then.
+ */
 static inline int lf_full_load(struct lf_full_net *net, const s32 *flat, u32 n)
 {
+	const s32 *seed = flat + LF_FULL_PARAMS;
 	u32 i;
 
-	if (n != LF_FULL_PARAMS)
+	if (n != LF_FULL_PARAMS && n != LF_FULL_UPLOAD_WORDS)
 		return -EINVAL;
-	for (i = 0; i < n; i++)
+	for (i = 0; i < LF_FULL_PARAMS; i++)
 		if (flat[i] >= LF_FULL_W_MAX || flat[i] <= -LF_FULL_W_MAX)
 			return -EINVAL;
+	if (n == LF_FULL_UPLOAD_WORDS)
+		for (i = 0; i < LF_FULL_LAYERS; i++)
+			if (seed[2 * i] > seed[2 * i + 1])
+				return -EINVAL;
 	memcpy(net->param, flat, sizeof(net->param));
 	for (i = 0; i < LF_FULL_LAYERS; i++) {
-		net->range[i].min = 0;
-		net->range[i].max = 0;
+		net->seed[i].min = n == LF_FULL_UPLOAD_WORDS ? seed[2 * i] : 0;
+		net->seed[i].max = n == LF_FULL_UPLOAD_WORDS ? seed[2 * i + 1] : 0;
+		net->range[i] = net->seed[i];
 	}
 	return 0;
 }
 
+/* Back to the seed: the next snapshot calibrates on it and what follows. */
 static inline void lf_full_reset_ranges(struct lf_full_net *net)
 {
-	unsigned int l;
-
-	for (l = 0; l < LF_FULL_LAYERS; l++) {
-		net->range[l].min = 0;
-		net->range[l].max = 0;
-	}
+	memcpy(net->range, net->seed, sizeof(net->range));
 }
 
 /* One dense tanh layer: out = tanh(W in + b), tracking the pre-activation range. */

@@ -518,3 +518,44 @@ def test_ranges_are_widened_to_zero_and_clipped(lib):
     full.forward(calibration_inputs())
     r = full.ranges()
     assert (r[:, 0] <= 0).all() and (r[:, 1] >= 0).all() and (r[:, 1] > r[:, 0]).all()
+
+
+def test_the_upload_seeds_the_ranges_a_reset_returns_to(lib, tmp_path):
+    """kernel-full's upload (full.py) ends with each layer's pre-activation range on the offline
+    states LiteFlow's snapshots are also calibrated on: the kernel starts from it and returns to
+    it after each publication, so its first snapshot is not calibrated on a quiet start alone.
+    The float seed must agree with the fixed-point forward's own ranges on the same states."""
+    from userspace.cc.full import master_weights_file
+    from userspace.cc.train import offline_states
+
+    upload = np.frombuffer(master_weights_file(tmp_path / "w.bin").read_bytes(), "<i4").copy()
+    assert upload.size == PARAMS + 6
+    full = Full(lib, upload)
+    seed = full.ranges()
+    assert (seed[:, 1] > seed[:, 0]).all()
+    np.testing.assert_array_equal(full.params(), upload[:PARAMS])
+
+    tracked = Full(lib, upload[:PARAMS])
+    assert not tracked.ranges().any()
+    tracked.forward(offline_states(MODEL_DIR / "cc.keras"))
+    np.testing.assert_allclose(seed, tracked.ranges(), rtol=0, atol=A_ONE // 256)
+
+    full.forward(np.full((1, 30), 127, np.int8))
+    assert (full.ranges() != seed).any()
+    lib.lf_full_user_reset_ranges(full.net)
+    np.testing.assert_array_equal(full.ranges(), seed)
+
+
+def test_an_upload_with_a_reversed_range_changes_nothing(lib, tmp_path):
+    from userspace.cc.full import master_weights_file
+
+    upload = np.frombuffer(master_weights_file(tmp_path / "w.bin").read_bytes(), "<i4").copy()
+    full = Full(lib, upload)
+    before = (full.params(), full.ranges())
+    bad = upload.copy()
+    bad[PARAMS + 2], bad[PARAMS + 3] = 100, -100
+    bad[:PARAMS] = 0
+    assert lib.lf_full_user_load(full.net, bad.ctypes.data_as(i32p), len(bad)) != 0
+    np.testing.assert_array_equal(full.params(), before[0])
+    np.testing.assert_array_equal(full.ranges(), before[1])
+    assert lib.lf_full_user_load(full.net, upload.ctypes.data_as(i32p), PARAMS + 5) != 0

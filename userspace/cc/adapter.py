@@ -36,7 +36,6 @@ class CCAdapter(Adapter):
     """Online imitation of teacher.online_label on lf_cc's sampled (input, output, context)."""
 
     input_encoding = Encoding(scale=F.INPUT_SCALE, zero_point=0)
-    OFFLINE_ROWS = 1000   # committed calibration states every snapshot is also calibrated on
     REPLAY_ROWS = 1000    # replay rows a snapshot is calibrated on (a fresh pick per snapshot)
 
     def __init__(self, initial_model: str | None = None, learning_rate: float = 1e-4,
@@ -44,7 +43,7 @@ class CCAdapter(Adapter):
                  threads: int = 1):
         import tensorflow as tf  # once, here
 
-        from .train import CALIBRATION_FILE, calibration_states, limit_threads
+        from .train import limit_threads, offline_states
 
         # the service shares the host's CPUs with the datapath it tunes (in the guest, two vCPUs)
         limit_threads(tf, threads)
@@ -53,9 +52,7 @@ class CCAdapter(Adapter):
         self.rng = np.random.default_rng(seed)
         model_path = Path(initial_model or DEFAULT_MODEL)
         self.model = tf.keras.models.load_model(str(model_path), compile=False)
-        offline = model_path.with_name(CALIBRATION_FILE)
-        self.offline_states = (calibration_states(np.load(offline), seed)[:self.OFFLINE_ROWS]
-                               if offline.exists() else np.zeros((0, F.INPUTS), np.int8))
+        self.offline_states = offline_states(model_path)
         self.model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss="mse")
         self.steps, self.batch_size, self.replay = steps, batch_size, replay
         self.q = np.zeros((0, F.INPUTS), np.int8)      # replay: the kernel's int8 inputs

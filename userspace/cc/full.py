@@ -1,9 +1,12 @@
 """kernel-full's master weights: the committed network in lf_cc_full.h's flat Q24 layout.
 
 lf_cc's "liteflow_full" trains its own copy of the network in the kernel, starting from the very
-weights LiteFlow's slow path starts from. The kernel takes them as LF_FULL_PARAMS little-endian
-s32 through /sys/kernel/debug/lf_cc/full_weights; this module makes that file from cc.keras
-(read with h5py: no TensorFlow needed).
+weights LiteFlow's slow path starts from. The kernel takes them through
+/sys/kernel/debug/lf_cc/full_weights as LF_FULL_UPLOAD_WORDS little-endian s32: the parameters,
+then each layer's pre-activation range on the offline states LiteFlow's snapshots are calibrated
+on too (train.offline_states), from which the kernel's requantization ranges start after every
+reset -- so both deployments' int8 grids cover the same states. This module makes that file from
+cc.keras (read with h5py: no TensorFlow needed).
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .train import MODEL_DIR, MODEL_FILE
+from . import features as F
+from .train import MODEL_DIR, MODEL_FILE, offline_states
 
 W_ONE = 1 << 24                          # LF_FULL_W_SHIFT: master weights are Q24
+A_ONE = 1 << 16                          # LF_FULL_A_SHIFT: pre-activations are Q16
 DIMS = ((30, 32), (32, 16), (16, 1))     # (in, out) per layer
 PARAMS = sum(i * o + o for i, o in DIMS)  # LF_FULL_PARAMS
 
@@ -43,9 +48,25 @@ def to_flat_q24(layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     return np.round(flat * W_ONE).astype(np.int32)
 
 
+def range_seed(layers: list[tuple[np.ndarray, np.ndarray]], states: np.ndarray) -> np.ndarray:
+    """lf_full_load's seed: [min0, max0, min1, max1, min2, max2], each layer's pre-activation
+    range (Q16, rounded outwards) over int8 `states` [n, 30]; zeros without states."""
+    seed = np.zeros(2 * len(layers), np.int64)
+    a = F.to_real(np.asarray(states, np.int8)).astype(np.float64)
+    for i, (w, b) in enumerate(layers):
+        if not len(a):
+            break
+        z = a @ w.T + b
+        seed[2 * i], seed[2 * i + 1] = np.floor(z.min() * A_ONE), np.ceil(z.max() * A_ONE)
+        a = np.tanh(z)
+    return seed.astype(np.int32)
+
+
 def master_weights_file(path: Path, model: Path = MODEL_DIR / MODEL_FILE) -> Path:
     """Write the bytes the kernel's full_weights file takes (little-endian s32)."""
-    flat = to_flat_q24(float_weights(model))
+    layers = float_weights(model)
+    flat = to_flat_q24(layers)
     assert flat.size == PARAMS
-    path.write_bytes(flat.astype("<i4").tobytes())
+    upload = np.concatenate([flat, range_seed(layers, offline_states(model))])
+    path.write_bytes(upload.astype("<i4").tobytes())
     return path

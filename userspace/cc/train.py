@@ -49,6 +49,7 @@ LAYERS = (F.INPUTS, 32, 16, F.OUTPUTS)
 INPUT_RANGE = (-8.0, 7.9375)   # pins the snapshot's input quantization at scale 1/16, zp 0
 L2 = 1e-4                      # keeps pre-activations moderate: int8 activations are per tensor
 CALIBRATION_ROWS = 2000
+OFFLINE_ROWS = 1000   # of those, what an adapted snapshot is calibrated on beside the kernel's inputs
 
 
 @dataclass
@@ -254,6 +255,16 @@ def calibration_states(states: np.ndarray, seed: int = 0) -> np.ndarray:
     """The visited states (int8 [n, 30]) a snapshot calibrates on: at most CALIBRATION_ROWS."""
     pick = np.random.default_rng(seed).permutation(len(states))[:CALIBRATION_ROWS]
     return np.asarray(states, np.int8)[np.sort(pick)]
+
+
+def offline_states(model: Path | str, seed: int = 0) -> np.ndarray:
+    """The committed calibration states (int8 [<= OFFLINE_ROWS, 30]) beside `model` that every
+    later snapshot of it is calibrated on too, by LiteFlow's slow path (adapter.py) and in the
+    kernel (kernel-full's range seed, full.py); none if the network has no calibration file."""
+    path = Path(model).with_name(CALIBRATION_FILE)
+    if not path.exists():
+        return np.zeros((0, F.INPUTS), np.int8)
+    return calibration_states(np.load(path), seed)[:OFFLINE_ROWS]
 
 
 def network_dir(name: str) -> Path:
