@@ -5,6 +5,8 @@ One VM per name (default ``default``); its run dir ``cache_dir("vm")/<name>/`` h
     state.json      pid, ssh port, accelerator, kernel release, image, started (written after boot)
     overlay.qcow2   copy-on-write overlay on the image's disk.img (the base stays pristine)
     serial.log      the guest's serial console
+    serial.previous.log  the console of the boot before, kept by ``up`` so a VM that died and was
+                    booted again can still be looked at
     qemu.pid        qemu's own pidfile
 
 QEMU runs with ``-daemonize`` so it outlives the process that started it (``invoke vm.up`` then
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import time
@@ -223,9 +224,12 @@ def up(image: Image, accel: str = "auto", memory: int = DEFAULT_MEMORY_MB, cpus:
         raise VmError(f"VM {name!r} is already running (pid {current.handle.pid}); run down first")
     chosen = choose_accel(accel, image.kernel, image.manifest.get("sha256", {}).get("vmlinuz"))
     rundir = run_dir(name)
-    if rundir.exists():
-        shutil.rmtree(rundir)
-    rundir.mkdir(parents=True)
+    previous_console = rundir / "serial.log"
+    if previous_console.exists():
+        previous_console.replace(rundir / "serial.previous.log")
+    for leftover in ("overlay.qcow2", "state.json", "qemu.pid"):
+        (rundir / leftover).unlink(missing_ok=True)
+    rundir.mkdir(parents=True, exist_ok=True)
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image.disk, "-F", "raw",
          rundir / "overlay.qcow2"], step="qemu-img create overlay", timeout=60)
 
@@ -244,7 +248,11 @@ def up(image: Image, accel: str = "auto", memory: int = DEFAULT_MEMORY_MB, cpus:
                 raise VmError(f"qemu did not start: {exc}") from exc
     else:
         raise VmError(f"qemu did not start (no free port?): {last_error}")
-    pid = int((rundir / "qemu.pid").read_text().strip())
+    try:
+        pid = int((rundir / "qemu.pid").read_text().strip())
+    except (FileNotFoundError, ValueError) as exc:  # qemu removes its pidfile when it exits
+        raise VmError(f"qemu exited right after it daemonized ({exc})\n--- serial log (tail) ---\n"
+                      f"{_tail(rundir / 'serial.log')}") from exc
     handle = VmHandle(name=name, pid=pid, ssh_port=port, accel=chosen,
                       kernel_release=image.kernel_release, image_path=str(image.path),
                       run_dir=str(rundir), started=started, memory_mb=memory, cpus=cpus,

@@ -156,3 +156,24 @@ def test_ssh_argv_pins_the_image_key(fake_image, tmp_path):
     assert "StrictHostKeyChecking=yes" in argv and argv[-3:] == ["root@127.0.0.1", "uname", "-r"]
     known = (rd / "known_hosts").read_text().split()
     assert known[0] == "[127.0.0.1]:40022" and known[2] == fake_image.host_key_pub.read_text().split()[1]
+
+
+def test_up_keeps_the_dead_boots_console_and_says_when_qemu_exits_at_once(fake_image, monkeypatch):
+    """A VM that died is booted again by the harness: its console must survive the new boot, and a
+    qemu that exits right after daemonizing (its pidfile gone with it) is a VmError, not a crash."""
+    rd = qemu.run_dir("default")
+    rd.mkdir(parents=True)
+    (rd / "serial.log").write_text("[ 9.0] Out of memory: Killed process 612 (python3)\n")
+    (rd / "qemu.pid").write_text("12345\n")
+
+    def qemu_that_exits(argv, **_kwargs):
+        if argv[0] == "qemu-img":
+            return
+        (rd / "serial.log").write_text("qemu: could not load kernel\n")
+
+    monkeypatch.setattr(qemu, "run", qemu_that_exits)
+    monkeypatch.setattr(qemu, "choose_accel", lambda *_args: "tcg")
+    with pytest.raises(qemu.VmError, match="exited right after it daemonized(.|\n)*could not load kernel"):
+        qemu.up(fake_image, repo=None)
+    assert "Out of memory" in (rd / "serial.previous.log").read_text()
+    assert not (rd / "qemu.pid").exists()
