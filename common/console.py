@@ -10,6 +10,7 @@ write to the terminal saved when the capture began.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -49,8 +50,24 @@ def captured(log: Path) -> Iterator[None]:
             _terminal.pop()
             sink.flush()
             sys.stdout, sys.stderr = saved_streams
+            _release_sink(sink, saved_streams[1])
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
             term.close()
+
+
+def _release_sink(sink: TextIO, stderr: TextIO) -> None:
+    """Point log handlers created under the capture back at stderr before the sink closes.
+
+    TensorFlow creates its logger's handler on first use, bound to whatever sys.stderr was then:
+    the first run's log. The next run's TensorFlow warning would then be written to that closed
+    file and come out as a "Logging error" traceback in place of the warning. logging keeps no
+    public list of handlers; its private one is the only way to reach those that no logger holds
+    (absl wraps its own).
+    """
+    for reference in list(logging._handlerList):  # noqa: SLF001
+        handler = reference()
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sink:
+            handler.setStream(stderr)
