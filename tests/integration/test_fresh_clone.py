@@ -11,11 +11,13 @@ TensorFlow's converter chatter, and that every experiment finished into the repo
 The quick runs it leaves are real guest runs, so the checks that need nothing more than a quick
 profile read them instead of booting and running the same job again: kernel-full's training in
 the kernel is checked on cc-concurrency's quick run, the slow path's recovery from a SIGKILL mid-
-update on slowpath's (its quick profile injects the fault).
+update on slowpath's, LiteFlow's flows outliving a SIGKILLed slow-path service on cc-adapt's (both
+quick profiles inject their fault).
 """
 
 import json
 import os
+import statistics
 import subprocess
 import time
 
@@ -115,3 +117,25 @@ def test_kernel_snapshot_follows_a_target_change_and_survives_a_killed_service(f
     assert kill["time_to_recover_after_restart_s"] is not None, report["kill_timeline"][-5:]
     assert report["ok"] and fresh_bench["metadata"]["slowpath"]["status"] == "passed"
     assert (fresh_bench["runs"]["slowpath"] / "logs" / "follow-target-hot-0.service.jsonl").stat().st_size > 0
+
+
+def test_liteflow_keeps_its_snapshot_when_the_service_dies(fresh_bench):
+    """cc-adapt's quick run SIGKILLs LiteFlow's slow-path service after the link's changes: the
+    flows go on, the network keeps deciding, the kernel keeps the last snapshot it had, and lf_cc's
+    stale_min (which cc-adapt sets) let go of the old minimum RTT at the RTT step."""
+    raw = _raw(fresh_bench, "cc-adapt", "liteflow")
+    assert raw["ok"], [c for c in raw["checks"] if not c["ok"]]
+    (fault,) = raw["faults"]
+    assert fault["ok"] and fault["kind"] == "kill_service", fault
+    results = raw["scheme_results"]
+    assert not results["service_alive"]
+    updates_before = [u for u in results["updates"] if u["t_unix"] <= fault["t_unix"]]
+    expected = updates_before[-1]["new_id"] if updates_before else raw["scheme"]["initial_snapshot_id"]
+    assert results["core"]["active_id"] == expected
+    assert results["lf_cc"]["fallback_error"] == 0 and results["lf_cc"]["fallback_no_snapshot"] == 0
+    assert results["core"]["errors"] == 0
+    assert results["lf_cc"]["stale_min_resets"] > 0, results["lf_cc"]
+    after_kill = [p["mbit"] for p in raw["aggregate"]["series"] if p["t_s"] > fault["applied_at_s"] + 1]
+    assert after_kill and statistics.median(after_kill) > 1.0, after_kill
+    for scheme in ("frozen", "cubic", "bbr"):   # the fault goes only where there is a service
+        assert not _raw(fresh_bench, "cc-adapt", scheme).get("faults"), scheme
