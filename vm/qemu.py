@@ -115,6 +115,9 @@ class VmStatus:
 # --------------------------------------------------------------------------- helpers
 
 
+BOOT_FILES = ("overlay.qcow2", "state.json", "qemu.pid")   # one boot's; the consoles stay
+
+
 def default_name() -> str:
     """The VM a checkout uses unless a caller names one: $LITEFLOW_VM_NAME, else ``default``.
 
@@ -227,7 +230,7 @@ def up(image: Image, accel: str = "auto", memory: int = DEFAULT_MEMORY_MB, cpus:
     previous_console = rundir / "serial.log"
     if previous_console.exists():
         previous_console.replace(rundir / "serial.previous.log")
-    for leftover in ("overlay.qcow2", "state.json", "qemu.pid"):
+    for leftover in BOOT_FILES:
         (rundir / leftover).unlink(missing_ok=True)
     rundir.mkdir(parents=True, exist_ok=True)
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image.disk, "-F", "raw",
@@ -300,7 +303,7 @@ def down(handle: VmHandle | str | None = None, *, timeout: float | None = None) 
         clean = _wait_gone(handle.pid, rundir, wait)
         if not clean:
             _kill(handle.pid, rundir)
-    for leftover in ("overlay.qcow2", "state.json", "qemu.pid"):
+    for leftover in BOOT_FILES:
         try:
             (rundir / leftover).unlink()
         except FileNotFoundError:
