@@ -39,7 +39,9 @@ LF_CC_SCHEMA = {"stale_min": Field(bool, required=False)}
 SLOWPATH_SCHEMA = {"threshold": Field(float, minimum=0.0), "window": Field(int, minimum=1),
                    "sample_every": Field(int, minimum=1), "sample_batch": Field(int, minimum=1),
                    "round_wait_s": Field(float, minimum=0.1),
-                   "round_interval_s": Field(float, minimum=0.0, required=False), "adapter": Field(dict)}
+                   "round_interval_s": Field(float, minimum=0.0, required=False),
+                   # the service's CPU limit in CPUs (guest/cgroup.py); unset: no limit beyond nice
+                   "cpu_limit": Field(float, minimum=0.05, required=False), "adapter": Field(dict)}
 COMMON_CC_SCHEMA = {
     "schemes": Field(list, choices=SCHEMES),
     "duration_s": Field(int, minimum=1),

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from guest.cgroup import CpuLimit
 from guest.tools import DriverAbort, loaded_modules, sh, unload_modules
 
 CONGESTION_CONTROL = "liteflow"
@@ -31,6 +32,7 @@ SERVICE_STOP_S = 30
 # The slow path is background work: on the guest's two vCPUs it would otherwise take turns with
 # the very datapath it tunes (TensorFlow's training steps against the flows' packet processing).
 SERVICE_NICE = 19
+SERVICE_CGROUP = "liteflow-slowpath"    # where a [slowpath] cpu_limit puts the service
 
 
 def load_modules(work: Path, params: dict | None = None) -> None:
@@ -109,6 +111,9 @@ class Service:
         self.stderr_path = work / "service.stderr"
         self.proc: subprocess.Popen | None = None
         self.started_unix: float | None = None
+        limit = options.get("cpu_limit")
+        self.cpu_limit = CpuLimit(SERVICE_CGROUP, float(limit)) if limit else None
+        self.cpu_stats: dict | None = None
 
     def start(self) -> float:
         """Start the service and wait until it is ready to serve; returns its start-up seconds."""
@@ -126,10 +131,13 @@ class Service:
                 "--work-dir", str(service_dir), "--round-wait", str(opts.get("round_wait_s", 2)),
                 "--round-interval", str(opts.get("round_interval_s", 0)),
                 "--sample-every", str(opts["sample_every"]), "--sample-batch", str(opts["sample_batch"])]
+        if self.cpu_limit is not None:
+            self.cpu_limit.create()
         self.started_unix = time.time()
         started = time.monotonic()
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(self.stderr_path, "a"),
-                                     env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+                                     env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
+                                     preexec_fn=self.cpu_limit.join if self.cpu_limit else None)
         deadline = started + float(opts.get("startup_timeout_s", 600))
         while not any(line.get("event") == "ready" for line in self.log()):
             if self.proc.poll() is not None:
@@ -159,16 +167,29 @@ class Service:
         if self.alive():
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
+        self._release_cpu_limit()
 
     def stop(self) -> None:
-        if not self.alive():
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=SERVICE_STOP_S)
-        except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=SERVICE_STOP_S)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGKILL)
+                self.proc.wait()
+        self._release_cpu_limit()
+
+    def cpu(self) -> dict | None:
+        """The service's CPU use under its limit (None without one): what the limit held back."""
+        if self.cpu_limit is None or self.proc is None:
+            return None
+        return self.cpu_stats or self.cpu_limit.stats()
+
+    def _release_cpu_limit(self) -> None:
+        """Keep what the service's group used and was held back, then remove the group."""
+        if self.cpu_limit is not None and self.cpu_stats is None and self.proc is not None:
+            self.cpu_stats = self.cpu_limit.stats()
+            self.cpu_limit.remove()
 
     def updates(self) -> list[dict]:
         """Every snapshot switch the service made: unix time, new snapshot id, fidelity loss."""

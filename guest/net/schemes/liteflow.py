@@ -47,7 +47,8 @@ class LiteFlow(Scheme):
         service = self.service
         return {"lf_cc": lf.lf_cc_stats(), "core": lf.core_stats(),
                 "updates": service.updates() if service else [], "rejected": service.rejected() if service else [],
-                "service_alive": bool(service and service.alive()), "faults": self.faults}
+                "service_alive": bool(service and service.alive()), "service_cpu": service.cpu() if service else None,
+                "faults": self.faults}
 
     def teardown(self) -> None:
         if self.service is not None:

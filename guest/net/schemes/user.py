@@ -92,7 +92,8 @@ class User(Scheme):
 
     def results(self) -> dict:
         return {"lf_cc": lf.lf_cc_stats(), "agent_alive": bool(self.agent and self.agent.poll() is None),
-                "updates": self.service.updates() if self.service else [], "faults": self.faults}
+                "updates": self.service.updates() if self.service else [],
+                "service_cpu": self.service.cpu() if self.service else None, "faults": self.faults}
 
     def teardown(self) -> None:
         if self.service is not None:

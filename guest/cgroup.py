@@ -1,0 +1,55 @@
+"""A CPU limit for background work in the guest, as a cgroup v2 group with `cpu.max`.
+
+The slow path is background work that shares the guest's two vCPUs with the datapath it tunes.
+`nice` only orders the two while both want a vCPU; under TCG every busy vCPU is also a busy host
+core, and with the slow path's TensorFlow keeping one vCPU at 100 % the host has no core left
+for the emulator's own work (timers, the other vCPU's interrupts), so the flows slow down even
+though the scheduler always prefers them (docs/cc.md, "One flow on a slower host"). A bandwidth
+limit caps what the slow path takes at all, whatever else is running.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+PERIOD_US = 100_000
+
+
+class CpuLimit:
+    """A cgroup under the root that holds at most `cpus` CPUs' worth of time per period."""
+
+    def __init__(self, name: str, cpus: float, root: Path = ROOT) -> None:
+        if not cpus > 0:
+            raise ValueError(f"a CPU limit must be > 0 CPUs, not {cpus!r}")
+        self.cpus = cpus
+        self.root = root
+        self.path = root / name
+
+    def create(self) -> None:
+        """Make the group (again: a leftover of a crashed run is emptied by its processes' death)
+        with its limit; raises OSError where the kernel has no cgroup v2 CPU controller."""
+        if "cpu" not in (self.root / "cgroup.controllers").read_text().split():
+            raise OSError(f"{self.root} has no cpu controller: no CPU limit possible")
+        if "cpu" not in (self.root / "cgroup.subtree_control").read_text().split():
+            (self.root / "cgroup.subtree_control").write_text("+cpu\n")
+        self.path.mkdir(exist_ok=True)
+        (self.path / "cpu.max").write_text(f"{round(self.cpus * PERIOD_US)} {PERIOD_US}\n")
+
+    def join(self) -> None:
+        """Move the calling process into the group (a Popen preexec_fn: the child joins before it
+        execs, so none of its threads ever runs outside)."""
+        (self.path / "cgroup.procs").write_text(f"{os.getpid()}\n")
+
+    def stats(self) -> dict:
+        """CPU seconds the group used and was held back, from its cpu.stat."""
+        fields = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines() if line.strip())
+        return {"cpus": self.cpus, "usage_s": int(fields["usage_usec"]) / 1e6,
+                "throttled_s": int(fields.get("throttled_usec", 0)) / 1e6,
+                "periods": int(fields.get("nr_periods", 0)), "throttled_periods": int(fields.get("nr_throttled", 0))}
+
+    def remove(self) -> None:
+        """Remove the group once its processes are gone."""
+        if self.path.exists():
+            self.path.rmdir()

@@ -1,0 +1,47 @@
+"""guest/cgroup.py against a cgroup v2 tree laid out in a temporary folder (the real one is the
+guest's: tests/integration runs the service under it)."""
+
+import pytest
+
+from guest.cgroup import PERIOD_US, CpuLimit
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (tmp_path / "cgroup.subtree_control").write_text("memory pids\n")
+    return tmp_path
+
+
+def test_create_enables_the_controller_and_writes_the_limit(root):
+    limit = CpuLimit("slow", 0.5, root=root)
+    limit.create()
+    assert (root / "cgroup.subtree_control").read_text() == "+cpu\n"
+    assert (root / "slow" / "cpu.max").read_text() == f"{PERIOD_US // 2} {PERIOD_US}\n"
+    limit.create()       # a leftover group is reused, not an error
+    assert (root / "slow" / "cpu.max").read_text() == f"{PERIOD_US // 2} {PERIOD_US}\n"
+
+
+def test_stats_read_usage_and_throttling(root):
+    limit = CpuLimit("slow", 1.5, root=root)
+    limit.create()
+    (root / "slow" / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n"
+                                            "nr_periods 40\nnr_throttled 12\nthrottled_usec 750000\n")
+    assert limit.stats() == {"cpus": 1.5, "usage_s": 2.5, "throttled_s": 0.75, "periods": 40,
+                             "throttled_periods": 12}
+    (root / "slow" / "cpu.max").unlink()
+    (root / "slow" / "cpu.stat").unlink()
+    limit.remove()
+    assert not (root / "slow").exists()
+
+
+def test_no_cpu_controller_is_an_error(root):
+    (root / "cgroup.controllers").write_text("memory pids\n")
+    with pytest.raises(OSError, match="no cpu controller"):
+        CpuLimit("slow", 0.5, root=root).create()
+
+
+@pytest.mark.parametrize("cpus", [0, -1.0, float("nan")])
+def test_a_limit_must_be_positive(cpus):
+    with pytest.raises(ValueError, match="> 0 CPUs"):
+        CpuLimit("slow", cpus)
