@@ -38,8 +38,10 @@ class LiteFlow(Scheme):
     def kill_service(self) -> dict:
         """The fault: SIGKILL the service mid-run; the kernel keeps serving its last snapshot."""
         before = lf.core_stats()
+        decisions_before = lf.lf_cc_stats().get("decisions")
         self.service.kill()
-        fault = {"t_unix": round(time.time(), 3), "fault": "service killed", "active_id_before": before.get("active_id")}
+        fault = {"t_unix": round(time.time(), 3), "fault": "service killed", "active_id_before": before.get("active_id"),
+                 "decisions_before": decisions_before}
         self.faults.append(fault)
         return fault
 
