@@ -141,6 +141,7 @@ class GuestSession:
             "kernel_release": handle.kernel_release,
             "image_manifest_sha256": image.manifest_sha256,
             "boot_seconds": handle.boot_seconds,
+            "boot_attempts": handle.boot_attempts,
             "build_root": root_summary(root),
         }
 

@@ -37,7 +37,7 @@ METADATA_KEYS = (
     "git_sha", "git_dirty", "host",
     "experiment_file", "experiment_file_sha256", "config", "repetitions",
     "qemu", "accelerator", "guest_kernel", "kernel_release", "image_manifest_sha256", "boot_seconds",
-    "build_root",
+    "boot_attempts", "build_root",
 )
 FINISHED_OK = ("complete", "passed")
 

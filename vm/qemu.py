@@ -7,6 +7,7 @@ One VM per name (default ``default``); its run dir ``cache_dir("vm")/<name>/`` h
     serial.log      the guest's serial console
     serial.previous.log  the console of the boot before, kept by ``up`` so a VM that died and was
                     booted again can still be looked at
+    serial.hung.log the console of a boot that hung and was retried (see ``up``)
     qemu.pid        qemu's own pidfile
 
 QEMU runs with ``-daemonize`` so it outlives the process that started it (``invoke vm.up`` then
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.cache import cache_dir
+from common.console import say
 from common.files import atomic_write_json
 from common.proc import CommandError, run
 from vm.accel import QEMU, choose_accel, timeout_factor
@@ -41,6 +43,7 @@ DEFAULT_CPUS = 2
 KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 loglevel=4 net.ifnames=0 panic=-1"
 # Measured under TCG: SSH answers ~55–65 s after qemu starts. Scaled by timeout_factor(accel).
 BOOT_TIMEOUT_S = 240.0
+BOOT_ATTEMPTS = 2
 POWEROFF_TIMEOUT_S = 60.0
 TERM_TIMEOUT_S = 10.0
 
@@ -62,6 +65,7 @@ class VmHandle:
     memory_mb: int = DEFAULT_MEMORY_MB
     cpus: int = DEFAULT_CPUS
     boot_seconds: float | None = None
+    boot_attempts: int = 1
     share: str | None = None   # the checkout shared read-only at /opt/liteflow: the code the guest runs
 
     @property
@@ -215,12 +219,20 @@ def _save_state(handle: VmHandle) -> None:
 
 def up(image: Image, accel: str = "auto", memory: int = DEFAULT_MEMORY_MB, cpus: int = DEFAULT_CPUS,
        *, name: str | None = None, repo: Path | None = REPO, wait: bool = True,
-       boot_timeout: float | None = None) -> VmHandle:
+       boot_timeout: float | None = None, boot_attempts: int = BOOT_ATTEMPTS) -> VmHandle:
     """Boot `image` and (with `wait`) return once SSH answers. Raises VmError when it cannot.
 
     A VM of that name that is still running is an error (``down`` it first); a dead one's state
     is cleared. `repo` is shared read-only as 9p tag ``liteflow`` (None: no share).
+
+    A guest that is alive but silent for the whole boot timeout is stopped and booted again, up to
+    `boot_attempts` boots in all: under TCG a boot now and then hangs for good in early userspace
+    (both vCPUs in soft lockup, RCU's kthread starved), and a second boot of the same image comes
+    up. Its console is kept as ``serial.hung.log`` and the handle counts the boots. A guest that
+    died is not booted again: that is a kernel or configuration error, not luck.
     """
+    if boot_attempts < 1:
+        raise ValueError(f"boot_attempts={boot_attempts}: at least one boot")
     name = name or default_name()
     current = status(name)
     if current.state == "running":
@@ -230,6 +242,33 @@ def up(image: Image, accel: str = "auto", memory: int = DEFAULT_MEMORY_MB, cpus:
     previous_console = rundir / "serial.log"
     if previous_console.exists():
         previous_console.replace(rundir / "serial.previous.log")
+    timeout = boot_timeout if boot_timeout is not None else BOOT_TIMEOUT_S * timeout_factor(chosen)
+    for attempt in range(1, boot_attempts + 1):
+        handle = _start(image, name, rundir, accel=chosen, memory=memory, cpus=cpus, repo=repo)
+        if not wait:
+            return handle
+        try:
+            _wait_for_boot(handle, timeout)
+        except _BootHung as exc:
+            (rundir / "serial.log").replace(rundir / "serial.hung.log")
+            if attempt == boot_attempts:
+                raise VmError(f"{exc} (boot {attempt} of {boot_attempts}; the console of the last "
+                              f"is serial.hung.log)") from exc
+            say(f"VM {name!r}: boot {attempt} hung (no SSH within {timeout:.0f} s); booting again")
+            continue
+        handle.boot_attempts = attempt
+        _save_state(handle)
+        return handle
+    raise AssertionError("unreachable")
+
+
+class _BootHung(VmError):
+    """The VM stayed alive but never answered SSH."""
+
+
+def _start(image: Image, name: str, rundir: Path, *, accel: str, memory: int, cpus: int,
+           repo: Path | None) -> VmHandle:
+    """A fresh overlay and a daemonized qemu; returns its handle (state saved) at once."""
     for leftover in BOOT_FILES:
         (rundir / leftover).unlink(missing_ok=True)
     rundir.mkdir(parents=True, exist_ok=True)
@@ -239,7 +278,7 @@ def up(image: Image, accel: str = "auto", memory: int = DEFAULT_MEMORY_MB, cpus:
     last_error = ""
     for _attempt in range(3):  # a port taken between free_port() and qemu's bind: try another
         port = free_port()
-        argv = qemu_argv(image, accel=chosen, memory_mb=memory, cpus=cpus, ssh_port=port,
+        argv = qemu_argv(image, accel=accel, memory_mb=memory, cpus=cpus, ssh_port=port,
                          rundir=rundir, repo=repo)
         started = time.time()
         try:
@@ -256,28 +295,30 @@ def up(image: Image, accel: str = "auto", memory: int = DEFAULT_MEMORY_MB, cpus:
     except (FileNotFoundError, ValueError) as exc:  # qemu removes its pidfile when it exits
         raise VmError(f"qemu exited right after it daemonized ({exc})\n--- serial log (tail) ---\n"
                       f"{_tail(rundir / 'serial.log')}") from exc
-    handle = VmHandle(name=name, pid=pid, ssh_port=port, accel=chosen,
+    handle = VmHandle(name=name, pid=pid, ssh_port=port, accel=accel,
                       kernel_release=image.kernel_release, image_path=str(image.path),
                       run_dir=str(rundir), started=started, memory_mb=memory, cpus=cpus,
                       share=str(repo) if repo is not None else None)
     _save_state(handle)
-    if not wait:
-        return handle
-    timeout = boot_timeout if boot_timeout is not None else BOOT_TIMEOUT_S * timeout_factor(chosen)
+    return handle
+
+
+def _wait_for_boot(handle: VmHandle, timeout: float) -> None:
+    """Until SSH answers; a VM that died is a VmError, one that stayed silent is stopped and
+    raised as _BootHung."""
     guest = handle.guest()
     try:
         guest.wait_for_ssh(timeout, alive=handle.alive)
     except GuestError as exc:
         dead = not handle.alive()
         if not dead:
-            _kill(handle.pid, rundir)
-        raise VmError(f"VM {name!r} ({chosen}) {'died' if dead else 'gave no SSH'} during boot: "
-                      f"{exc}\n--- serial log (tail) ---\n{_tail(handle.serial_log)}") from exc
+            _kill(handle.pid, Path(handle.run_dir))
+        error = _BootHung if not dead else VmError
+        raise error(f"VM {handle.name!r} ({handle.accel}) {'died' if dead else 'gave no SSH'} during boot: "
+                    f"{exc}\n--- serial log (tail) ---\n{_tail(handle.serial_log)}") from exc
     finally:
         guest.close()
-    handle.boot_seconds = round(time.time() - started, 1)
-    _save_state(handle)
-    return handle
+    handle.boot_seconds = round(time.time() - handle.started, 1)
 
 
 def down(handle: VmHandle | str | None = None, *, timeout: float | None = None) -> bool:

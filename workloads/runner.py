@@ -24,7 +24,7 @@ from workloads import registry
 from workloads.contract import Context, Experiment, experiment_path, load_config
 
 GUEST_FIELDS = ("qemu", "accelerator", "guest_kernel", "kernel_release", "image_manifest_sha256",
-                "boot_seconds", "build_root")
+                "boot_seconds", "boot_attempts", "build_root")
 # A resumed run must have run on the same guest as its first part.
 SAME_GUEST_FIELDS = ("accelerator", "kernel_release", "image_manifest_sha256")
 

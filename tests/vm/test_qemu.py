@@ -2,6 +2,7 @@
 the accelerator choice and the SSH client's key handling — no real VM here."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,83 @@ def test_up_keeps_the_dead_boots_console_and_says_when_qemu_exits_at_once(fake_i
         qemu.up(fake_image, repo=None)
     assert "Out of memory" in (rd / "serial.previous.log").read_text()
     assert not (rd / "qemu.pid").exists()
+
+
+class _FakeBoots:
+    """qemu stand-ins for `up`: each start writes a pid and a console; the guest of boot k answers
+    SSH only if k is in `answering`, and `died` boots are gone by the time SSH is tried."""
+
+    def __init__(self, rundir: Path, answering: set[int], died: frozenset[int] = frozenset()):
+        self.rundir, self.answering, self.died = rundir, answering, died
+        self.boots = 0
+        self.alive: set[int] = set()
+        self.killed: list[int] = []
+
+    def run(self, argv, **_kwargs):
+        if argv[0] == "qemu-img":
+            return
+        self.boots += 1
+        pid = 1000 + self.boots
+        (self.rundir / "qemu.pid").write_text(f"{pid}\n")
+        (self.rundir / "serial.log").write_text(f"boot {self.boots}: watchdog: BUG: soft lockup\n")
+        if self.boots not in self.died:
+            self.alive.add(pid)
+
+    def guest(self, handle):
+        boot = handle.pid - 1000
+        fakes = self
+
+        class FakeGuest:
+            def wait_for_ssh(self, timeout, alive=None):
+                if boot not in fakes.answering:
+                    raise qemu.GuestError("wait for ssh", f"no SSH answer within {timeout:.0f} s")
+                return 1.0
+
+            def close(self):
+                pass
+
+        return FakeGuest()
+
+    def kill(self, pid, _rundir):
+        self.killed.append(pid)
+        self.alive.discard(pid)
+
+
+@pytest.fixture
+def fake_boots(monkeypatch):
+    def install(answering: set[int], died: frozenset[int] = frozenset()) -> _FakeBoots:
+        rd = qemu.run_dir("default")
+        rd.mkdir(parents=True)
+        fakes = _FakeBoots(rd, answering, died)
+        monkeypatch.setattr(qemu, "run", fakes.run)
+        monkeypatch.setattr(qemu, "choose_accel", lambda *_args: "tcg")
+        monkeypatch.setattr(qemu, "pid_alive", lambda pid, _rundir=None: pid in fakes.alive)
+        monkeypatch.setattr(qemu, "_kill", fakes.kill)
+        monkeypatch.setattr(qemu.VmHandle, "guest", lambda handle: fakes.guest(handle))
+        return fakes
+    return install
+
+
+def test_up_boots_again_when_the_first_boot_hangs(fake_image, fake_boots):
+    """A TCG boot that hangs (alive, no SSH) is stopped by pid and the image booted again; the
+    hung boot's console stays for a post-mortem and the handle says it took two boots."""
+    fakes = fake_boots(answering={2})
+    handle = qemu.up(fake_image, repo=None, boot_timeout=1)
+    assert fakes.boots == 2 and fakes.killed == [1001]
+    assert handle.pid == 1002 and handle.boot_attempts == 2
+    assert json.loads((qemu.run_dir("default") / "state.json").read_text())["boot_attempts"] == 2
+    assert "boot 1:" in (qemu.run_dir("default") / "serial.hung.log").read_text()
+    assert "boot 2:" in handle.serial_log.read_text()
+
+
+def test_up_gives_up_after_its_attempts_and_never_retries_a_dead_vm(fake_image, fake_boots):
+    fakes = fake_boots(answering=set())
+    with pytest.raises(qemu.VmError, match=r"gave no SSH during boot(.|\n)*boot 2 of 2"):
+        qemu.up(fake_image, repo=None, boot_timeout=1)
+    assert fakes.boots == 2 and fakes.killed == [1001, 1002] and not fakes.alive
+
+    shutil.rmtree(qemu.run_dir("default"))
+    fakes = fake_boots(answering={2}, died=frozenset({1}))
+    with pytest.raises(qemu.VmError, match="died during boot"):
+        qemu.up(fake_image, repo=None, boot_timeout=1)
+    assert fakes.boots == 1
