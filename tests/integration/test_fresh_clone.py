@@ -17,7 +17,6 @@ quick profiles inject their fault).
 
 import json
 import os
-import statistics
 import subprocess
 import time
 
@@ -135,7 +134,13 @@ def test_liteflow_keeps_its_snapshot_when_the_service_dies(fresh_bench):
     assert results["lf_cc"]["fallback_error"] == 0 and results["lf_cc"]["fallback_no_snapshot"] == 0
     assert results["core"]["errors"] == 0
     assert results["lf_cc"]["stale_min_resets"] > 0, results["lf_cc"]
+    # the network went on deciding with the snapshot it kept, and the flows went on moving data.
+    # Not how much: a one-run quick profile once caught two seconds of RTO backoff right after the
+    # kill at 60 ms with bursty ACKs (aggregate [0, 0, 4.2] Mbit/s), which is the network's and the
+    # path's behaviour, not the kill's; goodput is cc-adapt's measurement, over repetitions
+    assert results["lf_cc"]["decisions"] > fault["decisions_before"], (results["lf_cc"], fault)
+    assert raw["aggregate"]["flows_failed"] == 0, raw["flows"]
     after_kill = [p["mbit"] for p in raw["aggregate"]["series"] if p["t_s"] > fault["applied_at_s"] + 1]
-    assert after_kill and statistics.median(after_kill) > 1.0, after_kill
+    assert len(after_kill) >= 4 and max(after_kill) > 1.0, after_kill
     for scheme in ("frozen", "cubic", "bbr"):   # the fault goes only where there is a service
         assert not _raw(fresh_bench, "cc-adapt", scheme).get("faults"), scheme
