@@ -10,7 +10,6 @@ limit caps what the slow path takes at all, whatever else is running.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
@@ -37,10 +36,9 @@ class CpuLimit:
         self.path.mkdir(exist_ok=True)
         (self.path / "cpu.max").write_text(f"{round(self.cpus * PERIOD_US)} {PERIOD_US}\n")
 
-    def join(self) -> None:
-        """Move the calling process into the group (a Popen preexec_fn: the child joins before it
-        execs, so none of its threads ever runs outside)."""
-        (self.path / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    def add(self, pid: int) -> None:
+        """Move process `pid`, all its threads, into the group."""
+        (self.path / "cgroup.procs").write_text(f"{pid}\n")
 
     def stats(self) -> dict:
         """CPU seconds the group used and was held back, from its cpu.stat."""

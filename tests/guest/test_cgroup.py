@@ -45,3 +45,10 @@ def test_no_cpu_controller_is_an_error(root):
 def test_a_limit_must_be_positive(cpus):
     with pytest.raises(ValueError, match="> 0 CPUs"):
         CpuLimit("slow", cpus)
+
+
+def test_add_moves_a_process_by_pid(root):
+    limit = CpuLimit("slow", 0.5, root=root)
+    limit.create()
+    limit.add(4242)
+    assert (root / "slow" / "cgroup.procs").read_text() == "4242\n"

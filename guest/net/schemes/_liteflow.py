@@ -136,8 +136,7 @@ class Service:
         self.started_unix = time.time()
         started = time.monotonic()
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(self.stderr_path, "a"),
-                                     env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
-                                     preexec_fn=self.cpu_limit.join if self.cpu_limit else None)
+                                     env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
         deadline = started + float(opts.get("startup_timeout_s", 600))
         while not any(line.get("event") == "ready" for line in self.log()):
             if self.proc.poll() is not None:
@@ -146,6 +145,10 @@ class Service:
             if time.monotonic() > deadline:
                 raise DriverAbort("the slow-path service was not ready in time")
             time.sleep(1)
+        if self.cpu_limit is not None:
+            # from ready on, not before: start-up happens before any flow and is not charged to
+            # them, and under the limit TensorFlow's import and warm-up took 120-180 s, not 60-90
+            self.cpu_limit.add(self.proc.pid)
         return round(time.monotonic() - started, 1)
 
     def log(self) -> list[dict]:
