@@ -25,6 +25,7 @@ import pytest
 from testbed.store import REPO_ROOT, all_runs, load_run
 from vm.qemu import down
 from workloads import registry
+from workloads.contract import experiment_path, read_toml
 
 pytestmark = [
     pytest.mark.vm,
@@ -86,6 +87,19 @@ def test_kernel_full_trains_in_the_kernel_and_serves_what_it_trained(fresh_bench
     core = raw["scheme_results"]["core"]
     assert core["swaps"] > stats["full_published"] - 1 and core["errors"] == 0, core   # its snapshots went live
     assert core["active_id"] != raw["scheme"]["initial_snapshot_id"]
+
+
+def test_slow_path_runs_under_its_cpu_limit(fresh_bench):
+    """cc-concurrency caps the slow-path service (LiteFlow's and the user-space deployment's) with
+    a cgroup once it is ready: the guest's cgroup v2 tree took it, and it used CPU under the cap."""
+    limit = read_toml(experiment_path("cc-concurrency"))["slowpath"]["cpu_limit"]
+    for scheme in ("liteflow", "user"):
+        raw = _raw(fresh_bench, "cc-concurrency", f"4-flows_{scheme}")
+        assert raw["ok"], [c for c in raw["checks"] if not c["ok"]]
+        used = raw["scheme_results"]["service_cpu"]
+        assert used and used["cpus"] == limit, (scheme, used)
+        assert used["usage_s"] > 0 and used["periods"] > 0, (scheme, used)
+        assert used["usage_s"] <= limit * used["periods"] * 0.1 * 1.2, (scheme, used)   # 100-ms periods
 
 
 def _raw(fresh_bench: dict, experiment: str, job: str) -> dict:
