@@ -186,6 +186,7 @@ def common_record(job_key: str, raw: dict[str, Any], link: dict[str, Any]) -> di
     results = raw.get("scheme_results") or {}
     lf_cc = results.get("lf_cc") or {}
     goodput = concurrent_goodput_mbit(raw)
+    service_cpu = results.get("service_cpu") or {}
     return {"job": job_key, "ok": bool(raw.get("ok")),
             "failed_checks": [c["name"] for c in raw.get("checks", []) if not c["ok"]],
             "goodput_mbit": goodput, "link_fraction": goodput / link["rate_mbit"] if goodput is not None else None,
@@ -198,4 +199,6 @@ def common_record(job_key: str, raw: dict[str, Any], link: dict[str, Any]) -> di
             "fallbacks": (lf_cc.get("fallback_no_snapshot", 0) + lf_cc.get("fallback_error", 0)) if lf_cc else None,
             "stale_min_resets": lf_cc.get("stale_min_resets"),
             "updates": len(results.get("updates") or []) if "updates" in results else None,
+            # a CPU-limited slow path: what it used and what the limit held back, from ready on
+            "service_cpu_s": service_cpu.get("usage_s"), "service_throttled_s": service_cpu.get("throttled_s"),
             **{key: lf_cc.get(key) for key in USER_COUNTERS}}

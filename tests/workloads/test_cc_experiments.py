@@ -139,6 +139,11 @@ def test_p95_rtt_is_the_delay_probes_after_the_start_up():
     assert record["p95_srtt_ms"] == pytest.approx(19.05)    # iperf3's srtt, every flow and interval
     assert record["link_fraction"] == pytest.approx(0.5)
     assert record["updates"] is None          # only the adapting schemes have a slow path
+    assert record["service_cpu_s"] is None and record["service_throttled_s"] is None
+    raw["scheme_results"] = {"service_cpu": {"cpus": 0.25, "usage_s": 5.1, "throttled_s": 21.4,
+                                             "periods": 221, "throttled_periods": 201}}
+    limited = cc_plan.common_record("1-flows/liteflow", raw, {"rate_mbit": 20.0})
+    assert limited["service_cpu_s"] == 5.1 and limited["service_throttled_s"] == 21.4
 
 
 def test_goodput_is_measured_while_every_flow_runs():
