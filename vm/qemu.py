@@ -217,6 +217,10 @@ def _save_state(handle: VmHandle) -> None:
 # --------------------------------------------------------------------------- lifecycle
 
 
+class _BootHung(VmError):
+    """The VM stayed alive but never answered SSH."""
+
+
 def up(image: Image, accel: str = "auto", memory: int = DEFAULT_MEMORY_MB, cpus: int = DEFAULT_CPUS,
        *, name: str | None = None, repo: Path | None = REPO, wait: bool = True,
        boot_timeout: float | None = None, boot_attempts: int = BOOT_ATTEMPTS) -> VmHandle:
@@ -260,10 +264,6 @@ def up(image: Image, accel: str = "auto", memory: int = DEFAULT_MEMORY_MB, cpus:
         _save_state(handle)
         return handle
     raise AssertionError("unreachable")
-
-
-class _BootHung(VmError):
-    """The VM stayed alive but never answered SSH."""
 
 
 def _start(image: Image, name: str, rundir: Path, *, accel: str, memory: int, cpus: int,
