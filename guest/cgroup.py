@@ -6,6 +6,12 @@ core, and with the slow path's TensorFlow keeping one vCPU at 100 % the host has
 for the emulator's own work (timers, the other vCPU's interrupts), so the flows slow down even
 though the scheduler always prefers them (docs/cc.md, "One flow on a slower host"). A bandwidth
 limit caps what the slow path takes at all, whatever else is running.
+
+The group also gets the lowest weight. Turning the cpu controller on at the root makes each
+top-level group one scheduling entity: at the default weight the service's group, nice 19 or
+not, would share the vCPUs with all of user.slice (the flows, the user-space agent) as an equal
+while under its limit, and preempt them as one. Weight 1 keeps it background work, as nice 19
+made it before there was a group.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000
+BACKGROUND_WEIGHT = 1     # cpu.weight's minimum (default 100): the group runs when others idle
 
 
 class CpuLimit:
-    """A cgroup under the root that holds at most `cpus` CPUs' worth of time per period."""
+    """A cgroup under the root that holds at most `cpus` CPUs' worth of time per period, at the
+    lowest weight."""
 
     def __init__(self, name: str, cpus: float, root: Path = ROOT) -> None:
         if not cpus > 0:
@@ -35,6 +43,7 @@ class CpuLimit:
             (self.root / "cgroup.subtree_control").write_text("+cpu\n")
         self.path.mkdir(exist_ok=True)
         (self.path / "cpu.max").write_text(f"{round(self.cpus * PERIOD_US)} {PERIOD_US}\n")
+        (self.path / "cpu.weight").write_text(f"{BACKGROUND_WEIGHT}\n")
 
     def add(self, pid: int) -> None:
         """Move process `pid`, all its threads, into the group."""

@@ -3,7 +3,7 @@ guest's: tests/integration runs the service under it)."""
 
 import pytest
 
-from guest.cgroup import PERIOD_US, CpuLimit
+from guest.cgroup import BACKGROUND_WEIGHT, PERIOD_US, CpuLimit
 
 
 @pytest.fixture
@@ -13,11 +13,12 @@ def root(tmp_path):
     return tmp_path
 
 
-def test_create_enables_the_controller_and_writes_the_limit(root):
+def test_create_enables_the_controller_and_writes_the_limit_and_weight(root):
     limit = CpuLimit("slow", 0.5, root=root)
     limit.create()
     assert (root / "cgroup.subtree_control").read_text() == "+cpu\n"
     assert (root / "slow" / "cpu.max").read_text() == f"{PERIOD_US // 2} {PERIOD_US}\n"
+    assert (root / "slow" / "cpu.weight").read_text() == f"{BACKGROUND_WEIGHT}\n"
     limit.create()       # a leftover group is reused, not an error
     assert (root / "slow" / "cpu.max").read_text() == f"{PERIOD_US // 2} {PERIOD_US}\n"
 
@@ -29,8 +30,8 @@ def test_stats_read_usage_and_throttling(root):
                                             "nr_periods 40\nnr_throttled 12\nthrottled_usec 750000\n")
     assert limit.stats() == {"cpus": 1.5, "usage_s": 2.5, "throttled_s": 0.75, "periods": 40,
                              "throttled_periods": 12}
-    (root / "slow" / "cpu.max").unlink()
-    (root / "slow" / "cpu.stat").unlink()
+    for name in ("cpu.max", "cpu.weight", "cpu.stat"):
+        (root / "slow" / name).unlink()
     limit.remove()
     assert not (root / "slow").exists()
 
