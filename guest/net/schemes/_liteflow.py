@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from guest.cgroup import CpuLimit
+from guest.cgroup import BACKGROUND_WEIGHT, CpuGroup
 from guest.tools import DriverAbort, loaded_modules, sh, unload_modules
 
 CONGESTION_CONTROL = "liteflow"
@@ -112,7 +112,7 @@ class Service:
         self.proc: subprocess.Popen | None = None
         self.started_unix: float | None = None
         limit = options.get("cpu_limit")
-        self.cpu_limit = CpuLimit(SERVICE_CGROUP, float(limit)) if limit else None
+        self.cpu_limit = CpuGroup(SERVICE_CGROUP, BACKGROUND_WEIGHT, float(limit)) if limit else None
         self.cpu_stats: dict | None = None
 
     def start(self) -> float:
