@@ -1,5 +1,4 @@
-"""CPU groups in the guest's cgroup v2 tree: a limit for background work, a weight for the
-datapath's own user-space process.
+"""A CPU limit for background work in the guest, as a cgroup v2 group with `cpu.max`.
 
 The slow path is background work that shares the guest's two vCPUs with the datapath it tunes.
 `nice` only orders the two while both want a vCPU; under TCG every busy vCPU is also a busy host
@@ -8,12 +7,10 @@ for the emulator's own work (timers, the other vCPU's interrupts), so the flows 
 though the scheduler always prefers them (docs/cc.md, "One flow on a slower host"). A bandwidth
 limit (`cpu.max`) caps what the slow path takes at all, whatever else is running.
 
-A limit needs the cpu controller on at the root, and that changes everyone's scheduling: each
-top-level group becomes one entity. The slow path's group would share the vCPUs with all of
-user.slice as an equal, so it gets the lowest weight, background work as nice 19 made it. And the
-user-space deployment's agent, one of some hundred tasks in the session's group at 64 flows,
-lost its share of that one entity: its channel collapsed (docs/cc.md). So the agent, the
-deployment's fast path, gets a group of its own at the highest weight whenever a limit is on.
+A limit needs the cpu controller on at the root, and that makes each top-level group one
+scheduling entity: at the default weight the slow path's group would share the vCPUs with all of
+user.slice (the flows, the user-space agent) as an equal while under its limit. So it gets the
+lowest weight, background work as nice 19 made it before there was a group.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ from pathlib import Path
 ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000
 BACKGROUND_WEIGHT = 1        # cpu.weight's minimum (default 100): runs when the others idle
-FOREGROUND_WEIGHT = 10_000   # cpu.weight's maximum: the datapath's process first
 
 
 class CpuGroup:

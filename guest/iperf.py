@@ -294,6 +294,8 @@ def _run(net, experiment: Experiment, report: Report, work: Path) -> None:
     unapplied = [change for change in report.link_changes if not change["ok"]]
     report.check("every link change applied", not unapplied and len(report.link_changes) == len(experiment.link_changes),
                  "\n".join(change.get("error", "") for change in unapplied))
+    for name, ok, detail in scheme.checks():
+        report.check(name, ok, detail)
     report.step = "done"
     print(f"[iperf] {scheme.name}: {report.aggregate['goodput_mbit']} Mbit/s over {len(report.flows)} flows",
           file=sys.stderr)

@@ -1,9 +1,9 @@
 """guest/cgroup.py against a cgroup v2 tree laid out in a temporary folder (the real one is the
-guest's: tests/integration runs the service and the agent under it)."""
+guest's: tests/integration runs the service under it)."""
 
 import pytest
 
-from guest.cgroup import BACKGROUND_WEIGHT, FOREGROUND_WEIGHT, PERIOD_US, CpuGroup
+from guest.cgroup import BACKGROUND_WEIGHT, PERIOD_US, CpuGroup
 
 
 @pytest.fixture
@@ -24,9 +24,9 @@ def test_create_enables_the_controller_and_writes_the_limit_and_weight(root):
 
 
 def test_a_group_without_a_limit_has_only_its_weight(root):
-    CpuGroup("agent", FOREGROUND_WEIGHT, root=root).create()
-    assert (root / "agent" / "cpu.max").read_text() == f"max {PERIOD_US}\n"
-    assert (root / "agent" / "cpu.weight").read_text() == f"{FOREGROUND_WEIGHT}\n"
+    CpuGroup("other", 100, root=root).create()
+    assert (root / "other" / "cpu.max").read_text() == f"max {PERIOD_US}\n"
+    assert (root / "other" / "cpu.weight").read_text() == "100\n"
 
 
 def test_stats_read_usage_and_throttling(root):

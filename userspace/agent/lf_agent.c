@@ -24,7 +24,11 @@
  * a slow path updates the user-space deployment; a bad blob is reported
  * and the old weights stay).  The kernel forgets the agent when its socket
  * closes.  Queries whose QUERY_SEQ has bit 63 set (asynchronous posts,
- * lf_post_user) are answered the same way.  Exit
+ * lf_post_user) are answered the same way.  When queries come faster than
+ * it reads them its socket overflows: the kernel drops what did not fit
+ * (lf_cc counts those posts as failed) and the next receive reports
+ * ENOBUFS, which the agent counts and serves on; the queries that did fit
+ * are still there, and a later post supersedes a dropped one.  Exit
  * status: 0 after a signal, 1 usage, 2 bad blob, 3 no family / no app /
  * sizes mismatch / registration refused, 4 netlink failure while serving.
  */
@@ -71,6 +75,7 @@ struct lf_agent {
 	uint64_t refused;	/* of those, rejected by the kernel (e.g. stale) */
 	uint64_t send_failed;
 	uint64_t bad_queries;
+	uint64_t overruns;	/* receives that reported ENOBUFS: queries dropped */
 };
 
 static volatile sig_atomic_t lf_stop;
@@ -355,6 +360,10 @@ static int lf_serve(struct lf_agent *a, const sigset_t *waitmask)
 			return -NLE_FAILURE;
 		}
 		err = nl_recvmsgs_default(a->sk);
+		if (err == -NLE_NOMEM) {	/* libnl's name for ENOBUFS */
+			a->overruns++;
+			continue;
+		}
 		if (err < 0 && err != -NLE_AGAIN && err != -NLE_INTR) {
 			fprintf(stderr, "lf_agent: receiving queries failed: %s\n",
 				nl_geterror(err));
@@ -429,8 +438,9 @@ int main(int argc, char **argv)
 	status = lf_serve(&a, &waitmask) ? LF_EXIT_SERVE : LF_EXIT_OK;
 	fprintf(stderr, "lf_agent: sent %" PRIu64 " answers (%" PRIu64
 		" refused by the kernel), %" PRIu64 " send failures, %" PRIu64
-		" bad queries, %" PRIu64 " reloads\n", a.sent, a.refused,
-		a.send_failed, a.bad_queries, a.reloads);
+		" bad queries, %" PRIu64 " reloads, %" PRIu64 " overruns\n",
+		a.sent, a.refused, a.send_failed, a.bad_queries, a.reloads,
+		a.overruns);
 out:
 	if (a.sk)
 		nl_socket_free(a.sk);	/* closes: the kernel forgets the agent */

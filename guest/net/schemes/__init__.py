@@ -49,6 +49,11 @@ class Scheme(ABC):
         the updates a slow path made with their times)."""
         return {}
 
+    def checks(self) -> list[tuple[str, bool, str]]:
+        """The scheme's own checks of the job, (name, ok, detail) each, asked after teardown: what
+        must have held for its numbers to mean anything (e.g. a user-space agent still serving)."""
+        return []
+
 
 def known_schemes() -> list[str]:
     return sorted(module.name for module in pkgutil.iter_modules(__path__) if not module.name.startswith("_"))

@@ -10,8 +10,7 @@ posts never answered (/sys/module/lf_cc/parameters/stats).
 With `adapt` in the options, LiteFlow's slow-path service runs next to the agent with the same
 adapter and settings as LiteFlow's, and its updates go to the agent (`--update agent`: the blob
 file the agent serves is replaced and the agent told with SIGHUP): deployment against
-deployment, adaptation included. With a `cpu_limit` for that service the agent, this deployment's
-fast path, runs in a group of its own at the highest cpu.weight (guest/cgroup.py says why).
+deployment, adaptation included.
 """
 
 from __future__ import annotations
@@ -22,12 +21,10 @@ import threading
 import time
 
 from guest.agent import build_agent, start_agent, stop_agent
-from guest.cgroup import FOREGROUND_WEIGHT, CpuGroup
 from guest.net.schemes import Scheme
 from guest.net.schemes import _liteflow as lf
 
 PAUSE_S = 1.0     # pause_agent: ten times lf_cc's default answer timeout (100 ms)
-AGENT_CGROUP = "liteflow-agent"
 
 
 class User(Scheme):
@@ -37,8 +34,7 @@ class User(Scheme):
         self.agent = None
         self.service: lf.Service | None = None
         self.agent_exit: dict = {}
-        self.agent_group: CpuGroup | None = None
-        self.agent_cpu: dict | None = None
+        self.agent_alive_at_end: bool | None = None
         self.setup_info: dict = {}
         self.faults: list[dict] = []
 
@@ -56,10 +52,6 @@ class User(Scheme):
         served = work / "agent.blob"          # the file the slow path rewrites; the plan's stays
         served.write_bytes((work / options["blob"]).read_bytes())
         self.agent = start_agent(build_agent(work / "agent"), app, served)
-        if options.get("adapt") and options.get("cpu_limit"):
-            self.agent_group = CpuGroup(AGENT_CGROUP, FOREGROUND_WEIGHT)
-            self.agent_group.create()
-            self.agent_group.add(self.agent.pid)
         self.setup_info = {"app_id": app, "interval_us": interval_us, "agent_pid": self.agent.pid,
                            "adapting": bool(options.get("adapt"))}
         if options.get("adapt"):
@@ -100,20 +92,24 @@ class User(Scheme):
         return fault
 
     def results(self) -> dict:
-        return {"lf_cc": lf.lf_cc_stats(), "agent_alive": bool(self.agent and self.agent.poll() is None),
+        self.agent_alive_at_end = bool(self.agent and self.agent.poll() is None)
+        return {"lf_cc": lf.lf_cc_stats(), "agent_alive": self.agent_alive_at_end,
                 "updates": self.service.updates() if self.service else [],
-                "service_cpu": self.service.cpu() if self.service else None,
-                "agent_cpu": self.agent_cpu or (self.agent_group.stats() if self.agent_group else None),
-                "faults": self.faults}
+                "service_cpu": self.service.cpu() if self.service else None, "faults": self.faults}
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        """The agent is this deployment's fast path: unless a fault killed it, it must have served
+        to the end (an agent that quits leaves every flow at its last rate)."""
+        if self.agent_alive_at_end is None or any(fault["fault"] == "agent killed" for fault in self.faults):
+            return []
+        return [("the agent served to the end", self.agent_alive_at_end,
+                 f"agent exit {self.agent_exit.get('exit')}: {self.agent_exit.get('stderr', '')}")]
 
     def teardown(self) -> None:
         if self.service is not None:
             self.service.stop()
         if self.agent is not None:
             self.agent_exit = stop_agent(self.agent)
-        if self.agent_group is not None:
-            self.agent_cpu = self.agent_group.stats()
-            self.agent_group.remove()
         lf.unload()
 
     def describe(self) -> dict:
