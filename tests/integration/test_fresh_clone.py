@@ -94,7 +94,7 @@ def test_slow_path_runs_under_its_cpu_limit(fresh_bench):
     """cc-concurrency's quick profile caps the slow-path service (LiteFlow's and the user-space
     deployment's) with a cgroup once it is ready: the guest's cgroup v2 tree took it, and it used
     CPU under the cap."""
-    limit = read_toml(experiment_path("cc-concurrency"))["quick"]["slowpath"]["cpu_limit"]
+    limit = read_toml(experiment_path("cc-concurrency"))["slowpath"]["cpu_limit"]
     for scheme in ("liteflow", "user"):
         raw = _raw(fresh_bench, "cc-concurrency", f"4-flows_{scheme}")
         assert raw["ok"], [c for c in raw["checks"] if not c["ok"]]
