@@ -55,6 +55,7 @@ class Report(CheckedReport):
     link_changes: list[dict] = field(default_factory=list)
     queues: dict = field(default_factory=dict)
     link_bytes: dict = field(default_factory=dict)
+    link_series: dict = field(default_factory=dict)   # {link: {"a>b": [[t_s, bytes, packets], ...]}}
     scheme_results: dict = field(default_factory=dict)
     traffic_started_unix: float | None = None
     probe_rtt: list = field(default_factory=list)     # [t_s on the traffic clock, rtt_ms] of the delay probe
@@ -201,7 +202,8 @@ def main(plan: dict, work: Path) -> dict:
     """Run the plan; returns Report as a dict: ok, checks, step, timings_s, dmesg_new, scheme,
     topology, link (bottlenecks as built), base_rtt_ms (from the spec), ping_rtt_ms, flows,
     aggregate, cpu, link_changes, queues (tc counters at the bottlenecks), link_bytes (bytes sent
-    each way over every router–router link)."""
+    each way over every router–router link), link_series (a single bottleneck's bytes and packets
+    sent each way, sampled on the traffic clock)."""
     from guest.net.topology import network
 
     experiment = prepare(plan)
@@ -265,12 +267,16 @@ def _run(net, experiment: Experiment, report: Report, work: Path) -> None:
                                           net.ip(first.dst)], stdout=out, stderr=out)
         report.traffic_started_unix = round(time.time(), 3)
         try:
-            traffic = run_flows(net, experiment.flows, experiment.interval_s, work / "iperf3", actions)
+            bottleneck = bp.bottlenecks[0] if len(bp.bottlenecks) == 1 else None
+            traffic = run_flows(net, experiment.flows, experiment.interval_s, work / "iperf3", actions,
+                                counters=(lambda: net.link_counters(bottleneck)) if bottleneck else None)
         finally:
             stop_process(probe)
         report.probe_rtt = parse_probe(probe_log.read_text(), report.traffic_started_unix)
         report.timings_s["traffic"] = round(time.monotonic() - mark, 2)
         report.flows, report.cpu = traffic["flows"], traffic["cpu"]
+        if bottleneck:
+            report.link_series = {bottleneck: traffic["counters"]}
 
         report.step = "collect"
         report.queues = {name: net.qdisc_stats(name) for name in bp.bottlenecks}

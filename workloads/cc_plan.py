@@ -20,6 +20,9 @@ from userspace.cc.train import NETWORKS
 from workloads.contract import Context, Field
 
 MTU_BYTES = 1500
+# what a full-sized data packet carries besides payload on the bottleneck's counters: Ethernet (14),
+# IPv4 (20), TCP (20) and its timestamp option (12)
+HEADER_BYTES = 66
 # lf_cc with the committed network's snapshot: LiteFlow (adapting) and kernel-frozen in the kernel;
 # the user-space deployment adapting like LiteFlow ("user") or not ("user_frozen"); the network
 # trained in the kernel ("full")
@@ -155,19 +158,50 @@ def probe_samples_ms(raw: dict[str, Any]) -> list[float]:
     return [rtt for t, rtt in raw.get("probe_rtt", []) if t >= PROBE_SKIP_S]
 
 
-def concurrent_goodput_mbit(raw: dict[str, Any]) -> float | None:
-    """Aggregate goodput while every flow ran: the mean of the per-second sums of the flows'
-    throughput between the last flow's start and the first flow's end, a second trimmed at each
-    side. Summing each flow's own average instead overstates it when the flows do not run over
-    the same window (64 iperf3 clients take seconds to start in the TCG guest: 1.2-1.3 of the link)."""
+def concurrent_window_s(raw: dict[str, Any]) -> tuple[float, float] | None:
+    """The seconds on the traffic clock when every flow ran: from the last flow's start to the
+    first flow's end, a second trimmed at each side (a flow's start-up and its last write)."""
     flows = [flow for flow in raw.get("flows", []) if "error" not in flow]
-    series = (raw.get("aggregate") or {}).get("series", [])
-    if not flows or not series:
+    if not flows:
         return None
-    start = max(flow["started_at_s"] for flow in flows) + 1.0
-    end = min(flow["started_at_s"] + flow["duration_s"] for flow in flows) - 1.0
-    values = [point["mbit"] for point in series if start <= point["t_s"] <= end]
-    return statistics.fmean(values) if values else None
+    return (max(flow["started_at_s"] for flow in flows) + 1.0,
+            min(flow["started_at_s"] + flow["duration_s"] for flow in flows) - 1.0)
+
+
+def bottleneck_goodput_mbit(raw: dict[str, Any], start_s: float, end_s: float) -> float | None:
+    """Payload the bottleneck carried between the two samples of its counters that bound
+    [start_s, end_s] most tightly from inside: bytes less HEADER_BYTES a packet, over the time
+    between the samples. The data direction is the one that carried more."""
+    series = next(iter((raw.get("link_series") or {}).values()), None)
+    if not series:
+        return None
+    samples = max(series.values(), key=lambda points: points[-1][1] - points[0][1] if points else 0)
+    inside = [point for point in samples if start_s <= point[0] <= end_s]
+    if len(inside) < 2:
+        return None
+    (t0, bytes0, packets0), (t1, bytes1, packets1) = inside[0], inside[-1]
+    payload = (bytes1 - bytes0) - HEADER_BYTES * (packets1 - packets0)
+    return payload * 8 / (t1 - t0) / 1e6
+
+
+def concurrent_goodput_mbit(raw: dict[str, Any]) -> tuple[float | None, str | None]:
+    """Aggregate goodput while every flow ran, and where it was read.
+
+    From the bottleneck's counters when the run sampled them: what crossed the link, on the same
+    clock as the flows' starts. Otherwise (runs before the sampler) from the flows' own per-second
+    intervals, summed per second. Those count what each sender wrote into its socket, on its
+    client's clock: at 64 flows in the TCG guest the clients start over some 16 s, the window is
+    two seconds long and holds the newest flows' first writes, so it read 1.03-1.19 of the link.
+    Summing each flow's own average instead overstates it more (1.2-1.3)."""
+    window = concurrent_window_s(raw)
+    if window is None:
+        return None, None
+    measured = bottleneck_goodput_mbit(raw, *window)
+    if measured is not None:
+        return measured, "bottleneck"
+    values = [point["mbit"] for point in (raw.get("aggregate") or {}).get("series", [])
+              if window[0] <= point["t_s"] <= window[1]]
+    return (statistics.fmean(values), "sender intervals") if values else (None, None)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -185,11 +219,12 @@ def common_record(job_key: str, raw: dict[str, Any], link: dict[str, Any]) -> di
     srtts = srtt_samples_ms(raw)
     results = raw.get("scheme_results") or {}
     lf_cc = results.get("lf_cc") or {}
-    goodput = concurrent_goodput_mbit(raw)
+    goodput, goodput_source = concurrent_goodput_mbit(raw)
     service_cpu = results.get("service_cpu") or {}
     return {"job": job_key, "ok": bool(raw.get("ok")),
             "failed_checks": [c["name"] for c in raw.get("checks", []) if not c["ok"]],
             "goodput_mbit": goodput, "link_fraction": goodput / link["rate_mbit"] if goodput is not None else None,
+            "goodput_source": goodput_source,
             "summed_flow_goodput_mbit": aggregate.get("goodput_mbit"),
             "p95_rtt_ms": percentile(rtts, 95), "mean_rtt_ms": statistics.fmean(rtts) if rtts else None,
             "p95_srtt_ms": percentile(srtts, 95),

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from guest.net.shaping import Shape, change_commands, setup_commands
 from guest.net.spec import Blueprint, LinkPlan, parse_topology
@@ -118,6 +119,29 @@ class Network:
             path = f"/sys/class/net/{self.interface(name, node)}/statistics/tx_bytes"
             counters[f"{node}>{peer}"] = int(self.run(node, "cat", path).stdout)
         return counters
+
+    def link_counters(self, name: str) -> dict[str, tuple[int, int]]:
+        """(bytes, packets) each end of a link has sent into it (`node>peer`), read from
+        /proc/PID/net/dev of a process in the node's namespace: no process started, so it can be
+        sampled often while traffic runs."""
+        link = self.blueprint.link(name)
+        counters = {}
+        for node, peer in ((link.a, link.b), (link.b, link.a)):
+            table = parse_net_dev(Path(f"/proc/{self.node(node).pid}/net/dev").read_text())
+            counters[f"{node}>{peer}"] = table[self.interface(name, node)]
+        return counters
+
+
+def parse_net_dev(text: str) -> dict[str, tuple[int, int]]:
+    """{interface: (tx bytes, tx packets)} from the text of /proc/net/dev (two header lines, then
+    `name: 8 receive fields 8 transmit fields`)."""
+    table = {}
+    for line in text.splitlines()[2:]:
+        name, _, fields = line.partition(":")
+        values = fields.split()
+        if len(values) >= 10:
+            table[name.strip()] = (int(values[8]), int(values[9]))
+    return table
 
 
 def _shaped_ends(link: LinkPlan) -> list[tuple[str, int]]:

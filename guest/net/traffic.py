@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -114,18 +115,61 @@ def aggregate(flows: list[dict], interval_s: float) -> dict:
     }
 
 
+class CounterSampler:
+    """Reads `counters` every `every_s` on a thread, each reading stamped on the traffic clock:
+    {key: [[t_s, bytes, packets], ...]}. What the bottleneck carried, second by second, on the
+    same clock as the flows' starts, where the flows' own intervals run on each client's clock
+    and count what the sender wrote, not what crossed the link."""
+
+    def __init__(self, counters: Callable[[], dict[str, tuple[int, int]]], every_s: float) -> None:
+        self.counters = counters
+        self.every_s = every_s
+        self.series: dict[str, list[list[float]]] = {}
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._t0 = 0.0
+
+    def start(self, t0: float) -> None:
+        self._t0 = t0
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                now = round(time.monotonic() - self._t0, 3)
+                for key, (nbytes, packets) in self.counters().items():
+                    self.series.setdefault(key, []).append([now, nbytes, packets])
+            except (OSError, KeyError, ValueError) as exc:   # a node gone: keep what was read
+                self.error = str(exc)
+                return
+            if self._stop.wait(self.every_s):
+                return
+
+    def stop(self) -> dict[str, list[list[float]]]:
+        self._stop.set()
+        self._thread.join()
+        return self.series
+
+
 def run_flows(network: Network, flows: list[FlowPlan], interval_s: float, workdir: Path,
-              actions: list[tuple[float, Callable[[Callable[[], float]], None]]] = ()) -> dict:
+              actions: list[tuple[float, Callable[[Callable[[], float]], None]]] = (),
+              counters: Callable[[], dict[str, tuple[int, int]]] | None = None) -> dict:
     """Run the flows (and `actions` at their times, each called with the traffic clock) and return
-    {"flows": [...], "cpu": {...}, "window_s": ...}. Time 0 is when the first client may start."""
+    {"flows": [...], "cpu": {...}, "window_s": ..., "counters": ...}. Time 0 is when the first
+    client may start. `counters` (e.g. a bottleneck's, Network.link_counters) is sampled twice an
+    interval from time 0 until the last client is done."""
     workdir.mkdir(parents=True, exist_ok=True)
     servers = {flow.id: _start_server(network, flow, workdir) for flow in flows}
     _wait_listening(network, flows)
     events = sorted([(flow.start_s, 0, flow.id) for flow in flows] + [(at, 1, i) for i, (at, _) in enumerate(actions)])
     by_id = {flow.id: flow for flow in flows}
     clients, started_at = {}, {}
+    sampler = CounterSampler(counters, interval_s / 2) if counters else None
     cpu_before = read_proc_stat()
     t0 = time.monotonic()
+    if sampler:
+        sampler.start(t0)
     for at, is_action, key in events:
         time.sleep(max(0.0, t0 + at - time.monotonic()))
         if is_action:
@@ -156,9 +200,12 @@ def run_flows(network: Network, flows: list[FlowPlan], interval_s: float, workdi
         results.append({**asdict(flow), "started_at_s": started_at[flow.id], **parsed})
     window_s = round(time.monotonic() - t0, 3)
     cpu = cpu_use(cpu_before, read_proc_stat())
+    series = sampler.stop() if sampler else {}
+    if sampler and sampler.error:
+        log(f"link counters: sampling stopped early: {sampler.error}")
     for server in servers.values():
         stop_process(server)
-    return {"flows": results, "cpu": {**cpu, "window_s": window_s}, "window_s": window_s}
+    return {"flows": results, "cpu": {**cpu, "window_s": window_s}, "window_s": window_s, "counters": series}
 
 
 def _start_server(network: Network, flow: FlowPlan, workdir: Path):

@@ -1,10 +1,12 @@
 """iperf3 -J parsing and aggregation (guest.net.traffic), on hand-written iperf3 3.12 outputs."""
 
 import json
+import time
 
 import pytest
 
-from guest.net.traffic import aggregate, parse_iperf3
+from guest.net.topology import parse_net_dev
+from guest.net.traffic import CounterSampler, aggregate, parse_iperf3
 
 
 def _interval(start, end, bits, rtt_us, cwnd, retrans):
@@ -94,3 +96,47 @@ def test_aggregate_sums_goodput_counts_failures_and_bins_on_the_traffic_clock():
 def test_aggregate_of_nothing_that_worked():
     total = aggregate([_flow(0.0, 0.0, error="x")], interval_s=1.0)
     assert total["goodput_mbit"] == 0 and total["jain_fairness"] is None and total["series"] == []
+
+
+NET_DEV = """Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+r1-eth1: 4675802   70831    0    0    0     0          0         0 188403017  124411    0    0    0     0       0          0
+"""
+
+
+def test_net_dev_gives_each_interface_its_transmit_bytes_and_packets():
+    assert parse_net_dev(NET_DEV) == {"lo": (0, 0), "r1-eth1": (188403017, 124411)}
+
+
+def test_the_counter_sampler_stamps_readings_on_the_traffic_clock():
+    count = iter(range(1, 1000))
+
+    def counters():
+        n = next(count)
+        return {"a>b": (100 * n, n)}
+
+    t0 = time.monotonic() - 10.0                      # the traffic began 10 s ago
+    sampler = CounterSampler(counters, 0.01)
+    sampler.start(t0)
+    time.sleep(0.2)
+    series = sampler.stop()["a>b"]
+    assert len(series) >= 3 and sampler.error is None
+    assert [point[1:] for point in series] == [[100 * n, n] for n in range(1, len(series) + 1)]
+    assert series[0][0] >= 10.0 and all(a[0] < b[0] for a, b in zip(series, series[1:]))
+
+
+def test_the_counter_sampler_keeps_what_it_read_when_a_node_is_gone():
+    readings = iter([{"a>b": (1, 1)}])
+
+    def counters():
+        try:
+            return next(readings)
+        except StopIteration:
+            raise OSError("no such process") from None
+
+    sampler = CounterSampler(counters, 0.01)
+    sampler.start(time.monotonic())
+    time.sleep(0.1)
+    assert sampler.stop() == {"a>b": [[pytest.approx(0.0, abs=0.5), 1, 1]]}
+    assert sampler.error == "no such process"

@@ -204,3 +204,23 @@ def test_a_run_that_never_recovers_counts_as_the_whole_phase():
                                             _raw([36.0] * 10 + [1.0] * 10, [22.0] * 20, scheme="frozen"))
     assert record["start_recovered"] and record["start_recovery_s"] == 0.0
     assert not record["rtt-up_recovered"] and record["rtt-up_recovery_s"] == 10.0
+
+
+def test_goodput_comes_from_the_bottleneck_counters_when_the_run_sampled_them():
+    """The bottleneck's bytes less headers over the window when every flow ran, on the flows'
+    clock, not what the senders wrote: the newest flows' first writes (here 90 Mbit/s from 5 s)
+    must not count."""
+    raw = _raw([40.0] * 20, [20.0] * 20, scheme="cubic")
+    raw["flows"][1]["started_at_s"] = 5.0                 # every flow runs from 6 to 19 s
+    raw["aggregate"]["series"] = [{"t_s": t + 0.5, "mbit": 90.0 if t >= 5 else 40.0} for t in range(25)]
+    packet = 1448 + cc_plan.HEADER_BYTES
+    per_half_second = 1700                                # packets: 1700 * 1448 * 8 * 2 = 39.4 Mbit/s
+    forward = [[t / 2, t * per_half_second * packet, t * per_half_second] for t in range(50)]
+    reverse = [[t / 2, t * 100 * 66, t * 100] for t in range(50)]     # the ACKs
+    raw["link_series"] = {"bottleneck": {"r1>r2": forward, "r2>r1": reverse}}
+    record = cc_plan.common_record("2-flows/cubic", raw, {"rate_mbit": 40.0})
+    assert record["goodput_source"] == "bottleneck"
+    assert record["goodput_mbit"] == pytest.approx(per_half_second * 1448 * 8 * 2 / 1e6)
+    raw["link_series"]["bottleneck"]["r1>r2"] = forward[:13]        # sampling stopped at 6 s
+    fallback = cc_plan.common_record("2-flows/cubic", raw, {"rate_mbit": 40.0})
+    assert fallback["goodput_source"] == "sender intervals" and fallback["goodput_mbit"] == pytest.approx(90.0)
