@@ -56,6 +56,7 @@ class CcConcurrency(Experiment):
                  for (flows, scheme), rows in group(records, "flows", "scheme").items()]
         single = {c["scheme"]: c for c in cells if c["flows"] == 1}
         return {"link": config["link"], "cells": cells, "failed_runs": sum(c["failed_runs"] for c in cells),
+                "goodput_sources": sorted({r.get("goodput_source") or "sender intervals" for r in records}),
                 "single_flow": {scheme: {"link_fraction": c["link_fraction"]["median"],
                                          "p95_rtt_ms": c["p95_rtt_ms"]["median"]} for scheme, c in single.items()},
                 "versus": deployment_ratios(records, max(config["flow_counts"]))}
@@ -104,11 +105,21 @@ class CcConcurrency(Experiment):
         lines += ["", f"Medians over {view.metadata.get('repetitions')} repetitions, [min–max] in brackets. "
                       "LiteFlow and frozen run the same snapshot of the committed network; only LiteFlow's "
                       "slow path adapts it. Fallback MIs are monitor intervals lf_cc decided without a snapshot. "
-                      "Goodput is the flows' per-second throughput summed while all of them run (iperf3's "
-                      "sender-side intervals: a lossy scheme's retransmissions count, which is how BBR passes "
-                      "1.0 at 16 and 64 flows); RTT is a ping every 100 ms through the bottleneck. A run with a failed check (a flow that did not complete) is counted, not "
-                      "averaged in."]
+                      f"{goodput_note(view.summary.get('goodput_sources', []))} RTT is a ping every 100 ms "
+                      "through the bottleneck. A run with a failed check (a flow that did not complete) is "
+                      "counted, not averaged in."]
         return lines
+
+
+def goodput_note(sources: list[str]) -> str:
+    """How the run's goodput was read: runs before the bottleneck sampler read the senders."""
+    notes = {"bottleneck": "payload the bottleneck carried while every flow ran (its bytes less "
+                           f"{cc_plan.HEADER_BYTES} header bytes a packet, sampled twice an interval; at most "
+                           "0.96 of the link with 1,448-byte segments)",
+             "sender intervals": "the flows' per-second throughput summed while every flow ran (iperf3's "
+                                 "sender-side intervals, which count writes into the socket: above 1.0 at 64 "
+                                 "flows)"}
+    return f"Goodput is the {' or '.join(notes.get(s, s) for s in sources)}." if sources else ""
 
 
 def deployment_ratios(records: list[dict[str, Any]], flows: int) -> dict[str, Any]:
