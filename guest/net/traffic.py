@@ -31,6 +31,10 @@ FIRST_PORT = 5201
 # results; past this slack it is considered hung and stopped.
 CLIENT_SLACK_S = 30.0
 SERVER_READY_TIMEOUT_S = 15.0
+# 64 flows starting together over a queue of one BDP drop SYNs: a connection whose first two SYNs
+# are lost gets its third at 3 s and its fourth at 7 s (Linux's 1-s initial RTO, doubled), so a
+# 5-s limit failed a flow that would have run (one of 64, run 20261203-071526). 16 s allows four.
+CONNECT_TIMEOUT_MS = 16000
 
 
 @dataclass(frozen=True)
@@ -239,7 +243,7 @@ def _spawn_client(network: Network, flow: FlowPlan, interval_s: float, workdir: 
     out = open(workdir / f"flow{flow.id}.json", "w")
     err = open(workdir / f"flow{flow.id}.err", "w")
     argv = ["iperf3", "-c", network.ip(flow.dst), "-p", str(flow.port), "-t", str(flow.duration_s),
-            "-i", f"{interval_s:g}", "-C", flow.cc, "-J", "--connect-timeout", "5000"]
+            "-i", f"{interval_s:g}", "-C", flow.cc, "-J", "--connect-timeout", str(CONNECT_TIMEOUT_MS)]
     with out, err:
         return network.popen(flow.src, ["sh", "-c", 'read -r go && exec "$@"', "sh", *argv],
                              stdin=subprocess.PIPE, stdout=out, stderr=err)

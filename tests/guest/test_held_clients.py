@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 
-from guest.net.traffic import FlowPlan, _release, _spawn_client
+from guest.net.traffic import CONNECT_TIMEOUT_MS, FlowPlan, _release, _spawn_client
 
 FAKE_IPERF3 = '#!/bin/sh\necho "$$ $*"\n'
 
@@ -43,7 +43,7 @@ def test_a_held_client_runs_iperf3_only_once_released_and_as_the_spawned_pid(tmp
     pid, *args = (tmp_path / "flow7.json").read_text().split()
     assert int(pid) == client.pid
     assert args == ["-c", "10.2.1.1", "-p", "5208", "-t", "20", "-i", "1", "-C", "cubic", "-J",
-                    "--connect-timeout", "5000"]
+                    "--connect-timeout", str(CONNECT_TIMEOUT_MS)]
 
 
 def test_a_client_never_released_exits_without_a_flow(tmp_path):
