@@ -104,6 +104,24 @@ def test_slow_path_runs_under_its_cpu_limit(fresh_bench):
         assert used["usage_s"] <= limit * used["periods"] * PERIOD_US / 1e6 * 1.2, (scheme, used)
 
 
+def _flows_had_a_queue_to_drain(raw: dict) -> bool:
+    """Whether stale_min could fire at the RTT step: it lets go of a minimum once the flow has
+    drained more than its own share of the inflated RTT, so flows that crawl with no queue have
+    nothing to drain. On 2026-12-03 LiteFlow from cc-narrow crawled (0-2 Mbit/s over the 40) in 2
+    of 4 quick runs from its first seconds, before any update (docs/cc.md, "cc-adapt's quick
+    profile"). Taken as moving when the aggregate's median in the 6 s before the step is at least
+    a tenth of the link."""
+    (step,) = [c for c in raw["link_changes"] if "delay_ms" in c["changes"]]
+    rate_mbit = raw["link"]["bottlenecks"]["bottleneck"]["rate_mbit"]
+    for change in raw["link_changes"]:
+        if change["applied_at_s"] < step["applied_at_s"]:
+            rate_mbit = change["changes"].get("rate_mbit", rate_mbit)
+    before = sorted(p["mbit"] for p in raw["aggregate"]["series"]
+                    if step["applied_at_s"] - 6 <= p["t_s"] < step["applied_at_s"])
+    assert before, raw["aggregate"]["series"]
+    return before[len(before) // 2] >= 0.1 * rate_mbit
+
+
 def _raw(fresh_bench: dict, experiment: str, job: str) -> dict:
     assert experiment in fresh_bench["runs"], fresh_bench["console"][-3000:]
     path = fresh_bench["runs"][experiment] / "raw" / job / "0.json"
@@ -149,7 +167,8 @@ def test_liteflow_keeps_its_snapshot_when_the_service_dies(fresh_bench):
     assert results["core"]["active_id"] == expected
     assert results["lf_cc"]["fallback_error"] == 0 and results["lf_cc"]["fallback_no_snapshot"] == 0
     assert results["core"]["errors"] == 0
-    assert results["lf_cc"]["stale_min_resets"] > 0, results["lf_cc"]
+    if _flows_had_a_queue_to_drain(raw):
+        assert results["lf_cc"]["stale_min_resets"] > 0, results["lf_cc"]
     # the network went on deciding with the snapshot it kept, and the flows went on moving data.
     # Not how much: a one-run quick profile once caught both flows sending nothing for two seconds
     # right after the kill, at 60 ms with bursty ACKs (aggregate [0, 0, 4.2] Mbit/s; the run's
