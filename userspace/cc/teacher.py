@@ -6,15 +6,12 @@ proportional queue controller around the flow's fair share:
     target = share x (1 + (queue target - queue) / DRAIN_RTTS)
 
 with the queue in units of the base RTT (queueing delay / base RTT).  The queue target is
-small but not zero (QUEUE_TARGET = 0.25 RTT, at most half the buffer): a controller that holds
+small but not zero (QUEUE_TARGET = 0.1 RTT, at most half the buffer): a controller that holds
 the link exactly full and the queue exactly empty gives the network nothing to see -- its
 features (latency inflation, latency ratio, send ratio) are all zero both at the target and far
 below it, so imitation learns "hold the rate" everywhere.  With a small standing queue at the
 target, all-zero features always mean "below capacity, go up", and the equilibrium has a
-visible signature (a latency ratio of about 1.25).  It was 0.1 RTT first: the network then held
-about 1 ms of queue on a 20-ms path, and in the TCG guest, whose pacing and ACK timing jitter by
-milliseconds, a queue that shallow ran dry between ACK bursts and cost one flow a tenth of the
-link (docs/cc.md, "The queue target").
+visible signature (a latency ratio of about 1.1).
 
 * the **oracle** (offline, in the simulator) knows the link: share = capacity / active flows,
   queue = backlog / capacity / base RTT;
@@ -39,7 +36,7 @@ import numpy as np
 from . import features as F
 from .context import CONTEXT_DTYPE
 
-QUEUE_TARGET = 0.25       # standing queue aimed at, in base RTTs (a latency ratio of 1.25)
+QUEUE_TARGET = 0.10       # standing queue aimed at, in base RTTs (a latency ratio of 1.1)
 QUEUE_TARGET_BUFFER = 0.5  # ... but at most this fraction of the buffer (shallow queues)
 DRAIN_RTTS = 1.0          # close the gap to the queue target within about one base RTT
 MIN_TARGET_FRACTION = 0.1  # never aim below 10 % of the (estimated) share while draining
