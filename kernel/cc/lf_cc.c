@@ -23,9 +23,7 @@
  *  2. its three features are encoded (lf_cc_model.h) and shifted into the
  *     history (the latency ratio against the minimum per-MI mean RTT of the
  *     last 10 s, so a path whose RTT grew is not taken for a queue; with
- *     min_win_rtts set, of the last that many RTTs if sooner; with
- *     stale_min set, sooner still once the flow drained its own queue:
- *     lf_cc_stale_min_update);
+ *     stale_min set, sooner: lf_cc_stale_min_update);
  *  3. the snapshot answers an action, which moves the pacing rate by at
  *     most ~10%, clamped to a floor and to sk_max_pacing_rate;
  *  4. a new MI starts.
@@ -106,11 +104,6 @@ static bool stale_min;
 module_param(stale_min, bool, 0644);
 MODULE_PARM_DESC(stale_min,
 		 "let go of a minimum RTT the path has outgrown once the flow drained its own queue (default off: the committed networks were trained without)");
-
-static unsigned int min_win_rtts;
-module_param(min_win_rtts, uint, 0644);
-MODULE_PARM_DESC(min_win_rtts,
-		 "the latency ratio's minimum RTT expires after this many of its RTTs if sooner than 10 s (default 0: 10 s)");
 
 static unsigned int user_interval_us;
 module_param(user_interval_us, uint, 0644);
@@ -686,8 +679,7 @@ static void lf_cc_end_mi(struct sock *sk, struct lf_cc *ca, u32 elapsed_us)
 	lf_cc_measure(tp, ca, elapsed_us, &mi);
 	mean_rtt_us = lf_cc_mean_rtt_us(&mi);
 	now_ms = (u32)div_u64(tp->tcp_mstamp, USEC_PER_MSEC);
-	lf_cc_min_rtt_update(&ca->min_mean_rtt_us, &ca->min_stamp_ms, mean_rtt_us, now_ms,
-			     READ_ONCE(min_win_rtts));
+	lf_cc_min_rtt_update(&ca->min_mean_rtt_us, &ca->min_stamp_ms, mean_rtt_us, now_ms);
 	if (READ_ONCE(stale_min))
 		lf_cc_stale_min(ca, mean_rtt_us, &mi, now_ms);
 	if (lf_cc_is_user(sk) ? ca->flags & LF_CC_USER_DECIDED : ca->snapshot_id)

@@ -159,35 +159,16 @@ static inline u32 lf_cc_mean_rtt_us(const struct lf_cc_mi *mi)
 }
 
 /*
- * The minimum's window: LF_CC_MIN_RTT_WIN_MS, or with @win_rtts (lf_cc's
- * min_win_rtts) that many of the minimum's own RTTs if that is shorter.
- * A path whose idle RTT reads above its loaded one (a virtual machine's
- * wake-ups) holds a flow that fell below its share at a latency ratio that
- * looks like the queue it aims at: the short window lets the minimum follow
- * within a few hundred MIs and the network probe up again.
- */
-static inline u32 lf_cc_min_rtt_win_ms(u32 min_us, u32 win_rtts)
-{
-	u64 win_ms;
-
-	if (!win_rtts)
-		return LF_CC_MIN_RTT_WIN_MS;
-	win_ms = div64_u64((u64)win_rtts * min_us, 1000);
-	return win_ms < LF_CC_MIN_RTT_WIN_MS ? (u32)win_ms : LF_CC_MIN_RTT_WIN_MS;
-}
-
-/*
  * Fold an MI's mean RTT into the windowed minimum: a new minimum, or any
- * value once the minimum is older than its window, replaces it.
+ * value once the minimum is older than LF_CC_MIN_RTT_WIN_MS, replaces it.
  */
 static inline void lf_cc_min_rtt_update(u32 *min_us, u32 *stamp_ms,
-					u32 mean_rtt_us, u32 now_ms,
-					u32 win_rtts)
+					u32 mean_rtt_us, u32 now_ms)
 {
 	if (!mean_rtt_us)
 		return;
 	if (!*min_us || mean_rtt_us <= *min_us ||
-	    now_ms - *stamp_ms > lf_cc_min_rtt_win_ms(*min_us, win_rtts)) {
+	    now_ms - *stamp_ms > LF_CC_MIN_RTT_WIN_MS) {
 		*min_us = mean_rtt_us;
 		*stamp_ms = now_ms;
 	}

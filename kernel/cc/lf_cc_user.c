@@ -83,9 +83,9 @@ unsigned int lf_cc_user_context_size(void)
 }
 
 void lf_cc_user_min_rtt_update(u32 *min_us, u32 *stamp_ms, u32 mean_rtt_us,
-			       u32 now_ms, u32 win_rtts)
+			       u32 now_ms)
 {
-	lf_cc_min_rtt_update(min_us, stamp_ms, mean_rtt_us, now_ms, win_rtts);
+	lf_cc_min_rtt_update(min_us, stamp_ms, mean_rtt_us, now_ms);
 }
 
 /* Returns whether the minimum was replaced; *mis and *drained_segs carry the state. */

@@ -206,37 +206,3 @@ def test_lf_ccs_stale_min_rule_is_silent_on_a_steady_link_and_ends_the_rtt_steps
     without = sim.run(step, policy, record=False, measure_from=0.5).metrics["utilisation"][0]
     with_rule = sim.run(step, policy, record=False, measure_from=0.5, stale_min=True).metrics["utilisation"][0]
     assert with_rule > 0.9 > 0.8 > without
-
-
-def test_an_idle_path_answers_late_and_a_cut_throws_flow_0_down():
-    """The guest's two effects, on request only: an idle link's ACKs come idle_late later (less as
-    the link fills); dip_at cuts flow 0's rate once.  Without them the run is the one before."""
-    spec = dict(name="link", mbps=20, rtt_ms=20, jitter_ms=0.0)
-    low = 0.1 * 20e6 / 8
-    fixed = sim.fixed_rate_policy(0)
-    quiet = sim.run(sim.make_scenarios([spec], rtts=100), fixed, initial_rate_Bps=low)
-    late = sim.run(sim.make_scenarios([dict(spec, idle_late_ms=3.0)], rtts=100), fixed, initial_rate_Bps=low)
-    full = sim.run(sim.make_scenarios([dict(spec, idle_late_ms=3.0)], rtts=100), fixed, initial_rate_Bps=20e6 / 8)
-    assert quiet.metrics["latency_ratio"][0] == 1.0
-    assert 1.12 < late.metrics["latency_ratio"][0] < 1.15     # 0.9 x 3 ms over 20 ms
-    assert full.metrics["latency_ratio"][0] < 1.01
-    cut = sim.run(sim.make_scenarios([dict(spec, dip_at=0.5, dip_factor=0.25)], rtts=100), fixed,
-                  initial_rate_Bps=low)
-    rates = cut.context["pacing_rate_Bps"]
-    assert rates[0] == int(low) and rates[-1] == int(low) // 4
-
-
-def test_min_win_rtts_brings_a_cut_flow_back_through_an_idle_paths_lateness():
-    """What collapsed LiteFlow's single flow in the guest (docs/cc.md, "One flow: collapses at low
-    rates"): after a cut to a tenth, with the idle path 3 ms late, the committed network holds the
-    flow far below the link while the minimum RTT it took at full rate lasts (10 s); with
-    lf_cc's min_win_rtts at 100 (cc-concurrency's) the minimum follows the idle path within
-    about 2 s and the flow climbs back."""
-    from userspace.cc import train
-
-    policy = train.engine_policy(train.committed_snapshot().spec)
-    scen = sim.make_scenarios([dict(name="cut", mbps=40, rtt_ms=20, dip_at=0.1, dip_factor=0.1,
-                                    idle_late_ms=3.0)], rtts=500)
-    held = sim.run(scen, policy, record=False, measure_from=0.5).metrics["utilisation"][0]
-    back = sim.run(scen, policy, record=False, measure_from=0.5, min_win_rtts=100).metrics["utilisation"][0]
-    assert held < 0.5 < 0.9 < back

@@ -35,7 +35,7 @@ def lib(tmp_path_factory) -> ctypes.CDLL:
         "lf_cc_user_cwnd_cap": (u32, [u64, u32, u32]),
         "lf_cc_user_fallback_rate": (u64, [u64, u32, u32, u32]),
         "lf_cc_user_context_size": (ctypes.c_uint, []),
-        "lf_cc_user_min_rtt_update": (None, [ctypes.POINTER(u32), ctypes.POINTER(u32), u32, u32, u32]),
+        "lf_cc_user_min_rtt_update": (None, [ctypes.POINTER(u32), ctypes.POINTER(u32), u32, u32]),
         "lf_cc_user_stale_min_update": (ctypes.c_int, [ctypes.POINTER(ctypes.c_uint8), ctypes.POINTER(ctypes.c_int16),
                                                         ctypes.POINTER(u32), ctypes.POINTER(u32), u32, u32,
                                                         u32, u32, u32, u32]),
@@ -137,9 +137,9 @@ def test_fallback(lib, lost, mean, minimum, expected):
     assert lib.lf_cc_user_fallback_rate(1_000_000, lost, mean, minimum) == expected
 
 
-def _min_rtt(lib, minimum, stamp, mean, now, win_rtts=0):
+def _min_rtt(lib, minimum, stamp, mean, now):
     m, st = ctypes.c_uint32(minimum), ctypes.c_uint32(stamp)
-    lib.lf_cc_user_min_rtt_update(ctypes.byref(m), ctypes.byref(st), mean, now, win_rtts)
+    lib.lf_cc_user_min_rtt_update(ctypes.byref(m), ctypes.byref(st), mean, now)
     return m.value, st.value
 
 
@@ -157,23 +157,6 @@ def test_latency_ratio_base_is_a_windowed_minimum(lib, minimum, stamp, mean, now
     from userspace.cc import features as F
 
     got = F.min_rtt_update(minimum, stamp, mean, now)
-    assert (int(got[0]), int(got[1])) == expected
-
-
-@pytest.mark.parametrize("minimum, stamp, mean, now, win_rtts, expected", [
-    (20_000, 100, 25_000, 2_100, 100, (20_000, 100)),    # 100 RTTs of 20 ms: exactly 2 s, kept
-    (20_000, 100, 25_000, 2_101, 100, (25_000, 2_101)),  # older: the idle path's RTT takes over
-    (20_000, 100, 19_000, 500, 100, (19_000, 500)),      # a new minimum, as ever
-    (150_000, 100, 160_000, 10_100, 100, (150_000, 100)),  # 100 RTTs of 150 ms: capped at 10 s
-    (150_000, 100, 160_000, 10_101, 100, (160_000, 10_101)),
-    (20_000, 100, 25_000, 2_101, 0, (20_000, 100)),      # 0: the 10-s window
-    (4_000_000, 100, 4_100_000, 10_101, 0xFFFF_FFFF, (4_100_000, 10_101)),  # no u32 overflow
-])
-def test_min_win_rtts_shortens_the_window(lib, minimum, stamp, mean, now, win_rtts, expected):
-    assert _min_rtt(lib, minimum, stamp, mean, now, win_rtts) == expected
-    from userspace.cc import features as F
-
-    got = F.min_rtt_update(minimum, stamp, mean, now, win_rtts)
     assert (int(got[0]), int(got[1])) == expected
 
 

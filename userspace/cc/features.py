@@ -115,22 +115,13 @@ def q_latency_inflation(mi) -> np.ndarray:
     return _scalar(np.where(ok, clamp_s8(q), 0).astype(np.int8))
 
 
-def min_rtt_win_ms(min_us, win_rtts: int = 0) -> np.ndarray:
-    """lf_cc_min_rtt_win_ms: MIN_RTT_WIN_MS, or `win_rtts` of the minimum's RTTs if shorter."""
-    min_us = np.asarray(min_us, np.int64)
-    if not win_rtts:
-        return np.full_like(min_us, MIN_RTT_WIN_MS)
-    return np.minimum(int(win_rtts) * min_us // 1000, MIN_RTT_WIN_MS)
-
-
-def min_rtt_update(min_us, stamp_ms, mean_rtt_us, now_ms, win_rtts: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def min_rtt_update(min_us, stamp_ms, mean_rtt_us, now_ms) -> tuple[np.ndarray, np.ndarray]:
     """lf_cc_min_rtt_update: (new minimum, its stamp); a new minimum, or any mean once the
-    minimum is older than its window (min_rtt_win_ms; u32 time arithmetic), replaces it; 0
-    means none.  `win_rtts` is lf_cc's min_win_rtts (0: MIN_RTT_WIN_MS)."""
+    minimum is older than MIN_RTT_WIN_MS (u32 time arithmetic), replaces it; 0 means none."""
     min_us, stamp = np.asarray(min_us, np.int64), np.asarray(stamp_ms, np.int64)
     mean, now = np.asarray(mean_rtt_us, np.int64), np.asarray(now_ms, np.int64)
     age = (now - stamp) & 0xFFFFFFFF
-    take = (mean > 0) & ((min_us == 0) | (mean <= min_us) | (age > min_rtt_win_ms(min_us, win_rtts)))
+    take = (mean > 0) & ((min_us == 0) | (mean <= min_us) | (age > MIN_RTT_WIN_MS))
     return np.where(take, mean, min_us), np.where(take, now & 0xFFFFFFFF, stamp)
 
 

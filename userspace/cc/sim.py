@@ -18,8 +18,7 @@ The model, per episode ("env") and tick (dt = base RTT / 16, fixed per episode):
   of `queue_pkts * MSS` bytes served at the link's bandwidth; whatever does not fit is dropped;
 * bytes that enter when the backlog is Q are acknowledged base RTT + Q / C later (FIFO fluid);
   losses are detected at the same moment (three dupacks come back about one RTT later);
-* an ACK tick of n segments is n RTT samples, late by measurement noise (and, if asked, while the
-  link is idle by the idle path's lateness); srtt is the kernel's 1/8 EWMA over them;
+* an ACK tick of n segments is n RTT samples; srtt is the kernel's 1/8 EWMA over them;
 * a flow's MI lasts mi_target_us(srtt, rate, MSS) (rounded up to ticks); when it ends the
   flow's features are computed and pushed into its history, the policy answers with an int8
   q, and the rate becomes clamp(apply_action(rate, q)) -- as in lf_cc.
@@ -60,12 +59,6 @@ JITTER_EPISODES = 0.8        # share of random episodes with noise
 SPIKE_PROB = 0.02            # per flow and tick
 SPIKE_MS = 20.0
 EVAL_JITTER_MS = 1.0         # the fixed scenarios' noise, about the guest's
-# Two things the guest does that training does not draw (make_scenarios can ask for them; docs/cc.md,
-# "One flow: collapses at low rates"): an idle path answers late -- the guest's RTT samples and
-# its probe's pings read 2.5-3.6 ms above the minimum while the link carries little, less once it
-# is busy; an ACK is then late by idle_late x (1 - the link's use over about one base RTT) -- and
-# a flow is thrown far below its share (ACKs held and released together read as a full queue):
-# flow 0's rate cut to dip_factor once.
 QUEUE_MAX_BDPS = 4.0
 
 #: What the oracle may know about a flow when it decides (never shown to the network).
@@ -94,9 +87,6 @@ class Scenarios:
     jitter_s: np.ndarray | None = None   # [E] RTT measurement noise scale (None: none)
     noise_seed: int = 0
     jitter_after_s: np.ndarray | None = None   # [E] the noise scale after the change (None: as before)
-    idle_late_s: np.ndarray | None = None      # [E] an idle link's RTT lateness (None: none)
-    dip_tick: np.ndarray | None = None         # [E] int: when flow 0's rate is cut (None: never)
-    dip_factor: np.ndarray | None = None       # [E] ... to this fraction
 
     def __len__(self) -> int:
         return len(self.bandwidth_Bps)
@@ -152,12 +142,10 @@ def sample_scenarios(rng: np.random.Generator, count: int, rtts: int = 120,
                      [f"random{i}" for i in range(count)], jitter, int(rng.integers(2**31)))
 
 
-def make_scenarios(specs: list[dict], rtts: int = 120, idle_late_ms: float = 0.0) -> Scenarios:
+def make_scenarios(specs: list[dict], rtts: int = 120) -> Scenarios:
     """Named, fixed episodes: each spec has name, mbps, rtt_ms, and optionally queue_bdp (default
     1), loss, flows, stagger (fraction of the episode over which flows 2.. start), and a step:
-    step_at (fraction of the episode), mbps_after, rtt_ms_after, jitter_ms_after (RTT noise);
-    the idle path's lateness idle_late_ms (default: the argument); a cut of flow 0's rate,
-    dip_at (fraction of the episode) to dip_factor."""
+    step_at (fraction of the episode), mbps_after, rtt_ms_after, jitter_ms_after (RTT noise)."""
     n = len(specs)
     ticks = rtts * TICKS_PER_RTT
     get = lambda key, default: np.array([s.get(key, default) for s in specs], np.float64)  # noqa: E731
@@ -177,11 +165,8 @@ def make_scenarios(specs: list[dict], rtts: int = 120, idle_late_ms: float = 0.0
     rtt_after = np.where(np.isnan(get("rtt_ms_after", np.nan)), rtt, get("rtt_ms_after", 0) / 1e3)
     jitter = get("jitter_ms", EVAL_JITTER_MS) / 1e3
     jitter_after = np.where(np.isnan(get("jitter_ms_after", np.nan)), jitter, get("jitter_ms_after", 0) / 1e3)
-    dip_at = get("dip_at", np.nan)
-    dip = np.where(np.isnan(dip_at), NEVER, np.nan_to_num(dip_at) * ticks).astype(np.int64)
     return Scenarios(bw, rtt, queue, get("loss", 0.0), flows, start, change, bw_after, rtt_after,
-                     ticks, [s["name"] for s in specs], jitter, 1, jitter_after,
-                     get("idle_late_ms", idle_late_ms) / 1e3, dip, get("dip_factor", 1.0))
+                     ticks, [s["name"] for s in specs], jitter, 1, jitter_after)
 
 
 @dataclass
@@ -200,7 +185,7 @@ class Rollout:
 
 def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: float = 0.2,
         trace_episode: int | None = None, initial_rate_Bps: float | None = None,
-        stale_min: bool = False, min_win_rtts: int = 0) -> Rollout:
+        stale_min: bool = False) -> Rollout:
     """Run every episode of `scen` under `policy`; deterministic given its inputs.
 
     Metrics are measured from `measure_from` of the episode on (after the start-up ramp):
@@ -208,8 +193,7 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
     samples to the base RTT, loss rate and Jain's fairness over flows active the whole window.
     With `trace_episode`, metrics["trace"] holds that episode's per-tick rates and queue.
     `initial_rate_Bps` overrides the kernel's initial rate (tests pin a flow's rate with it).
-    `stale_min` runs lf_cc with its stale_min parameter set (lf_cc_stale_min_update),
-    `min_win_rtts` with its min_win_rtts (lf_cc_min_rtt_win_ms).
+    `stale_min` runs lf_cc with its stale_min parameter set (lf_cc_stale_min_update).
     """
     E = len(scen)
     Fn = scen.start_tick.shape[1]
@@ -257,20 +241,12 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
     jitter_before_us = (scen.jitter_s if scen.jitter_s is not None else np.zeros(E)) * 1e6
     jitter_after_us = jitter_before_us if scen.jitter_after_s is None else scen.jitter_after_s * 1e6
     noisy = bool(jitter_before_us.any() or jitter_after_us.any())
-    idle_late_us = np.zeros(E) if scen.idle_late_s is None else scen.idle_late_s * 1e6
-    busy = np.zeros(E)                                                   # link use, EWMA over ~1 RTT
-    dip_tick = np.full(E, NEVER) if scen.dip_tick is None else scen.dip_tick
 
     for t in range(T):
         changed = t >= scen.change_tick
         C = np.where(changed, scen.bandwidth_after_Bps, scen.bandwidth_Bps)   # [E] bytes/s
         base = np.where(changed, scen.base_rtt_after_s, scen.base_rtt_s)       # [E] s
         jitter_us = np.where(changed, jitter_after_us, jitter_before_us)       # [E] us
-
-        dipping = dip_tick == t
-        if dipping.any():
-            cut = np.floor(rate[dipping, 0] * scen.dip_factor[dipping]).astype(np.int64)
-            rate[dipping, 0] = np.maximum(RATE_MIN_BPS, cut)
 
         starting = (scen.start_tick == t)
         if starting.any():
@@ -299,7 +275,6 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
         keep = np.where(total > space, space / np.maximum(total, 1e-9), 1.0)
         dropped = arrive * (1 - keep[:, None])
         arrive = arrive - dropped
-        busy += (np.minimum(1.0, arrive.sum(1) / (C * dt)) - busy) / TICKS_PER_RTT
         Q = np.maximum(0.0, Q + arrive.sum(1) - C * dt)
         delay_s = base + Q / C                                                 # [E]
         lag = np.clip(np.rint(delay_s / dt), 1, RING - 1).astype(np.int64)
@@ -328,7 +303,6 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
             late_us += (noise.random((E, Fn)) < SPIKE_PROB) * noise.uniform(0, SPIKE_MS * 1e3, (E, Fn)) \
                 * (jitter_us[:, None] > 0)
             rtt_seg_us += cnt * late_us
-        rtt_seg_us += cnt * (idle_late_us * (1.0 - busy))[:, None]
         has = cnt > 1e-9
         mean_us = np.where(has, rtt_seg_us / np.where(has, cnt, 1), 0.0)
         w = 1 - (7 / 8) ** cnt
@@ -366,8 +340,7 @@ def run(scen: Scenarios, policy: Policy, *, record: bool = True, measure_from: f
         mi["segs_lost"] = seg["lost"] - mark["lost"][ei, fi]
         mean = F.mean_rtt_us(mi).astype(np.int64)
         now_ms = np.rint((t + 1) * dt_us[ei] / 1000).astype(np.int64)
-        new_min, new_stamp = F.min_rtt_update(min_mean_rtt[ei, fi], min_stamp_ms[ei, fi], mean, now_ms,
-                                               min_win_rtts)
+        new_min, new_stamp = F.min_rtt_update(min_mean_rtt[ei, fi], min_stamp_ms[ei, fi], mean, now_ms)
         if stale_min:
             mis, drained, new_min, new_stamp, _ = F.stale_min_update(
                 stale_mis[ei, fi], stale_drained[ei, fi], new_min, new_stamp, mean, mi, now_ms)
