@@ -123,13 +123,23 @@ class CounterSampler:
     """Reads `counters` every `every_s` on a thread, each reading stamped on the traffic clock:
     {key: [[t_s, bytes, packets], ...]}. What the bottleneck carried, second by second, on the
     same clock as the flows' starts, where the flows' own intervals run on each client's clock
-    and count what the sender wrote, not what crossed the link."""
+    and count what the sender wrote, not what crossed the link.
+
+    A reading is kept only if it took at most MAX_READ_S from its stamp: in a guest whose CPUs the
+    traffic saturates (64 flows on a slow host) the thread can lose the CPU for seconds between
+    taking the time and reading, and such a reading, stamped seconds early, made the link carry
+    five times its rate. A quarter of a second, half the sampling period, bounds what a kept
+    reading's stamp can be off by against windows of several seconds. The readings dropped are
+    counted (`late`)."""
+
+    MAX_READ_S = 0.25
 
     def __init__(self, counters: Callable[[], dict[str, tuple[int, int]]], every_s: float) -> None:
         self.counters = counters
         self.every_s = every_s
         self.series: dict[str, list[list[float]]] = {}
         self.error: str | None = None
+        self.late = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._t0 = 0.0
@@ -141,8 +151,13 @@ class CounterSampler:
     def _run(self) -> None:
         while True:
             try:
-                now = round(time.monotonic() - self._t0, 3)
-                for key, (nbytes, packets) in self.counters().items():
+                before = time.monotonic()
+                readings = self.counters()
+                if time.monotonic() - before > self.MAX_READ_S:
+                    self.late += 1
+                    readings = {}
+                now = round(before - self._t0, 3)
+                for key, (nbytes, packets) in readings.items():
                     self.series.setdefault(key, []).append([now, nbytes, packets])
             except (OSError, KeyError, ValueError) as exc:   # a node gone: keep what was read
                 self.error = str(exc)
@@ -208,6 +223,8 @@ def run_flows(network: Network, flows: list[FlowPlan], interval_s: float, workdi
     series = sampler.stop() if sampler else {}
     if sampler and sampler.error:
         log(f"link counters: sampling stopped early: {sampler.error}")
+    if sampler and sampler.late:
+        log(f"link counters: {sampler.late} readings dropped, each taking over {sampler.MAX_READ_S} s")
     for server in servers.values():
         stop_process(server)
     return {"flows": results, "cpu": {**cpu, "window_s": window_s}, "window_s": window_s, "counters": series}

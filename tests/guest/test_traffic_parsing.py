@@ -140,3 +140,20 @@ def test_the_counter_sampler_keeps_what_it_read_when_a_node_is_gone():
     time.sleep(0.1)
     assert sampler.stop() == {"a>b": [[pytest.approx(0.0, abs=0.5), 1, 1]]}
     assert sampler.error == "no such process"
+
+
+def test_the_counter_sampler_drops_a_reading_taken_long_after_its_stamp():
+    """A reading that took longer than MAX_READ_S (the thread lost the CPU between taking the time
+    and reading) would be stamped early: it is dropped and counted, the others kept."""
+    slow = iter([False, True, False, False, False, False])
+
+    def counters():
+        if next(slow, False):
+            time.sleep(CounterSampler.MAX_READ_S * 3)
+        return {"a>b": (1, 1)}
+
+    sampler = CounterSampler(counters, 0.01)
+    sampler.start(time.monotonic())
+    time.sleep(CounterSampler.MAX_READ_S * 3 + 0.3)
+    series = sampler.stop()["a>b"]
+    assert sampler.late == 1 and len(series) >= 3 and sampler.error is None

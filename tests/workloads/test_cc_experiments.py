@@ -224,3 +224,15 @@ def test_goodput_comes_from_the_bottleneck_counters_when_the_run_sampled_them():
     raw["link_series"]["bottleneck"]["r1>r2"] = forward[:13]        # sampling stopped at 6 s
     fallback = cc_plan.common_record("2-flows/cubic", raw, {"rate_mbit": 40.0})
     assert fallback["goodput_source"] == "sender intervals" and fallback["goodput_mbit"] == pytest.approx(90.0)
+
+
+def test_a_bottleneck_reading_above_the_links_rate_fails_the_job():
+    """Counters read seconds after their stamp (a saturated guest) once made a 40-Mbit/s link
+    carry 217 Mbit/s; such a job is a failed run, not a number."""
+    raw = _raw([40.0] * 20, [20.0] * 20, scheme="cubic")
+    packet = 1448 + cc_plan.HEADER_BYTES
+    forward = [[t / 2, t * 20_000 * packet, t * 20_000] for t in range(50)]       # 463 Mbit/s
+    raw["link_series"] = {"bottleneck": {"r1>r2": forward, "r2>r1": [[t / 2, 0, 0] for t in range(50)]}}
+    record = cc_plan.common_record("2-flows/cubic", raw, {"rate_mbit": 40.0})
+    assert record["goodput_source"] == "bottleneck" and record["goodput_mbit"] > 400
+    assert not record["ok"] and "above its 40-Mbit/s rate" in record["failed_checks"][-1]
