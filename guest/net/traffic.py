@@ -128,8 +128,8 @@ class CounterSampler:
     A reading is kept only if it took at most MAX_READ_S from its stamp: in a guest whose CPUs the
     traffic saturates (64 flows on a slow host) the thread can lose the CPU for seconds between
     taking the time and reading, and such a reading, stamped seconds early, made the link carry
-    five times its rate. A quarter of a second, half the sampling period, bounds what a kept
-    reading's stamp can be off by against windows of several seconds. The readings dropped are
+    five times its rate. A quarter of a second (half the 0.5-s period the CC experiments sample
+    at) bounds what a kept reading's stamp can be off by against windows of several seconds. The readings dropped are
     counted (`late`)."""
 
     MAX_READ_S = 0.25
@@ -155,10 +155,10 @@ class CounterSampler:
                 readings = self.counters()
                 if time.monotonic() - before > self.MAX_READ_S:
                     self.late += 1
-                    readings = {}
-                now = round(before - self._t0, 3)
-                for key, (nbytes, packets) in readings.items():
-                    self.series.setdefault(key, []).append([now, nbytes, packets])
+                else:
+                    now = round(before - self._t0, 3)
+                    for key, (nbytes, packets) in readings.items():
+                        self.series.setdefault(key, []).append([now, nbytes, packets])
             except (OSError, KeyError, ValueError) as exc:   # a node gone: keep what was read
                 self.error = str(exc)
                 return
