@@ -41,7 +41,7 @@ SERVICE_TIMEOUT_S = 600     # under TCG: the slow-path service imports TensorFlo
 LINK_SCHEMA = {"name": Field(str), "rate_mbit": Field(float, minimum=0.1), "rtt_ms": Field(float, minimum=0.0),
                "queue_bdp": Field(float, minimum=0.01)}
 OFFLOAD_SCHEMA = {key: Field(bool) for key in ("tso", "gso", "gro")}
-LF_CC_SCHEMA = {"stale_min": Field(bool, required=False), "sr_rate_sample": Field(bool, required=False)}
+LF_CC_SCHEMA = {"stale_min": Field(bool, required=False)}
 SLOWPATH_SCHEMA = {"threshold": Field(float, minimum=0.0), "window": Field(int, minimum=1),
                    "sample_every": Field(int, minimum=1), "sample_batch": Field(int, minimum=1),
                    "round_wait_s": Field(float, minimum=0.1),

@@ -105,11 +105,6 @@ module_param(stale_min, bool, 0644);
 MODULE_PARM_DESC(stale_min,
 		 "let go of a minimum RTT the path has outgrown once the flow drained its own queue (default off: the committed networks were trained without)");
 
-static bool sr_rate_sample;
-module_param(sr_rate_sample, bool, 0644);
-MODULE_PARM_DESC(sr_rate_sample,
-		 "send ratio against the delivery rate of the MI's last rate sample, not its delivered count (default off: the committed networks were trained without)");
-
 static unsigned int user_interval_us;
 module_param(user_interval_us, uint, 0644);
 MODULE_PARM_DESC(user_interval_us, "liteflow_user: post the features every this many us (0: every MI)");
@@ -673,22 +668,7 @@ static void lf_cc_stale_min(struct lf_cc *ca, u32 mean_rtt_us,
 }
 
 /* The MI is over: learn from it, decide the next one's rate. */
-/*
- * The MI's send ratio: from its own counters, or with sr_rate_sample from
- * the rate sample of the ACK that ends it, when that sample is valid.
- */
-static s8 lf_cc_send_ratio(const struct lf_cc_mi *mi,
-			   const struct rate_sample *rs)
-{
-	if (READ_ONCE(sr_rate_sample) && rs->delivered > 0 && rs->interval_us > 0)
-		return lf_cc_q_send_ratio_rate(mi->segs_sent, mi->duration_us,
-					       (u32)rs->delivered,
-					       (u32)min_t(long, rs->interval_us, U32_MAX));
-	return lf_cc_q_send_ratio(mi->segs_sent, mi->segs_delivered);
-}
-
-static void lf_cc_end_mi(struct sock *sk, struct lf_cc *ca, u32 elapsed_us,
-			 const struct rate_sample *rs)
+static void lf_cc_end_mi(struct sock *sk, struct lf_cc *ca, u32 elapsed_us)
 {
 	const struct tcp_sock *tp = tcp_sk(sk);
 	struct lf_cc_mi mi;
@@ -707,7 +687,7 @@ static void lf_cc_end_mi(struct sock *sk, struct lf_cc *ca, u32 elapsed_us,
 
 	lf_cc_push_history(ca->history, lf_cc_q_latency_inflation(&mi),
 			   lf_cc_q_latency_ratio(mean_rtt_us, ca->min_mean_rtt_us),
-			   lf_cc_send_ratio(&mi, rs));
+			   lf_cc_q_send_ratio(mi.segs_sent, mi.segs_delivered));
 	this_cpu_inc(lf_cc_stats.intervals);
 
 	if (lf_cc_is_user(sk)) {
@@ -752,7 +732,7 @@ static LF_CONG_CONTROL_FN(lf_cc_cong_control)
 	if (rs->losses > 0)
 		ca->segs_lost = min_t(u32, (u32)ca->segs_lost + rs->losses, U16_MAX);
 	if (elapsed_us >= lf_cc_mi_target_of(ca) && ca->rtt_count[0] + ca->rtt_count[1])
-		lf_cc_end_mi(sk, ca, elapsed_us, rs);
+		lf_cc_end_mi(sk, ca, elapsed_us);
 	if (lf_cc_is_user(sk))
 		lf_cc_user_poll(sk, ca);
 	else if (inet_csk(sk)->icsk_ca_ops == &lf_cc_full_ops)

@@ -279,28 +279,6 @@ static inline s8 lf_cc_q_send_ratio(u32 segs_sent, u32 segs_delivered)
 					      segs_delivered));
 }
 
-/*
- * Send ratio against the delivery rate of one rate sample (tcp_rate.c),
- * encoded: the MI's send rate, segs_sent over duration_us, against
- * delivered segments over the sample's interval.  That interval is the
- * longer of the sample's send and ACK phases, so ACKs that a busy host
- * held back and released together cannot make the delivery rate look like
- * a fraction of the send rate, as an MI's own delivered count does.  0 when
- * the sample is not valid (no delivery or no interval).
- */
-static inline s8 lf_cc_q_send_ratio_rate(u32 segs_sent, u32 duration_us,
-					 u32 rs_delivered, u32 rs_interval_us)
-{
-	u64 delivered_x_duration = (u64)rs_delivered * duration_us;
-
-	if (!rs_delivered || !rs_interval_us || !duration_us)
-		return 0;
-	return lf_cc_clamp_s8(lf_cc_div_round(((s64)((u64)segs_sent * rs_interval_us) -
-					       (s64)delivered_x_duration) *
-					      LF_CC_SR_GAIN * LF_CC_INPUT_SCALE_INV,
-					      delivered_x_duration));
-}
-
 /* Shift one MI's encoded features into the history, dropping the oldest. */
 static inline void lf_cc_push_history(s8 *history, s8 latency_inflation,
 				      s8 latency_ratio, s8 send_ratio)

@@ -27,7 +27,7 @@ PARAMS = Path("/sys/module/lf_cc/parameters")
 STATS = PARAMS / "stats"
 # lf_cc's module parameters an experiment may set (its data file's [lf_cc] table), with the value
 # every other experiment runs with: each is written at every load, so none outlives its scheme
-LF_CC_PARAMS = {"stale_min": False, "sr_rate_sample": False}
+LF_CC_PARAMS = {"stale_min": False}
 SERVICE_STOP_S = 30
 # The slow path is background work: on the guest's two vCPUs it would otherwise take turns with
 # the very datapath it tunes (TensorFlow's training steps against the flows' packet processing).
