@@ -70,8 +70,10 @@ def test(c, test_args="", unit=False):
     "list": "list the experiments with their descriptions and stop",
     "accel": "auto (probe KVM), kvm or tcg",
     "kernel": "run every experiment on this guest kernel instead of its data file's (e.g. linux-4.15)",
+    "schemes": "comma-separated: run only these of the data file's schemes (experiments that have schemes)",
 })
-def bench(c, only="", quick=False, fresh=False, list=False, accel="auto", kernel=""):  # noqa: A002 - invoke's flag name
+def bench(c, only="", quick=False, fresh=False, list=False, accel="auto", kernel="",  # noqa: A002 - invoke's flag name
+          schemes=""):
     """Run benchmark experiments (`invoke bench` for all, `invoke bench iperf` for one) into results/<run-id>/,
     then rebuild results/REPORT.md with the figures."""
     from workloads import registry
@@ -81,7 +83,15 @@ def bench(c, only="", quick=False, fresh=False, list=False, accel="auto", kernel
             print(f"{name:16s} {registry.description(name)}")
         return
     _run_experiments([n for n in only.split(",") if n] or registry.names(), quick=quick, fresh=fresh, accel=accel,
-                     overrides={"kernel": kernel} if kernel else None)
+                     overrides=_overrides(kernel, schemes))
+
+
+def _overrides(kernel: str, schemes: str) -> dict | None:
+    """bench's --kernel and --schemes as overrides of the data files (checked against their schema)."""
+    overrides: dict = {"kernel": kernel} if kernel else {}
+    if schemes:
+        overrides["schemes"] = [scheme for scheme in schemes.split(",") if scheme]
+    return overrides or None
 
 
 def _run_experiments(names: list[str], *, quick: bool = False, fresh: bool = False, accel: str = "auto",
@@ -349,14 +359,15 @@ def _experiment_names() -> list[str]:
     return names()
 
 
-EXPERIMENT_FLAGS = ("quick", "fresh", "kernel")  # an experiment task takes these, as bench does
+EXPERIMENT_FLAGS = ("quick", "fresh", "kernel", "schemes")  # an experiment task takes these, as bench does
 
 
 def _experiment_task(name: str):
-    def body(c, quick=False, fresh=False, kernel=""):
-        _run_experiments([name], quick=quick, fresh=fresh, overrides={"kernel": kernel} if kernel else None)
+    def body(c, quick=False, fresh=False, kernel="", schemes=""):
+        _run_experiments([name], quick=quick, fresh=fresh, overrides=_overrides(kernel, schemes))
 
-    body.__doc__ = f"Run the '{name}' experiment (same as `invoke bench {name}`; --quick, --fresh, --kernel as bench)."
+    body.__doc__ = (f"Run the '{name}' experiment (same as `invoke bench {name}`; --quick, --fresh, --kernel, "
+                    "--schemes as bench).")
     body.__name__ = name.replace("-", "_")
     return task(body, name=name)
 

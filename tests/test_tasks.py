@@ -47,7 +47,7 @@ class _Parsed:
     def __init__(self, name, only="", **flags):
         self.name = name
         self.args = {"only": SimpleNamespace(value=only),
-                     **{flag: SimpleNamespace(value=flags.get(flag)) for flag in ("quick", "fresh", "kernel")}}
+                     **{flag: SimpleNamespace(value=flags.get(flag)) for flag in tasks.EXPERIMENT_FLAGS}}
 
 
 def _execute(*calls):
@@ -75,12 +75,22 @@ def test_an_experiments_own_flags_become_benchs():
     original = tasks.Executor.execute
     tasks.Executor.execute = lambda self, *t: seen.extend(t)
     try:
-        tasks.BenchExecutor.execute(executor, _Parsed("bench"), _Parsed("iperf", quick=True, kernel="linux-4.15"))
+        tasks.BenchExecutor.execute(executor, _Parsed("bench"), _Parsed("iperf", quick=True, kernel="linux-4.15",
+                                                                          schemes="cubic"))
     finally:
         tasks.Executor.execute = original
     (bench,) = seen
     assert bench.args["only"].value == "iperf"
     assert bench.args["quick"].value is True and bench.args["kernel"].value == "linux-4.15"
+    assert bench.args["schemes"].value == "cubic"
+
+
+def test_schemes_become_an_override_the_data_file_checks():
+    assert tasks._overrides("", "") is None
+    assert tasks._overrides("linux-4.15", "liteflow,,cubic") == {"kernel": "linux-4.15",
+                                                                 "schemes": ["liteflow", "cubic"]}
+    with pytest.raises(Exit, match="cubicc"):
+        tasks.bench(Context(), only="cc-concurrency", schemes="cubicc")
 
 
 def test_bench_list_names_every_experiment_with_its_description(capsys):

@@ -75,6 +75,25 @@ def test_lf_cc_parameters_reach_every_lf_cc_scheme_and_a_typo_is_refused():
         load_config(experiment_path("cc-adapt"), adapt.schema, "quick", {"lf_cc": {"stale_mni": True}})
 
 
+def test_flows_beyond_the_sender_cap_share_the_senders_in_turn():
+    from types import SimpleNamespace
+
+    from guest.iperf import expand_flows
+    from guest.net.spec import parse_topology
+
+    concurrency = registry.load("cc-concurrency")
+    config = load_config(experiment_path("cc-concurrency"), concurrency.schema, "full")
+    ctx = SimpleNamespace(config=config, state={"scheme_files": {}})
+    for flows, senders in ((1, 1), (16, 16), (64, cc_plan.MAX_SENDERS)):
+        plan = cc_plan.cc_plan(ctx, "cubic", flows)
+        assert plan["topology"]["senders"] == senders and plan["flow_count"] == flows
+    plan = cc_plan.cc_plan(ctx, "cubic", 64)
+    blueprint = parse_topology(plan["topology"])
+    sources = [flow.src for flow in expand_flows(plan, blueprint, "cubic")]
+    assert len(sources) == 64 and len(set(sources)) == cc_plan.MAX_SENDERS
+    assert all(sources.count(host) == 64 // cc_plan.MAX_SENDERS for host in blueprint.senders)
+
+
 def test_a_round_interval_reaches_both_adapting_deployments_and_a_bad_one_is_refused():
     from types import SimpleNamespace
 
