@@ -1,6 +1,8 @@
 """iperf3 -J parsing and aggregation (guest.net.traffic), on hand-written iperf3 3.12 outputs."""
 
 import json
+import os
+import threading
 import time
 
 import pytest
@@ -157,3 +159,20 @@ def test_the_counter_sampler_drops_a_reading_taken_long_after_its_stamp():
     time.sleep(CounterSampler.MAX_READ_S * 3 + 0.3)
     series = sampler.stop()["a>b"]
     assert sampler.late == 1 and len(series) >= 3 and sampler.error is None
+
+
+def test_the_counter_sampler_reads_at_a_raised_priority_when_it_may():
+    """Its thread alone is reniced (Linux: per thread), so the flows' processes keep theirs."""
+    seen = []
+
+    def counters():
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return {"a>b": (1, 1)}
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    sampler = CounterSampler(counters, 0.01)
+    sampler.start(time.monotonic())
+    time.sleep(0.1)
+    sampler.stop()
+    assert seen and os.getpriority(os.PRIO_PROCESS, 0) == before
+    assert seen[0] == (CounterSampler.NICE if os.geteuid() == 0 else before)

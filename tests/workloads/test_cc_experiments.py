@@ -240,9 +240,13 @@ def test_goodput_comes_from_the_bottleneck_counters_when_the_run_sampled_them():
     record = cc_plan.common_record("2-flows/cubic", raw, {"rate_mbit": 40.0})
     assert record["goodput_source"] == "bottleneck"
     assert record["goodput_mbit"] == pytest.approx(per_half_second * 1448 * 8 * 2 / 1e6)
-    raw["link_series"]["bottleneck"]["r1>r2"] = forward[:13]        # sampling stopped at 6 s
-    fallback = cc_plan.common_record("2-flows/cubic", raw, {"rate_mbit": 40.0})
-    assert fallback["goodput_source"] == "sender intervals" and fallback["goodput_mbit"] == pytest.approx(90.0)
+    raw["link_series"]["bottleneck"]["r1>r2"] = forward[:13]        # no reading after 6 s
+    starved = cc_plan.common_record("2-flows/cubic", raw, {"rate_mbit": 40.0})
+    assert starved["goodput_source"] == "bottleneck" and starved["goodput_mbit"] is None
+    assert not starved["ok"] and "not read twice" in starved["failed_checks"][0]
+    del raw["link_series"]                                          # a run from before the sampler
+    older = cc_plan.common_record("2-flows/cubic", raw, {"rate_mbit": 40.0})
+    assert older["goodput_source"] == "sender intervals" and older["goodput_mbit"] == pytest.approx(90.0)
 
 
 def test_a_bottleneck_reading_above_the_links_rate_fails_the_job():
