@@ -49,7 +49,8 @@ class CcConcurrency(Experiment):
         return [{**record, "flows": job.params["flows"], "scheme": job.params["scheme"]}]
 
     def summarize(self, config: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
-        # a run with a failed check (a flow that did not complete) is counted, not averaged in
+        # a run with a failed check (a flow that did not complete, the bottleneck not read while every
+        # flow ran) is counted, not averaged in
         cells = [{"flows": flows, "scheme": scheme,
                   **{key: spread([r[key] for r in rows if r["ok"]]) for key in METRICS},
                   "runs": len(rows), "failed_runs": sum(1 for r in rows if not r["ok"])}
@@ -106,8 +107,8 @@ class CcConcurrency(Experiment):
                       "LiteFlow and frozen run the same snapshot of the committed network; only LiteFlow's "
                       "slow path adapts it. Fallback MIs are monitor intervals lf_cc decided without a snapshot. "
                       f"{goodput_note(view.summary.get('goodput_sources', []))} RTT is a ping every 100 ms "
-                      "through the bottleneck. A run with a failed check (a flow that did not complete) is "
-                      "counted, not averaged in."]
+                      "through the bottleneck. A run with a failed check (a flow that did not complete, the "
+                      "bottleneck not read while every flow ran) is counted, not averaged in."]
         return lines
 
 
